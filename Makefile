@@ -1,0 +1,45 @@
+# gpu-grid: every target sets up what it needs from nothing (.venv, and the MXNet env for tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MXNET_VENV := .venv-mxnet
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# Frameworks: tensorflow-cpu + CPU jax on a CPU box, tensorflow[and-cuda] + jax[cuda12] on a GPU box.
+EXTRA ?= $(if $(HAS_GPU),gpu,cpu)
+SPEC ?= $(if $(HAS_GPU),specs/shootout-gpu.yaml,specs/tiny-cpu.yaml)
+RESULTS ?= results
+GRID_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv mxnet-env grid test test-fast bench report lint clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRA),dev]"
+	@touch $@
+
+# MXNet 1.9.1 is retired and needs numpy<1.24: it lives in its own interpreter.
+mxnet-env: $(MXNET_VENV)/.installed
+$(MXNET_VENV)/.installed:
+	@test -x $(MXNET_VENV)/bin/python || $(PYTHON) -m venv $(MXNET_VENV)
+	$(MXNET_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MXNET_VENV)/bin/python -m pip install -q "mxnet==1.9.1" "numpy==1.23.5" psutil
+	@touch $@
+
+grid: venv
+	$(BIN)/grid run $(SPEC) --results $(RESULTS) $(GRID_ARGS)
+
+test: venv mxnet-env
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/python -m compileall -q grid tasks tests
+
+clean:
+	rm -rf $(VENV) $(MXNET_VENV) .pytest_cache build *.egg-info
