@@ -29,7 +29,7 @@ def cmd_plan(args, console: Console) -> int:
 
     spec, expansion = _load(args)
     for line in plan_lines(spec, expansion):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     return 0
 
 

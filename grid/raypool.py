@@ -34,8 +34,9 @@ def connect(address: str | None, num_gpus: int | None = None, num_cpus: int | No
                 raise ClusterError("--num-gpus fakes GPUs on a local Ray only; drop it with --address")
             ray.init(address=address, **common)
             return False
-        # Ray's single-node mode: everything binds 127.0.0.1, nothing listens on the network.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+            raise ClusterError("a local Ray must bind 127.0.0.1 only: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                               "before ray is imported (grid run does this)")
         ray.init(address="local", num_gpus=num_gpus, num_cpus=num_cpus, include_dashboard=False,
                  object_store_memory=256 * 1024 * 1024, **common)
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -46,6 +47,9 @@ def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions):
     if opts.runner == "local":
         gpus = [str(i) for i in range(opts.num_gpus)] if opts.num_gpus else None
         return LocalPool(spec, store, gpus=gpus, cpu_slots=opts.cpu_slots), False
+    if opts.address is None:
+        # Ray's single-node mode binds 127.0.0.1 only; Ray reads this when it is first imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from grid.raypool import RayPool, connect  # Ray only when it is used
 
     started = connect(opts.address, opts.num_gpus)

@@ -1,0 +1,57 @@
+"""Shared fixtures: spec files, a real local Ray with fake GPUs, and skipping GPU tests without a GPU."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# Every local Ray these tests start binds 127.0.0.1 only; Ray reads this once, at import.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
+def _has_gpu() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+HAS_GPU = _has_gpu()
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_GPU:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (nvidia-smi -L found none)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """Write a spec mapping to a YAML file and return its path."""
+
+    def write(data: dict, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the session: 4 fake GPUs, loopback only."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_gpus=4, num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=256 * 1024 * 1024, namespace="gpu-grid-tests")
+    yield ray
+    ray.shutdown()

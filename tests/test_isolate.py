@@ -1,0 +1,99 @@
+"""The child process: own process group, timeout kills the whole group, signals recorded, RSS budget, dies with its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+from grid.isolate import run_child
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_for_file(path, timeout=15.0) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and open(path).read().strip():
+            return open(path).read()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never written")
+
+
+def test_ok_exit_and_log(tmp_path):
+    log = tmp_path / "log"
+    out = run_child([sys.executable, "-c", "print('hello from child')"], env=dict(os.environ), cwd=str(tmp_path),
+                    log_path=str(log), timeout_s=30)
+    assert out.exit_code == 0 and out.signal is None and not out.timed_out
+    assert "hello from child" in log.read_text()
+    assert out.peak_rss_mib > 0
+
+
+def test_child_has_own_process_group(tmp_path):
+    pids = tmp_path / "pids"
+    code = f"import os; open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{os.getpgid(0)}} {{os.getsid(0)}}')"
+    run_child([sys.executable, "-c", code], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"), timeout_s=30)
+    pid, pgid, sid = map(int, pids.read_text().split())
+    assert pid == pgid == sid != os.getpgid(0)
+
+
+def test_timeout_kills_whole_group(tmp_path):
+    pids = tmp_path / "pids"
+    script = f"sleep 60 & echo $$ $! > {pids}; sleep 60"
+    t0 = time.time()
+    out = run_child(["/bin/bash", "-c", script], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"),
+                    timeout_s=2, grace_s=1)
+    assert out.timed_out and out.exit_code is None and out.signal in ("SIGTERM", "SIGKILL")
+    assert time.time() - t0 < 10
+    for pid in map(int, pids.read_text().split()):
+        assert not _alive(pid), f"process {pid} of the group survived the timeout"
+    assert "timeout_s=2 reached" in (tmp_path / "log").read_text()
+
+
+def test_kill_minus_9_recorded(tmp_path):
+    pidfile = tmp_path / "pid"
+    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(out=run_child(
+        [sys.executable, "-c", code], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"), timeout_s=60)))
+    thread.start()
+    os.kill(int(_wait_for_file(pidfile)), signal.SIGKILL)
+    thread.join(30)
+    out = result["out"]
+    assert out.signal == "SIGKILL" and out.exit_code is None and not out.timed_out
+
+
+def test_memory_budget_ends_tree(tmp_path):
+    code = "import time; b = bytearray(400 * 1024 * 1024); [b.__setitem__(i, 1) for i in range(0, len(b), 4096)]; time.sleep(30)"
+    out = run_child([sys.executable, "-c", code], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"),
+                    timeout_s=60, memory_limit_mib=150)
+    assert out.over_budget and not out.timed_out
+    assert out.peak_rss_mib > 150
+    assert "over memory_limit_mib=150" in (tmp_path / "log").read_text()
+
+
+def test_child_dies_with_its_launcher(tmp_path):
+    """A lost worker must not leave its trial running: the child is tied to the launching thread."""
+    pidfile = tmp_path / "pid"
+    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    launcher = ("import os, sys; from grid.isolate import run_child;"
+                f"run_child([sys.executable, '-c', {code!r}], env=dict(os.environ), cwd=None, "
+                f"log_path={str(tmp_path / 'log')!r}, timeout_s=60)")
+    proc = subprocess.Popen([sys.executable, "-c", launcher])
+    child = int(_wait_for_file(pidfile))
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 5
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)

@@ -1,0 +1,118 @@
+"""Driver behaviour with real child processes on the local pool (no Ray): exclusivity, gangs, no starvation, resume."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from grid.errors import UsageError
+from grid.expand import expand
+from grid.results import ResultStore
+from grid.run import RunOptions, run_sweep
+from grid.spec import parse_spec
+
+
+def sleep_spec(name="s", seconds=0.3, **extra):
+    data = {"name": name, "workload": "sleep", "params": {"seconds": seconds}, "timeout_s": 30}
+    data.update(extra)
+    return parse_spec(data)
+
+
+def intervals_by_gpu(rows):
+    by_gpu = collections.defaultdict(list)
+    for row in rows:
+        for gpu in row["gpu_ids"]:
+            by_gpu[gpu].append((row["started_at"], row["ended_at"], row["trial_id"]))
+    return by_gpu
+
+
+def assert_no_gpu_shared(rows):
+    for gpu, spans in intervals_by_gpu(rows).items():
+        spans.sort()
+        for (s0, e0, t0), (s1, e1, t1) in zip(spans, spans[1:]):
+            assert s1 >= e0, f"GPU {gpu} ran {t0} and {t1} at once"
+
+
+def test_every_trial_once_no_gpu_shared(tmp_path):
+    spec = sleep_spec(axes={"batch_size": list(range(1, 9))})
+    run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", num_gpus=3, live=False))
+    rows = ResultStore(str(tmp_path)).latest("s").to_pylist()
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"ok"}
+    assert len({r["trial_id"] for r in rows}) == 8
+    assert_no_gpu_shared(rows)
+    assert {g for r in rows for g in r["gpu_ids"]} == {"0", "1", "2"}
+
+
+def test_gang_trial_is_not_starved(tmp_path):
+    # queue: bs1 g1, bs2 g1, bs2 g2 (gang), bs3..bs6 g1 on two GPUs: the gang trial must run before bs3+.
+    spec = sleep_spec(seconds=0.5, axes={"batch_size": [1, 2, 3, 4, 5, 6], "gpus": [1, 2]},
+                      exclude=[{"gpus": 2, "batch_size": [1, 3, 4, 5, 6]}])
+    run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", num_gpus=2, live=False))
+    rows = ResultStore(str(tmp_path)).latest("s").to_pylist()
+    gang = [r for r in rows if r["gpus"] == 2]
+    assert len(gang) == 1 and sorted(gang[0]["gpu_ids"]) == ["0", "1"] and len(gang[0]["workers"]) == 2
+    later = [r for r in rows if r["gpus"] == 1 and r["batch_size"] >= 3]
+    assert all(r["started_at"] >= gang[0]["ended_at"] for r in later)
+    assert_no_gpu_shared(rows)
+
+
+def test_non_exclusive_trials_share_gpus(tmp_path):
+    spec = sleep_spec(seconds=1.0, axes={"batch_size": [1, 2, 3, 4]}, exclusive=False, trials_per_gpu=2)
+    run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", num_gpus=2, live=False))
+    rows = ResultStore(str(tmp_path)).latest("s").to_pylist()
+    assert len(rows) == 4
+    starts = sorted(r["started_at"] for r in rows)
+    assert (starts[-1] - starts[0]).total_seconds() < 0.9, "four trials on two GPUs x 2 should start together"
+
+
+def test_trial_bigger_than_any_node_refused_before_running(tmp_path):
+    spec = sleep_spec(axes={"gpus": [1, 4]})
+    with pytest.raises(UsageError, match="needs gpus=4 on one node, but the largest node has 2 GPU workers"):
+        run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", num_gpus=2, live=False))
+    assert ResultStore(str(tmp_path)).read().num_rows == 0
+
+
+def test_resume_skips_terminal_and_retry_failed_reruns(tmp_path):
+    spec = sleep_spec(seconds=0.1, axes={"fail": ["none", "error", "oom"]})
+    opts = RunOptions(results=str(tmp_path), runner="local", cpu_slots=2, live=False)
+    first = run_sweep(spec, opts)
+    assert sorted(r["status"] for r in first.rows) == ["error", "ok", "oom"]
+    again = run_sweep(spec, opts)
+    assert again.rows == [] and again.skipped == 3
+    retried = run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", cpu_slots=2, live=False,
+                                         retry_failed=True))
+    assert [(r["fail"], r["attempt"]) for r in retried.rows] == [("error", 1)]  # oom is a finding, not retried
+    store = ResultStore(str(tmp_path))
+    assert store.read("s").num_rows == 4 and store.latest("s").num_rows == 3
+
+
+def test_outcomes_are_data(tmp_path):
+    spec = sleep_spec(seconds=0.1, axes={"fail": ["error", "oom", "crash"]})
+    run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", cpu_slots=1, live=False))
+    rows = {r["fail"]: r for r in ResultStore(str(tmp_path)).latest("s").to_pylist()}
+    assert rows["error"]["status"] == "error" and rows["error"]["error_type"] == "builtins.RuntimeError"
+    assert "asked to fail" in rows["error"]["error_tail"]
+    assert rows["oom"]["status"] == "oom" and rows["oom"]["error_type"] == "builtins.MemoryError"
+    assert rows["crash"]["status"] == "killed" and rows["crash"]["signal"] == "SIGABRT"
+    for row in rows.values():
+        assert row["exit_code"] in (1, None) and row["log_path"].endswith(f"{row['trial_id']}-0.log")
+
+
+def test_cpu_budget_ends_greedy_trial_as_oom_and_sweep_continues(tmp_path):
+    spec = sleep_spec(seconds=2, axes={"hold_mib": [0, 400]}, memory_limit_mib=200)
+    run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", cpu_slots=1, live=False))
+    rows = {r["hold_mib"]: r for r in ResultStore(str(tmp_path)).latest("s").to_pylist()}
+    assert rows[0]["status"] == "ok"
+    assert rows[400]["status"] == "oom" and rows[400]["error_type"] == "CpuMemoryBudgetExceeded"
+    assert rows[400]["peak_rss_mib"] > 200
+
+
+def test_row_has_config_env_and_versions(tmp_path):
+    spec = sleep_spec(seconds=0.1, axes={"backend": ["jax"], "memory_fraction": [0.25]})
+    run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", num_gpus=1, live=False))
+    (row,) = ResultStore(str(tmp_path)).latest("s").to_pylist()
+    assert row["backend"] == "jax" and row["memory_fraction"] == 0.25
+    assert '"CUDA_VISIBLE_DEVICES": "0"' in row["child_env_json"] and '"KERAS_BACKEND": "jax"' in row["child_env_json"]
+    assert row["grid_version"] and row["host"] and row["queued_at"] <= row["dispatched_at"] <= row["started_at"]
+    assert row["trial_id"] == expand(spec).trials[0].trial_id
