@@ -29,7 +29,7 @@ from tasks.oom import is_oom
 
 TASKS_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tasks.__file__)))
 # Variables the worker sets itself, or that Ray sets for its own processes and a trial must not inherit.
-_NOT_INHERITED = ("CUDA_VISIBLE_DEVICES", "KERAS_BACKEND", "OMP_NUM_THREADS", "PYTHONPATH")
+_NOT_INHERITED = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "KERAS_BACKEND", "OMP_NUM_THREADS", "PYTHONPATH")
 _LOG_TAIL_BYTES = 4000
 
 
@@ -72,6 +72,8 @@ def child_env(spec: GridSpec, trial: Trial, placement: Placement) -> tuple[dict[
         "PYTHONUNBUFFERED": "1",
         "GPU_GRID_TRIAL_ID": trial.trial_id,
     }
+    if placement.on_gpu:
+        explicit["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's device numbering = NVML's = Ray's
     backend = trial.config.get("backend")
     if backend in FRAMEWORK_BACKENDS:
         explicit["KERAS_BACKEND"] = backend

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from grid.attempt import AttemptTimes, Placement, hostname, run_attempt
 from grid.expand import Trial
+from grid.nvml import gpu_samplers
 from grid.results import ResultStore
 from grid.spec import GridSpec
 
@@ -57,9 +57,8 @@ class LocalPool:
     slots. No Ray: the same isolation and results, for debugging and cheap tests.
     """
 
-    def __init__(self, spec: GridSpec, store: ResultStore, gpus: list[str] | None = None, cpu_slots: int = 1,
-                 samplers: Callable[[tuple[str, ...]], list] | None = None):
-        self.spec, self.store, self._samplers = spec, store, samplers
+    def __init__(self, spec: GridSpec, store: ResultStore, gpus: list[str] | None = None, cpu_slots: int = 1):
+        self.spec, self.store = spec, store
         self.on_gpu = bool(gpus)
         host = hostname()
         ids = [(g,) for g in gpus] if gpus else [() for _ in range(cpu_slots)]
@@ -78,9 +77,9 @@ class LocalPool:
 
         def work() -> None:
             try:
-                samplers = self._samplers(placement.gpu_ids) if self._samplers else []
+                samplers, gpu_info = gpu_samplers(placement.gpu_ids)
                 self._done.put(Finished(ticket, run_attempt(self.spec, trial, attempt, placement, self.store,
-                                                            times, samplers)))
+                                                            times, samplers, gpu_info)))
             except BaseException as exc:  # noqa: BLE001 - reported to the driver as infrastructure failure
                 self._done.put(Finished(ticket, None, exc))
 

@@ -33,7 +33,7 @@ class GpuWorker:
         return os.getpid()
 
     def run(self, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes) -> dict:
-        samplers, gpu_info = gpu_samplers(placement.gpu_ids, self.spec.sample_interval_ms)
+        samplers, gpu_info = gpu_samplers(placement.gpu_ids)
         return run_attempt(self.spec, trial, attempt, placement, self.store, times, samplers, gpu_info)
 
 
