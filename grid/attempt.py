@@ -162,7 +162,9 @@ def run_attempt(spec: GridSpec, trial: Trial, attempt: int, placement: Placement
                        "workload": trial.workload, "config": trial.config, "repeat": trial.repeat,
                        "gpu_ids": list(placement.gpu_ids), "result_path": result_path}, f)
         env, explicit = child_env(spec, trial, placement)
-        argv = [interpreter_for(spec, trial.config.get("backend", "none")), "-m", tasks.WORKLOADS[trial.workload].module, trial_path]
+        backend = trial.config.get("backend", "none")
+        module = tasks.WORKLOADS[trial.workload].module_for(backend)
+        argv = [interpreter_for(spec, backend), "-m", module, trial_path]
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
         with open(log_file, "ab") as log:
             log.write(f"[gpu-grid] trial {trial.trial_id} attempt {attempt} on {placement.host} "

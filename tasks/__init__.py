@@ -67,17 +67,18 @@ class Workload:
     name: str
     summary: str
     params: dict[str, Param] = field(default_factory=dict)
+    # backend -> module, where a backend's trials run another module (and interpreter), e.g. mxnet
+    backend_modules: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def module(self) -> str:
-        return f"tasks.{self.name}"
+    def module_for(self, backend: str | None) -> str:
+        return self.backend_modules.get(backend or "", f"tasks.{self.name}")
 
     def defaults(self) -> dict[str, Any]:
         return {name: p.default for name, p in self.params.items()}
 
 
-def _workload(name: str, summary: str, *params: Param) -> Workload:
-    return Workload(name, summary, {p.name: p for p in params})
+def _workload(name: str, summary: str, *params: Param, backend_modules: dict[str, str] | None = None) -> Workload:
+    return Workload(name, summary, {p.name: p for p in params}, backend_modules or {})
 
 
 _RESNET_PARAMS = (
@@ -116,12 +117,14 @@ WORKLOADS: dict[str, Workload] = {
         ),
         _workload(
             "keras_resnet50",
-            "Keras 3 ResNet-50 (weights=None, 32x32x3, 10 classes) on CIFAR-10 or synthetic data.",
-            _backend(FRAMEWORK_BACKENDS, "jax"),
+            "ResNet-50 (32x32x3, 10 classes) on CIFAR-10 or synthetic data: Keras 3 on tensorflow, jax "
+            "and torch; MXNet Gluon resnet50_v1 for backend mxnet (its own interpreter).",
+            _backend((*FRAMEWORK_BACKENDS, "mxnet"), "jax"),
             MEMORY_FRACTION,
             BATCH_SIZE,
             GPUS,
             *_RESNET_PARAMS,
+            backend_modules={"mxnet": "tasks.mxnet_resnet50"},
         ),
         _workload(
             "mxnet_resnet50",
