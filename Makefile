@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 MXNET_VENV := .venv-mxnet
+# A CUDA box can use a CUDA build, e.g. make mxnet-env MXNET_PKG=mxnet-cu112==1.9.1
+MXNET_PKG ?= mxnet==1.9.1
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 # Frameworks: tensorflow-cpu + CPU jax on a CPU box, tensorflow[and-cuda] + jax[cuda12] on a GPU box.
 EXTRA ?= $(if $(HAS_GPU),gpu,cpu)
@@ -26,7 +28,7 @@ mxnet-env: $(MXNET_VENV)/.installed
 $(MXNET_VENV)/.installed:
 	@test -x $(MXNET_VENV)/bin/python || $(PYTHON) -m venv $(MXNET_VENV)
 	$(MXNET_VENV)/bin/python -m pip install -q --upgrade pip
-	$(MXNET_VENV)/bin/python -m pip install -q "mxnet==1.9.1" "numpy==1.23.5" psutil
+	$(MXNET_VENV)/bin/python -m pip install -q "$(MXNET_PKG)" "numpy==1.23.5" psutil
 	@touch $@
 
 grid: venv
