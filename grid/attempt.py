@@ -147,7 +147,8 @@ def base_row(spec: GridSpec, trial: Trial, attempt: int, placement: Placement | 
 
 
 _RESULT_COLUMNS = ("epoch_times", "first_epoch_s", "steady_epoch_s", "images_per_s", "import_s", "framework",
-                   "framework_version", "data", "framework_peak_mib", "memory_cap_method", "global_batch")
+                   "framework_version", "data", "data_note", "images_per_epoch", "parallelism", "framework_peak_mib",
+                   "memory_cap_method", "global_batch")
 
 
 def run_attempt(spec: GridSpec, trial: Trial, attempt: int, placement: Placement, store: ResultStore,

@@ -13,11 +13,19 @@ _MARKERS: tuple[tuple[str | None, str | None], ...] = (
     ("XlaRuntimeError", "RESOURCE_EXHAUSTED"),  # jax
     ("JaxRuntimeError", "RESOURCE_EXHAUSTED"),
     (None, "RESOURCE_EXHAUSTED: Out of memory"),
+    (None, "RESOURCE_EXHAUSTED: Failed to allocate"),  # jax's BFC allocator
+    (None, "Resource exhausted: Out of memory"),  # older jaxlib
     (None, "OOM when allocating"),
     (None, "CUDA out of memory"),
+    (None, "CUDA error: out of memory"),  # torch, when CUDA itself (context, cuBLAS) cannot allocate
+    (None, "DefaultCPUAllocator: can't allocate memory"),  # torch on CPU, a RuntimeError
     (None, "cudaErrorMemoryAllocation"),
     (None, "CUDA_ERROR_OUT_OF_MEMORY"),
-    ("MXNetError", "out of memory"),  # mxnet: "cudaMalloc retry failed: out of memory"
+    (None, "cudaMalloc retry failed: out of memory"),  # mxnet's pooled storage manager
+    (None, "cudaMalloc failed: out of memory"),
+    ("MXNetError", "out of memory"),
+    (None, "Failed to allocate CPU Memory"),  # mxnet's CPU storage
+    ("MXNetError", "Memory allocation failed"),
 )
 
 
