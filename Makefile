@@ -45,3 +45,31 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) $(MXNET_VENV) .pytest_cache build *.egg-info
+
+# Reports and the nightly regression check (grid report / grid compare over the results dataset).
+REPORT ?= report
+BASELINE ?= baselines/nightly
+.PHONY: nightly
+
+report: venv
+	$(BIN)/grid report $(RESULTS) --out $(REPORT)
+
+# Exit status: grid compare's (0 no regression, 1 regression, 2 usage/data error); see scripts/nightly.sh.
+nightly: venv
+	BASELINE=$(BASELINE) GRID=$(BIN)/grid GRID_ARGS="$(GRID_ARGS)" scripts/nightly.sh
+
+# Scheduler overhead against the ideal makespan and against Ray Tune (numbers: benchmarks/RESULTS.md).
+BENCH_ARGS ?= --trials 1000 --seconds 1 --gpus 16
+.PHONY: cluster-demo
+
+bench: venv $(VENV)/.bench-installed
+	$(BIN)/python benchmarks/bench_scheduler.py $(BENCH_ARGS) --json benchmarks/last-run.json
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	@touch $@
+
+# A 3-node Ray cluster on 127.0.0.1 in a private network namespace (needs root), a small sweep on it,
+# then the cluster stopped by PID (clusters/demo.sh).
+cluster-demo: venv
+	unshare -n bash clusters/demo.sh

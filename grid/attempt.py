@@ -102,18 +102,22 @@ def _read_result(path: str) -> dict[str, Any] | None:
 def classify(outcome: ChildOutcome, result: dict[str, Any] | None, log_tail: str) -> dict[str, Any]:
     """The attempt's status and evidence, from what the parent saw and what the child wrote."""
     if outcome.timed_out:
-        return {"status": TrialStatus.TIMEOUT, "error_type": "Timeout", "error_tail": log_tail}
+        return {"status": TrialStatus.TIMEOUT, "error_type": "Timeout", "error_tail": log_tail,
+                "error_message": "still running at timeout_s; its whole process group was killed"}
     if outcome.over_budget:
-        return {"status": TrialStatus.OOM, "error_type": "CpuMemoryBudgetExceeded", "error_tail": log_tail}
+        return {"status": TrialStatus.OOM, "error_type": "CpuMemoryBudgetExceeded", "error_tail": log_tail,
+                "error_message": f"process tree RSS {outcome.peak_rss_mib:.0f} MiB went over memory_limit_mib"}
     if result is not None:
         status = TrialStatus(result.get("status", "error"))
         if status is TrialStatus.OK and outcome.exit_code != 0:
             return {"status": TrialStatus.ERROR, "error_type": "NonZeroExit",
                     "error_tail": f"result says ok but the process exited {outcome.exit_code or outcome.signal}\n{log_tail}"}
         tail = result.get("error_tail") or (log_tail if status.is_failure else None)
-        return {"status": status, "error_type": result.get("error_type"), "error_tail": tail}
+        return {"status": status, "error_type": result.get("error_type"), "error_tail": tail,
+                "error_message": result.get("error_message")}
     if outcome.signal is not None:
-        return {"status": TrialStatus.KILLED, "error_type": f"Signal.{outcome.signal}", "error_tail": log_tail}
+        return {"status": TrialStatus.KILLED, "error_type": f"Signal.{outcome.signal}", "error_tail": log_tail,
+                "error_message": f"the trial process was killed by {outcome.signal}"}
     if is_oom(None, log_tail):
         return {"status": TrialStatus.OOM, "error_type": "OutOfMemory (from log)", "error_tail": log_tail}
     return {"status": TrialStatus.ERROR, "error_type": "NoResult",
@@ -196,7 +200,7 @@ def run_attempt(spec: GridSpec, trial: Trial, attempt: int, placement: Placement
     else:
         verdict = classify(outcome, result, tail)
         row.update({"status": verdict["status"].value, "error_type": verdict["error_type"],
-                    "error_tail": verdict["error_tail"], "exit_code": outcome.exit_code, "signal": outcome.signal,
+                    "error_tail": verdict["error_tail"], "error_message": verdict.get("error_message"), "exit_code": outcome.exit_code, "signal": outcome.signal,
                     "wall_s": outcome.wall_s, "peak_rss_mib": outcome.peak_rss_mib,
                     "started_at": _ts(outcome.started_at), "ended_at": _ts(outcome.ended_at)})
     if result:

@@ -38,7 +38,7 @@ def cmd_run(args, console: Console) -> int:
 
     spec, expansion = _load(args)
     opts = RunOptions(results=args.results, runner=args.runner, address=args.address, num_gpus=args.num_gpus,
-                      cpu_slots=args.cpu_slots, retry_failed=args.retry_failed,
+                      cpu_slots=args.cpu_slots, retry_failed=args.retry_failed, shared_results=args.shared_results,
                       live=False if args.plain else None)
     outcome = run_sweep(spec, opts, console, expansion)
     if args.strict and any(r["status"] != "ok" for r in outcome.rows):
@@ -59,6 +59,99 @@ def cmd_status(args, console: Console) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+def cmd_report(args, console: Console) -> int:
+    from grid.report import ReportOptions, build_report, print_report, write_report
+    from grid.results import ResultStore
+
+    opts = ReportOptions(sweep=args.sweep, rows=_names(args.rows), cols=_names(args.cols), metric=args.metric)
+    reports = build_report(ResultStore(args.results), opts)
+    page = None if args.no_html else write_report(reports, args.out, args.results)
+    print_report(reports, console)
+    if page:
+        console.print(f"report: {page}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_compare(args, console: Console) -> int:
+    from grid.compare import CompareOptions, compare, print_comparison, write_json
+
+    opts = CompareOptions(metric=args.metric, threshold=args.threshold, ignore=tuple(_names(args.ignore) or ()),
+                          baseline_sweep=args.baseline_sweep or args.sweep,
+                          current_sweep=args.current_sweep or args.sweep)
+    result = compare(args.baseline, args.current, opts)
+    print_comparison(result, console)
+    if args.json:
+        write_json(result, args.json)
+        console.print(f"verdict: {args.json}", highlight=False, soft_wrap=True)
+    return 1 if result.regressed else 0
+
+
+def cmd_query(args, console: Console) -> int:
+    from grid.query import print_table, run_query, write_csv
+    from grid.results import ResultStore
+
+    table = run_query(ResultStore(args.results), args.sql, args.sweep)
+    if args.csv:
+        write_csv(table, sys.stdout)
+    else:
+        print_table(table, console)
+    return 0
+
+
+def cmd_compact(args, console: Console) -> int:
+    from grid.compact import compact
+    from grid.results import ResultStore
+
+    for done in compact(ResultStore(args.results), args.sweep):
+        if done.merged_path is None:
+            console.print(f"sweep {done.sweep}: {done.files_before} file(s), nothing to merge", highlight=False)
+            continue
+        console.print(f"sweep {done.sweep}: {done.files_before} files -> 1 ({done.rows_written} rows, "
+                      f"{done.duplicates_dropped} duplicate(s) dropped) in {done.seconds:.1f} s: {done.merged_path}",
+                      highlight=False, soft_wrap=True)
+    return 0
+
+
+def _results_commands(sub) -> None:
+    p = sub.add_parser("report", help="tables, plots and a self-contained HTML page of the latest results")
+    p.add_argument("results", nargs="?", default="results", help="results location (default: results)")
+    p.add_argument("--sweep", default=None, help="report this sweep only (default: every sweep)")
+    p.add_argument("--out", default="report", help="folder for index.html and the PNGs (default: report)")
+    p.add_argument("--no-html", action="store_true", help="terminal tables only; write nothing")
+    p.add_argument("--rows", default=None, help="axes for the rows, comma-separated (default: backend,memory_fraction)")
+    p.add_argument("--cols", default=None, help="axes for the columns of a pivot table, comma-separated")
+    p.add_argument("--metric", default=None, help="the pivot table's metric (default: steady_epoch_s)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="regressions of CURRENT against BASELINE; exit 1 on a regression")
+    p.add_argument("baseline", help="results location of the baseline")
+    p.add_argument("current", help="results location of the run to check")
+    p.add_argument("--metric", default="steady_epoch_s", help="metric to compare (default: steady_epoch_s)")
+    p.add_argument("--threshold", default="5%", help="smallest change of the median that counts (default: 5%%)")
+    p.add_argument("--sweep", default=None, help="sweep to compare on both sides (default: the only one)")
+    p.add_argument("--baseline-sweep", default=None, help="the baseline's sweep, when its name differs")
+    p.add_argument("--current-sweep", default=None, help="the current run's sweep, when its name differs")
+    p.add_argument("--ignore", default=None, help="config keys left out of the join, comma-separated")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the verdict as JSON")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("query", help="SQL (DuckDB) over the views `trials` (latest attempts) and `attempts`")
+    p.add_argument("results", help="results location")
+    p.add_argument("sql", help='e.g. "select backend, median(steady_epoch_s) from trials group by 1"')
+    p.add_argument("--sweep", default=None, help="only this sweep's rows in the views")
+    p.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("compact", help="merge a sweep's per-trial files into one file, atomically")
+    p.add_argument("results", help="results location")
+    p.add_argument("--sweep", default=None, help="compact this sweep only (default: every sweep)")
+    p.set_defaults(func=cmd_compact)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grid", description="Run experiment grids on pinned per-GPU Ray workers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=int, default=None,
                    help="GPUs a local Ray (or the local runner) offers; fakes GPUs on a CPU box (default: detected)")
     p.add_argument("--cpu-slots", type=int, default=1, help="trials at once per node when there are no GPUs (default 1)")
+    p.add_argument("--shared-results", action="store_true",
+                   help="the --results directory is one shared filesystem at the same path on every node (NFS); "
+                        "without it a local directory is refused on a multi-node cluster")
     p.add_argument("--retry-failed", action="store_true", help="also rerun trials whose latest attempt is error/timeout/killed")
     p.add_argument("--plain", action="store_true", help="one line per finished trial instead of the live display")
     p.add_argument("--strict", action="store_true", help="exit 1 if any trial did not end ok")
@@ -86,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="?", default="results")
     p.add_argument("--sweep", default=None)
     p.set_defaults(func=cmd_status)
+    _results_commands(sub)
     return parser
 
 

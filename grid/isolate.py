@@ -68,14 +68,21 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-def end_group(pgid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM the whole group, then SIGKILL whatever is left after `grace_s`."""
-    if not _kill_group(pgid, signal.SIGTERM):
+def end_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after `grace_s`.
+
+    The leader is reaped first: an unreaped (zombie) leader keeps its group "alive" to killpg.
+    """
+    if not _kill_group(proc.pid, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _group_alive(pgid):
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    while time.monotonic() < deadline and _group_alive(proc.pid):
         time.sleep(0.05)
-    _kill_group(pgid, signal.SIGKILL)
+    _kill_group(proc.pid, signal.SIGKILL)
 
 
 def run_child(
@@ -111,12 +118,12 @@ def run_child(
                 over_budget = True
                 log.write(f"\n[gpu-grid] process tree RSS {rss.current_mib:.0f} MiB is over "
                           f"memory_limit_mib={memory_limit_mib}; ending the trial\n".encode())
-                end_group(proc.pid, grace_s=0)
+                end_group(proc, grace_s=0)
                 break
             if time.monotonic() > deadline:
                 timed_out = True
                 log.write(f"\n[gpu-grid] timeout_s={timeout_s} reached; ending the process group\n".encode())
-                end_group(proc.pid, grace_s)
+                end_group(proc, grace_s)
                 break
             try:
                 proc.wait(timeout=interval_s)
@@ -126,7 +133,7 @@ def run_child(
         ended = time.time()
         stray = _group_alive(proc.pid)
         if stray:
-            end_group(proc.pid, grace_s=1.0)
+            end_group(proc, grace_s=1.0)
     return ChildOutcome(
         pid=proc.pid,
         exit_code=code if code >= 0 else None,

@@ -18,9 +18,11 @@ from grid.expand import Trial
 from grid.pools import Finished, WorkerInfo
 from grid.results import ResultStore
 from grid.spec import GridSpec
+from grid.storage_check import NodeProbes
 from grid.worker import RemoteGpuWorker
 
 NAMESPACE = "gpu-grid"
+log = logging.getLogger("grid")
 
 
 def connect(address: str | None, num_gpus: int | None = None, num_cpus: int | None = None) -> bool:
@@ -65,6 +67,8 @@ class RayPool:
         self._tickets: dict[int, Placement] = {}
         self._dead: set[str] = set()
         self._next = 0
+        self._probes = NodeProbes(store)  # nodes that join later prove they can write results first
+        self._probed: set[str] = {n["NodeID"] for n in nodes}
         for node in nodes:
             self._start_workers(node)
         self._collect_started(timeout=start_timeout_s)
@@ -119,7 +123,7 @@ class RayPool:
         ready, _ = ray.wait(list(self._refs), num_returns=1, timeout=timeout)
         if ready:
             ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
-        out = []
+        out, suspects = [], set()
         for ref in ready:
             ticket = self._refs.pop(ref)
             placement = self._tickets.pop(ticket)
@@ -127,16 +131,41 @@ class RayPool:
                 out.append(Finished(ticket, ray.get(ref)))
             except RayActorError as exc:
                 self._dead.add(placement.workers[0])
+                suspects.add(placement.node_id)
                 out.append(Finished(ticket, None, exc))
             except (RayError, GetTimeoutError) as exc:
                 out.append(Finished(ticket, None, exc))
+        for node_id in suspects:
+            self._check_node(node_id)
         return out
+
+    def _check_node(self, node_id: str, timeout_s: float = 5.0) -> None:
+        """After a worker was lost, ping the others on its node. Ray declares a dead node dead only
+        after its health checks fail; until then its idle workers would take trials and lose them."""
+        pings = {self._actors[name].ping.remote(): name for name, info in self._infos.items()
+                 if info.node_id == node_id and name not in self._dead}
+        ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=timeout_s) if pings else ([], [])
+        for ref, name in pings.items():
+            try:
+                if ref in ready:
+                    ray.get(ref)
+                    continue
+            except RayError:
+                pass
+            self._dead.add(name)
 
     def refresh(self) -> tuple[list[WorkerInfo], list[str]]:
         nodes = alive_nodes()
         alive = {n["NodeID"] for n in nodes}
         for node in nodes:
-            self._start_workers(node)
+            if node["NodeID"] not in self._probed:
+                self._probed.add(node["NodeID"])
+                self._probes.start(node)
+        for node, problem in self._probes.done():
+            if problem:
+                log.warning("[grid] no workers on a node that joined: it cannot write the results: %s", problem)
+            else:
+                self._start_workers(node)
         added = self._collect_started(timeout=0)
         lost = [n for n, info in self._infos.items() if n in self._dead or info.node_id not in alive]
         for name in lost:
@@ -146,6 +175,7 @@ class RayPool:
         return added, lost
 
     def close(self) -> None:
+        self._probes.close()
         for actor in self._actors.values():
             try:
                 ray.kill(actor)

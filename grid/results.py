@@ -6,8 +6,8 @@ Layout under the results URI (a local directory, `s3://bucket/prefix`, or any py
     sweep=<name>/_logs/<trial_id>-<attempt>.log the child's stdout and stderr
 
 A file is written under a temporary name that does not end in `.parquet` (so globbing readers
-such as DuckDB never see it) and renamed; on object storage one PUT is the commit. Readers
-unify schemas permissively, drop duplicate `(trial_id, attempt)` rows and, for the latest view,
+such as DuckDB never see it) and renamed; on object storage the completed upload is the commit.
+Readers unify schemas permissively, drop duplicate `(trial_id, attempt)` rows and, for the latest view,
 keep each trial's highest attempt.
 """
 
@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 import uuid
-from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -27,6 +29,8 @@ from grid.errors import ResultsError
 from tasks import WORKLOADS
 
 SCHEMA_VERSION = 1
+_READ_THREADS = 8
+_READ_TRIES = 3
 
 _F = pa.float64()
 _S = pa.string()
@@ -44,6 +48,7 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("exit_code", pa.int32()),
     pa.field("signal", _S),
     pa.field("error_type", _S),
+    pa.field("error_message", _S),
     pa.field("error_tail", _S),
     pa.field("epoch_times", pa.list_(_F)),
     pa.field("first_epoch_s", _F),
@@ -76,6 +81,9 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("framework_version", _S),
     pa.field("versions_json", _S),
     pa.field("data", _S),
+    pa.field("data_note", _S),
+    pa.field("images_per_epoch", pa.int64()),
+    pa.field("parallelism", _S),
     pa.field("child_env_json", _S),
     pa.field("timeout_s", _F),
     pa.field("queued_at", _TS),
@@ -109,6 +117,10 @@ def rows_to_table(rows: list[dict[str, Any]], workload: str) -> pa.Table:
 def _split(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in uri:
         uri = os.path.abspath(uri)
+    elif urllib.parse.urlsplit(uri).password:
+        raise ResultsError("the results URI carries credentials (user:secret@); they would end up in logs and "
+                           "reports. Drop them from the URI and give them the standard way: AWS_ACCESS_KEY_ID and "
+                           "AWS_SECRET_ACCESS_KEY in the environment, ~/.aws/credentials or an instance role")
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -146,7 +158,7 @@ class ResultStore:
         final = self.row_path(row["sweep"], row["trial_id"], row["attempt"])
         self.fs.create_dir(self.sweep_dir(row["sweep"]), recursive=True)
         if not self.is_local:
-            pq.write_table(table, final, filesystem=self.fs)  # one PUT: the object appears whole
+            pq.write_table(table, final, filesystem=self.fs)  # the object appears whole when the upload completes
             return final
         tmp = f"{self.sweep_dir(row['sweep'])}/.tmp-{row['trial_id']}-{row['attempt']}-{uuid.uuid4().hex}"
         try:
@@ -156,6 +168,43 @@ class ResultStore:
             if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
                 self.fs.delete_file(tmp)
         return final
+
+    def create_row(self, row: dict[str, Any]) -> bool:
+        """Write an attempt's row only if none exists yet; False if one does (it is left as it is).
+
+        For rows that must be written once: the driver's `lost` row must not replace the row that
+        a worker it gave up on wrote after all. A hard link on a local disk; on S3 a conditional
+        PUT (If-None-Match: *) through boto3, as pyarrow's S3 filesystem cannot send one; on other
+        filesystems a look before the write, which a concurrent writer can race.
+        """
+        final = self.row_path(row["sweep"], row["trial_id"], row["attempt"])
+        data = _parquet_bytes(rows_to_table([row], row["workload"]))
+        if self.is_local:
+            self.fs.create_dir(self.sweep_dir(row["sweep"]), recursive=True)
+            tmp = f"{self.sweep_dir(row['sweep'])}/.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            try:
+                os.link(tmp, final)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        if isinstance(self.fs, pafs.S3FileSystem) and _has_boto3():
+            return _s3_put_if_absent(self.uri, self.fs.region, final, data)
+        if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
+            return False
+        self.write_row(row)
+        return True
+
+    def read_row(self, sweep: str, trial_id: str, attempt: int) -> dict[str, Any] | None:
+        """One attempt's row from its own file, or None if it has none (or was compacted away)."""
+        try:
+            rows = self._read_file(self.row_path(sweep, trial_id, attempt)).to_pylist()
+        except FileNotFoundError:
+            return None
+        return rows[0] if rows else None
 
     def local_log_file(self, sweep: str, trial_id: str, attempt: int) -> str:
         """Where a worker on this machine writes the child's log (uploaded by `commit_log` if remote)."""
@@ -193,36 +242,123 @@ class ResultStore:
         return out
 
     def read(self, sweep: str | None = None) -> pa.Table:
-        """Every attempt's row, schemas unified, duplicate `(trial_id, attempt)` rows dropped."""
-        tables = [pq.read_table(p, filesystem=self.fs) for p in self.files(sweep)]
-        if not tables:
+        """Every attempt's row, schemas unified, duplicate `(trial_id, attempt)` rows dropped.
+
+        Small per-attempt files and compacted ones (grid/compact.py) are read alike. A file that a
+        concurrent compaction deleted after the listing is covered by its merged file, so the
+        listing is taken again.
+        """
+        for _ in range(_READ_TRIES):
+            try:
+                return dedupe(self.read_files(self.files(sweep)))
+            except FileNotFoundError:
+                continue
+        raise ResultsError(f"files under {self.uri} kept disappearing while being read ({_READ_TRIES} tries); "
+                           f"a compaction may be running: try again when it ends")
+
+    def read_files(self, paths: list[str]) -> pa.Table:
+        """These files' rows, not de-duplicated, schemas unified permissively: a column missing from
+        older files reads as null, an int column that became float reads as float.
+        Raises FileNotFoundError if one of them has gone since it was listed."""
+        if not paths:
             return pa.table({"sweep": pa.array([], _S), "trial_id": pa.array([], _S),
                              "attempt": pa.array([], pa.int32()), "status": pa.array([], _S)})
-        return dedupe(pa.concat_tables(tables, promote_options="permissive"))
+        tables = self._read_many(paths)
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ResultsError(f"cannot read the {len(paths)} result file(s) under {self.uri} together: {exc}. "
+                               "A column changed to an incompatible type between schema versions; "
+                               "rewrite the older files with that column cast, or read them apart (--sweep)") from None
+        return table.combine_chunks()
+
+    def _read_many(self, paths: list[str]) -> list[pa.Table]:
+        """Opening a file costs more than its one row: many are read on threads (IO releases the GIL)."""
+        if len(paths) < 2:
+            return [self._read_file(p) for p in paths]
+        with ThreadPoolExecutor(min(_READ_THREADS, len(paths))) as pool:
+            return list(pool.map(self._read_file, paths))
+
+    def _read_file(self, path: str) -> pa.Table:
+        try:
+            with self.fs.open_input_file(path) as f:
+                return pq.ParquetFile(f).read(use_threads=False)
+        except pa.ArrowInvalid as exc:
+            raise ResultsError(f"{self.display_path(path)} is not a readable Parquet file ({exc}); "
+                               f"move it out of the results folder") from None
 
     def latest(self, sweep: str | None = None) -> pa.Table:
         return latest_attempts(self.read(sweep))
 
 
-def _keys(table: pa.Table, names: Iterable[str]) -> list[tuple]:
-    return list(zip(*(table.column(n).to_pylist() for n in names)))
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _has_boto3() -> bool:
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _s3_put_if_absent(uri: str, region: str, path: str, data: bytes) -> bool:
+    """PUT with If-None-Match: * (S3 answers 412 if the key exists). Endpoint and scheme come from
+    the URI's query as pyarrow reads them; credentials and anything unset from the standard chain."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(uri).query))
+    endpoint = query.get("endpoint_override")
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{query.get('scheme', 'https')}://{endpoint}"
+    client = boto3.client("s3", endpoint_url=endpoint or None, region_name=region or None)
+    bucket, key = path.split("/", 1)
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status in (409, 412):  # 412: it exists; 409: a concurrent conditional write is winning
+            return False
+        raise ResultsError(f"cannot write s3://{path}: {exc}") from None
+    return True
+
+
+def _row_numbers(table: pa.Table, keys: list[str]) -> pa.Table:
+    return table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+
+
+def _take_sorted(table: pa.Table, rows: pa.ChunkedArray) -> pa.Table:
+    return table.take(pc.take(rows, pc.sort_indices(rows)))
 
 
 def dedupe(table: pa.Table) -> pa.Table:
-    """One row per (sweep, trial_id, attempt): at-least-once writes, exactly-once view."""
-    keep: dict[tuple, int] = {}
-    for i, key in enumerate(_keys(table, ("sweep", "trial_id", "attempt"))):
-        keep[key] = i
-    return table.take(sorted(keep.values())) if len(keep) < table.num_rows else table
+    """One row per (sweep, trial_id, attempt): at-least-once writes, exactly-once view.
+
+    If an attempt has both a worker's row and the driver's `lost` row (the worker's file had been
+    compacted away when the driver checked for it), the worker's row wins.
+    """
+    keys = ["sweep", "trial_id", "attempt"]
+    if table.num_rows == 0:
+        return table
+    lost = pc.fill_null(pc.equal(table.column("status"), "lost"), False)
+    order = _row_numbers(table, keys).append_column("_lost", lost).sort_by(
+        [(k, "ascending") for k in keys] + [("_lost", "ascending")])
+    keep = order.group_by(keys, use_threads=False).aggregate([("_row", "first")])
+    return table if keep.num_rows == table.num_rows else _take_sorted(table, keep.column("_row_first"))
 
 
 def latest_attempts(table: pa.Table) -> pa.Table:
     """Each trial's highest attempt."""
-    best: dict[tuple, tuple[int, int]] = {}
-    for i, (sweep, tid, attempt) in enumerate(_keys(table, ("sweep", "trial_id", "attempt"))):
-        if (sweep, tid) not in best or attempt >= best[(sweep, tid)][0]:
-            best[(sweep, tid)] = (attempt, i)
-    return table.take(sorted(i for _, i in best.values()))
+    if table.num_rows == 0:
+        return table
+    order = _row_numbers(table, ["sweep", "trial_id", "attempt"]).sort_by(
+        [("sweep", "ascending"), ("trial_id", "ascending"), ("attempt", "descending")])
+    best = order.group_by(["sweep", "trial_id"], use_threads=False).aggregate([("_row", "first")])
+    return _take_sorted(table, best.column("_row_first"))
 
 
 def config_of(row: dict[str, Any]) -> dict[str, Any]:

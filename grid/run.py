@@ -26,6 +26,7 @@ class RunOptions:
     num_gpus: int | None = None  # local Ray / local runner: GPUs to offer (fake on a CPU box)
     cpu_slots: int = 1
     retry_failed: bool = False
+    shared_results: bool = False  # a local --results directory is shared by every node (NFS, ...)
     live: bool | None = None  # None: live display when stdout is a terminal
 
     def check(self) -> None:
@@ -51,9 +52,18 @@ def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions):
         # Ray's single-node mode binds 127.0.0.1 only; Ray reads this when it is first imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from grid.raypool import RayPool, connect  # Ray only when it is used
+    from grid.storage_check import check_results_location
 
     started = connect(opts.address, opts.num_gpus)
-    return RayPool(spec, store, cpu_slots=opts.cpu_slots), started
+    try:
+        check_results_location(store, opts.shared_results)
+        return RayPool(spec, store, cpu_slots=opts.cpu_slots), started
+    except BaseException:
+        if started:
+            import ray
+
+            ray.shutdown()
+        raise
 
 
 def run_sweep(spec: GridSpec, opts: RunOptions, console: Console | None = None,

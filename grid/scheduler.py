@@ -162,7 +162,10 @@ class Scheduler:
         row.update({"status": TrialStatus.LOST.value, "error_type": type(error).__name__,
                     "error_tail": str(error)[-4000:], "started_at": _ts(run.started), "ended_at": _ts(time.time()),
                     "queued_at": _ts(run.pending.queued_at)})
-        self.store.write_row(row)
+        if not self.store.create_row(row):
+            written = self.store.read_row(self.spec.name, run.pending.trial.trial_id, run.pending.attempt)
+            if written is not None and written["status"] != TrialStatus.LOST.value:
+                return written  # the worker wrote its outcome after all: nothing to re-run
         if run.pending.retries_left > 0:
             self.queue.appendleft(Pending(run.pending.trial, run.pending.attempt + 1, run.pending.retries_left - 1))
         return row
@@ -205,5 +208,8 @@ class Scheduler:
         _, lost = self.pool.refresh()
         self._drop_workers(lost or [])
         row = self._lost(run, done.error)
-        outcome.lost += 1
+        if row["status"] == TrialStatus.LOST.value:
+            outcome.lost += 1
+        else:
+            outcome.rows.append(row)
         self.progress.finished(done.ticket, row)

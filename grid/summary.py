@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from grid.report import failure_line
 from grid.states import TrialStatus
 
 _METRICS = (
@@ -74,7 +75,6 @@ def status_report(latest_rows: list[dict[str, Any]], all_rows: list[dict[str, An
     for sweep, rows in sorted(by_sweep.items()):
         for row in rows:
             if row["status"] != TrialStatus.OK.value:
-                tail = (row.get("error_tail") or "").strip().splitlines()
-                last = tail[-1][:160] if tail else ""
+                last = failure_line(row)
                 console.print(f"[red]{row['status']}[/] {sweep} {row['trial_id']} attempt {row['attempt']} "
                               f"{row.get('error_type') or ''}: {last}\n    log: {row.get('log_path')}")

@@ -97,3 +97,11 @@ def test_child_dies_with_its_launcher(tmp_path):
     while _alive(child) and time.time() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+def test_timeout_of_a_child_that_obeys_sigterm_is_prompt(tmp_path):
+    t0 = time.time()
+    out = run_child([sys.executable, "-c", "import time; time.sleep(60)"], env=dict(os.environ), cwd=None,
+                    log_path=str(tmp_path / "log"), timeout_s=0.5, grace_s=5)
+    assert out.timed_out and out.signal == "SIGTERM"
+    assert time.time() - t0 < 3, "waited out the grace period although the child had ended"

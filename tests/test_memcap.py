@@ -147,6 +147,8 @@ def test_jax_cap_sets_the_allocator_limit_on_a_gpu():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="tensorflow is not installed here (the GPU machine cannot carry it)")
 def test_tensorflow_cap_makes_a_capped_logical_device_on_a_gpu():
     code = (
         "import json\nimport tensorflow as tf\nfrom tasks import memcap, devmem\n"
@@ -163,6 +165,8 @@ def test_tensorflow_cap_makes_a_capped_logical_device_on_a_gpu():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="tensorflow is not installed here (the GPU machine cannot carry it)")
 def test_tensorflow_memory_growth_on_a_gpu():
     code = ("import json\nimport tensorflow as tf\nfrom tasks import memcap\n"
             "m = memcap.tensorflow(tf, None, True, ['0'])\n"

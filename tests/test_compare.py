@@ -1,0 +1,168 @@
+"""`grid compare` on real sleep sweeps: a real 20% slowdown is caught, a change inside the repeats'
+spread is not, a trial that stops being ok is a regression, and bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from grid.cli import main
+from grid.compare import Side, judge, parse_threshold
+from grid.errors import UsageError
+from grid.report import Spread
+
+SPEC = {"name": "cmp", "workload": "sleep", "params": {"seconds": 0.2}, "timeout_s": 30, "repeats": 3,
+        "axes": {"backend": ["none", "jax"]}}
+METRIC = ["--metric", "first_epoch_s"]
+
+
+def run_sweep(tmp: Path, results: Path, *args: str) -> None:
+    path = tmp / f"spec-{len(list(tmp.glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    argv = ["run", str(path), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2"]
+    assert main(argv + list(args)) == 0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """The baseline (sleep 0.2 s x 3 repeats per backend) and a run 20% slower (0.24 s)."""
+    tmp = tmp_path_factory.mktemp("compare")
+    run_sweep(tmp, tmp / "base")
+    run_sweep(tmp, tmp / "slow", "--set", "seconds=0.24")
+    return {"base": tmp / "base", "slow": tmp / "slow", "tmp": tmp}
+
+
+def compare(capsys, base: Path, cur: Path, *args: str, json_path: Path | None = None) -> tuple[int, dict | None, str]:
+    argv = ["compare", str(base), str(cur), *args] + (["--json", str(json_path)] if json_path else [])
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, json.loads(json_path.read_text()) if json_path else None, " ".join((out.out + out.err).split())
+
+
+def by_backend(verdict: dict) -> dict[str, dict]:
+    return {c["config"]["backend"]: c for c in verdict["configs"]}
+
+
+@pytest.mark.slow
+def test_real_slowdown_is_a_regression(runs, capsys, tmp_path):
+    code, verdict, out = compare(capsys, runs["base"], runs["slow"], *METRIC, "--ignore", "seconds",
+                                 json_path=tmp_path / "v.json")
+    assert code == 1 and verdict["verdict"] == "regression"
+    assert verdict["counts"] == {"regression": 2, "improvement": 0, "unchanged": 0, "missing": 0, "new": 0}
+    for config in verdict["configs"]:
+        assert 10 < config["change_pct"] < 40  # 20% slower sleeps, measured on a busy machine
+        assert config["current"]["stats"]["low"] > config["baseline"]["stats"]["high"]
+        assert config["baseline"]["stats"]["n"] == 3
+        assert config["reason"] == "worse beyond the repeats' spread"
+    assert "-> REGRESSION" in out
+
+
+@pytest.mark.slow
+def test_speedup_is_an_improvement_and_the_same_data_is_unchanged(runs, capsys, tmp_path):
+    code, verdict, _ = compare(capsys, runs["slow"], runs["base"], *METRIC, "--ignore", "seconds",
+                               json_path=tmp_path / "v.json")
+    assert code == 0 and verdict["counts"]["improvement"] == 2
+    code, verdict, _ = compare(capsys, runs["base"], runs["base"], *METRIC, json_path=tmp_path / "v.json")
+    assert code == 0 and verdict["counts"]["unchanged"] == 2 and verdict["verdict"] == "ok"
+    # without --ignore the two runs are different configs: nothing to compare, nothing regressed
+    code, verdict, _ = compare(capsys, runs["base"], runs["slow"], *METRIC, json_path=tmp_path / "v.json")
+    assert code == 0 and verdict["counts"]["missing"] == 2 and verdict["counts"]["new"] == 2
+
+
+def scale_metric(results: Path, factors: dict[str, list[float]], metric: str = "first_epoch_s") -> None:
+    """Rewrite a copy of real sweep output: each repeat's metric times its factor, per backend."""
+    for path in results.glob("sweep=*/*.parquet"):
+        table = pq.read_table(path)
+        row = table.to_pylist()[0]
+        row[metric] *= factors[row["backend"]][row["repeat"]]
+        pq.write_table(pa.Table.from_pylist([row], schema=table.schema), path)
+
+
+@pytest.mark.slow
+def test_change_inside_the_repeats_spread_is_ignored(runs, capsys, tmp_path):
+    current = tmp_path / "current"
+    shutil.copytree(runs["base"], current)
+    scale_metric(current, {"none": [0.9, 1.2, 1.25], "jax": [1.2, 1.2, 1.2]})
+    code, verdict, out = compare(capsys, runs["base"], current, *METRIC, json_path=tmp_path / "v.json")
+    assert code == 1
+    configs = by_backend(verdict)
+    assert configs["jax"]["kind"] == "regression"
+    assert configs["none"]["kind"] == "unchanged" and configs["none"]["change_pct"] > 15
+    assert configs["none"]["reason"] == "beyond 5%, inside the repeats' spread"
+    code, verdict, _ = compare(capsys, runs["base"], current, *METRIC, "--threshold", "25%",
+                               json_path=tmp_path / "v.json")
+    assert code == 0 and by_backend(verdict)["jax"]["reason"] == "within 25%"
+
+
+@pytest.mark.slow
+def test_trials_no_longer_ok_regress_and_missing_or_new_are_listed(runs, capsys, tmp_path):
+    ooms = tmp_path / "ooms"  # the same configs (the memory budget is not part of one), now over budget
+    run_sweep(tmp_path, ooms, "--set", "backend=[none]", "--set", "memory_limit_mib=4")
+    code, verdict, out = compare(capsys, runs["base"], ooms, *METRIC, json_path=tmp_path / "v.json")
+    assert code == 1
+    configs = by_backend(verdict)
+    assert configs["none"]["kind"] == "regression" and configs["none"]["reason"] == "status: ok -> oom x3"
+    assert configs["jax"]["kind"] == "missing"
+    assert "1 regression, 0 improvements, 0 unchanged, 1 missing, 0 new -> REGRESSION" in out
+    code, verdict, _ = compare(capsys, ooms, runs["base"], *METRIC, json_path=tmp_path / "v.json")
+    assert code == 0
+    assert by_backend(verdict)["none"]["reason"] == "status: oom x3 -> ok"
+    assert by_backend(verdict)["jax"]["kind"] == "new"
+
+
+@pytest.mark.slow
+def test_sweeps_are_picked_by_name(runs, capsys, tmp_path):
+    both = tmp_path / "both"
+    shutil.copytree(runs["base"], both)
+    run_sweep(tmp_path, both, "--set", "name=renamed")
+    code, _, out = compare(capsys, runs["base"], both, *METRIC)
+    assert code == 2 and "holds sweeps cmp, renamed: pick one with --sweep" in out
+    code, verdict, _ = compare(capsys, runs["base"], both, *METRIC, "--current-sweep", "renamed",
+                               json_path=tmp_path / "v.json")
+    assert code == 0 and verdict["current"]["sweep"] == "renamed" and verdict["counts"]["unchanged"] == 2
+    code, _, out = compare(capsys, runs["base"], both, *METRIC, "--sweep", "nope")
+    assert code == 2 and "baseline sweep: received 'nope', expected one of cmp" in out
+
+
+@pytest.mark.slow
+def test_bad_input_exits_2(runs, capsys, tmp_path):
+    base = runs["base"]
+    code, _, out = compare(capsys, base, base, "--metric", "speed")
+    assert code == 2 and "--metric: received 'speed', expected one of:" in out and "images_per_s" in out
+    code, _, out = compare(capsys, base, base)  # sleep trials measure no steady epoch
+    assert code == 2 and "measured steady_epoch_s" in out and "measured metrics: first_epoch_s" in out
+    code, _, out = compare(capsys, base, tmp_path / "empty", *METRIC)
+    assert code == 2 and "no results there" in out
+    code, _, out = compare(capsys, base, base, *METRIC, "--threshold", "lots")
+    assert code == 2 and "--threshold: received 'lots'" in out
+    code, _, out = compare(capsys, base, base, *METRIC, "--ignore", "colour")
+    assert code == 2 and "--ignore: received colour, expected config keys:" in out
+
+
+def side(values: list[float], **statuses: int) -> Side:
+    stats = Spread(sorted(values)[len(values) // 2], min(values), max(values), len(values)) if values else None
+    return Side(statuses or {"ok": len(values)}, stats)
+
+
+def test_judge_rules():
+    base = side([1.0, 1.01, 0.99])
+    assert judge(base, side([1.2, 1.21, 1.19]), 5, False)[0] == "regression"
+    assert judge(base, side([1.2, 1.21, 1.19]), 5, True)[0] == "improvement"  # higher is better
+    assert judge(base, side([1.03, 1.04, 1.02]), 5, False)[:2] == ("unchanged", "within 5%")
+    assert judge(base, side([1.2, 0.98, 1.3]), 5, False)[0] == "unchanged"  # ranges overlap
+    assert judge(base, side([1.0], ok=1, oom=2), 5, False)[:2] == ("regression", "status: ok -> 1 ok, 2 oom")
+    assert judge(side([], oom=3), side([1.0, 1.0]), 5, False)[:2] == ("improvement", "status: oom x3 -> ok")
+    assert judge(side([], oom=3), side([], oom=3), 5, False)[:2] == ("unchanged", "not measured in either side")
+
+
+def test_threshold_parsing():
+    assert parse_threshold("5%") == 5.0 and parse_threshold("2.5") == 2.5 and parse_threshold(0) == 0.0
+    for bad in ("-1%", "five", "nan"):
+        with pytest.raises(UsageError, match="--threshold"):
+            parse_threshold(bad)

@@ -1,0 +1,81 @@
+"""The report page in a real headless Chromium: it loads with every image decoded, no script error
+and no request blocked, and the page's own check does catch a broken image or an outside request."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from grid.cli import main
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")]
+
+SPEC = {"name": "page", "workload": "sleep", "params": {"seconds": 0.02}, "timeout_s": 30,
+        "axes": {"memory_fraction": [None, 0.5], "batch_size": [8, 32], "fail": ["none", "oom"]}}
+
+
+def chromium(user_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={user_dir}"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def body_of(user_dir: Path, page: Path) -> dict[str, str]:
+    dom = chromium(user_dir, "--dump-dom", page.as_uri()).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, f"no <body> in chromium's DOM dump: {dom[:500]!r}"
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    """A report of a real sleep sweep (4 configs ok, 4 oom) whose GPU metrics are filled from the
+    measured times, so that plots, tables and failures all appear."""
+    tmp = tmp_path_factory.mktemp("page")
+    spec = tmp / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    results = tmp / "results"
+    assert main(["run", str(spec), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2"]) == 0
+    for path in results.glob("sweep=page/*.parquet"):
+        table = pq.read_table(path)
+        row = table.to_pylist()[0]
+        if row["status"] == "ok":
+            row.update(steady_epoch_s=row["first_epoch_s"] * 40, images_per_s=row["batch_size"] / row["first_epoch_s"],
+                       gpu_mem_peak_mib=16000 * (row["memory_fraction"] or 1.0), framework_peak_mib=800.0)
+            pq.write_table(pa.Table.from_pylist([row], schema=table.schema), path)
+    assert main(["report", str(results), "--out", str(tmp / "report")]) == 0
+    return tmp / "report" / "index.html"
+
+
+def test_page_loads_clean_and_renders(page, tmp_path):
+    body = body_of(tmp_path / "profile", page)
+    assert body["data-ok"] == "true", body.get("data-problems")
+    assert body["data-images"] == "3" == str(len(list(page.parent.glob("*.png"))))
+    shot = tmp_path / "shot.png"
+    chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,2000", page.as_uri())
+    header = shot.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (1400, 2000)
+    assert shot.stat().st_size > 100_000  # tables and plots, not a blank page
+
+
+def test_page_check_catches_broken_images_and_outside_requests(page, tmp_path):
+    html = page.read_text()
+    broken = tmp_path / "broken.html"
+    broken.write_text(re.sub(r'src="data:image/png;base64,[^"]+"', 'src="data:image/png;base64,AAAA"', html, count=1))
+    body = body_of(tmp_path / "profile", broken)
+    assert body["data-ok"] == "false" and "image not decoded" in body["data-problems"]
+    outside = tmp_path / "outside.html"
+    outside.write_text(html.replace("<h1>", '<img alt="x" src="https://example.com/x.png"><h1>', 1))
+    body = body_of(tmp_path / "profile", outside)
+    assert body["data-ok"] == "false" and "blocked: https://example.com/x.png" in body["data-problems"]

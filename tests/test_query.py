@@ -1,0 +1,64 @@
+"""`grid query`: DuckDB SQL over `trials` (latest attempts) and `attempts` (all, de-duplicated)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+
+import pytest
+import yaml
+
+from grid.cli import main
+from grid.query import run_query
+from grid.results import ResultStore
+
+SPEC = {"name": "q", "workload": "sleep", "params": {"seconds": 0.05}, "timeout_s": 30,
+        "axes": {"batch_size": [1, 2], "fail": ["none", "error"]}}
+
+
+@pytest.fixture(scope="module")
+def retried(tmp_path_factory):
+    """4 trials, the 2 failing ones retried once (6 attempts), and one attempt's file written twice."""
+    tmp = tmp_path_factory.mktemp("query")
+    spec = tmp / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    results = tmp / "results"
+    argv = ["run", str(spec), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2"]
+    assert main(argv) == 0
+    assert main(argv + ["--retry-failed"]) == 0
+    first = sorted((results / "sweep=q").glob("*.parquet"))[0]
+    shutil.copy(first, first.with_name(first.stem + "-again.parquet"))
+    return results
+
+
+@pytest.mark.slow
+def test_views_hold_latest_trials_and_every_attempt_once(retried):
+    store = ResultStore(str(retried))
+    assert run_query(store, "select count(*) n from attempts").to_pylist() == [{"n": 6}]
+    assert run_query(store, "select count(*) n from trials").to_pylist() == [{"n": 4}]
+    rows = run_query(store, "select fail, status, max(attempt) a, count(*) n from trials group by all order by 1")
+    assert rows.to_pylist() == [{"fail": "error", "status": "error", "a": 1, "n": 2},
+                                {"fail": "none", "status": "ok", "a": 0, "n": 2}]
+
+
+@pytest.mark.slow
+def test_csv_and_table_output(retried, capsys):
+    sql = "select batch_size, fail, status, epoch_times from trials order by batch_size, fail"
+    assert main(["query", str(retried), sql, "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["batch_size"], r["fail"], r["status"]) for r in rows] == [
+        ("1", "error", "error"), ("1", "none", "ok"), ("2", "error", "error"), ("2", "none", "ok")]
+    assert rows[1]["epoch_times"].startswith("[0.05")  # lists as JSON
+    assert main(["query", str(retried), "select status, count(*) as n from attempts group by 1 order by 1"]) == 0
+    out = capsys.readouterr().out
+    assert "status" in out and "error" in out and "2 row(s)" in out
+
+
+@pytest.mark.slow
+def test_bad_sql_and_empty_results_exit_2(retried, tmp_path, capsys):
+    assert main(["query", str(retried), "select colour from trials"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "query failed" in err and "colour" in err and "views: trials (latest attempts), attempts (all)" in err
+    assert main(["query", str(tmp_path / "none"), "select 1"]) == 2
+    assert "no results in" in capsys.readouterr().err
