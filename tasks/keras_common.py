@@ -193,6 +193,8 @@ def run(trial: dict, workload: ModuleType) -> dict:
     b = setup(trial)
     k = cfg.get("gpus", 1)
     global_batch = cfg["batch_size"] * k
+    protocol.record(import_s=b.import_s, framework=b.name, framework_version=b.fw.__version__,
+                    versions=b.versions(), global_batch=global_batch, memory_cap_method=b.memory_cap_method)
     if b.name == "torch" and k > 1:
         from tasks import torch_ddp
 

@@ -79,6 +79,10 @@ def run(trial: dict) -> dict:
     import_s = time.perf_counter() - t0
     k = cfg.get("gpus", 1)
     global_batch = cfg["batch_size"] * k
+    versions = {"mxnet": mx.__version__, "numpy": metadata.version("numpy"),
+                "cuda_enabled": str(mx.runtime.Features().is_enabled("CUDA"))}
+    protocol.record(import_s=import_s, framework="mxnet", framework_version=mx.__version__, versions=versions,
+                    global_batch=global_batch, memory_cap_method=method)
     ctxs = contexts(mx, k)
     dataset = whole_batches(data.training_data(cfg["images"], cfg.get("data_dir")), global_batch)
     x = np.ascontiguousarray(dataset.x.transpose(0, 3, 1, 2))  # Gluon's ResNet is NCHW
@@ -91,8 +95,7 @@ def run(trial: dict) -> dict:
         "import_s": import_s,
         "framework": "mxnet",
         "framework_version": mx.__version__,
-        "versions": {"mxnet": mx.__version__, "numpy": metadata.version("numpy"),
-                     "cuda_enabled": str(mx.runtime.Features().is_enabled("CUDA"))},
+        "versions": versions,
         "global_batch": global_batch,
         "mode": cfg.get("mode", "train"),
         "parallelism": f"gluon context list {[str(c) for c in ctxs]}",

@@ -22,6 +22,14 @@ from tasks.oom import is_oom
 
 RESULT_VERSION = 1
 
+# What a workload already knows when it fails part-way (framework, versions, memory cap): kept in
+# the result even when `run` raises, so an OOM row still says what "memory_fraction" meant.
+known: dict[str, Any] = {}
+
+
+def record(**fields: Any) -> None:
+    known.update(fields)
+
 
 def write_json_atomic(path: str, data: dict) -> None:
     """Write to a temporary name in the same directory, then rename: readers never see half a file."""
@@ -81,6 +89,7 @@ def main(run: Callable[[dict], dict], argv: list[str] | None = None) -> None:
         result.update(run(trial))
         result.setdefault("status", "ok")
     except BaseException as exc:  # noqa: BLE001 - every failure becomes data
+        result.update(known)
         result.update(failure(exc))
         code = 1
         traceback.print_exc()
