@@ -30,11 +30,12 @@ class PlotSpec:
     metrics: tuple[tuple[str, str], ...]  # (column, legend suffix)
     ylabel: str
     ideal: bool = False  # draw linear scaling from the smallest x
+    log_y: bool = False  # values spanning decades (memory: 60 GiB preallocated next to 1 GiB)
 
 
 PLOTS = (
     PlotSpec("memory-vs-fraction", "peak GPU memory vs memory fraction", "memory_fraction",
-             (("gpu_mem_peak_mib", "NVML"), ("framework_peak_mib", "framework")), "peak MiB"),
+             (("gpu_mem_peak_mib", "NVML"), ("framework_peak_mib", "framework")), "peak MiB", log_y=True),
     PlotSpec("epoch-vs-fraction", "steady epoch time vs memory fraction", "memory_fraction",
              (("steady_epoch_s", ""),), "steady epoch s"),
     PlotSpec("throughput-vs-batch", "throughput vs batch size", "batch_size", (("images_per_s", ""),), "images/s"),
@@ -122,6 +123,9 @@ def _decorate(ax, spec: PlotSpec, xs: list, where: dict, categorical: bool) -> N
         ax.set_xscale("log", base=2)
         ax.set_xticks([where[v] for v in xs], [show(v) for v in xs])
         ax.minorticks_off()
+    lo, hi = ax.dataLim.y0, ax.dataLim.y1
+    if spec.log_y and lo > 0 and hi / lo >= 20:
+        ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
     if handles:  # outside the axes: a legend of many series must not hide the lines
