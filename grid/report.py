@@ -169,6 +169,26 @@ def pivot_table(rows: list[dict[str, Any]], row_axes: list[str], col_axes: list[
     return TableView(title, headers, body, len(row_axes))
 
 
+def busy_table(rows: list[dict[str, Any]], title: str) -> TableView | None:
+    """How busy each worker (one GPU or CPU slot) was between the sweep's first start and last end."""
+    spans = [(r["started_at"], r["ended_at"]) for r in rows if r.get("started_at") and r.get("ended_at")]
+    if not spans:
+        return None
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    wall = max((last - first).total_seconds(), 1e-9)
+    busy: dict[tuple, list[float]] = collections.defaultdict(list)
+    for row in rows:
+        if row.get("started_at") and row.get("ended_at"):
+            for worker in row.get("workers") or ["-"]:
+                busy[(row.get("host") or "-", worker)].append((row["ended_at"] - row["started_at"]).total_seconds())
+    body = [[Cell(host, "label"), Cell(worker, "label"), Cell(str(len(times))), Cell(fmt_number(sum(times))),
+             Cell(f"{100 * sum(times) / wall:.0f}%")] for (host, worker), times in sorted(busy.items())]
+    view = TableView(title, ["host", "worker", "trials", "busy s", "busy % of sweep"], body, 2)
+    view.notes.append(f"sweep span {fmt_number(wall)} s, from the first trial's start to the last one's end "
+                      f"(a resumed sweep's span includes the time between its runs)")
+    return view
+
+
 # -- one sweep's report
 
 @dataclass
@@ -259,6 +279,9 @@ def sweep_report(sweep: str, rows: list[dict[str, Any]], opts: ReportOptions, me
     table = shootout_table(rows, shoot_rows, f"sweep {sweep}: median (min-max) of ok repeats, latest attempts")
     table.notes += [f"also varying, added to rows: {', '.join(added)}"] if added else []
     report.tables.append(table)
+    busy = busy_table(rows, f"sweep {sweep}: worker busy time")
+    if busy is not None:
+        report.tables.append(busy)
     if opts.cols or opts.metric:
         metric = opts.metric or "steady_epoch_s"
         if metric not in metrics:
