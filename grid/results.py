@@ -315,7 +315,8 @@ def _s3_put_if_absent(uri: str, region: str, path: str, data: bytes) -> bool:
     endpoint = query.get("endpoint_override")
     if endpoint and "://" not in endpoint:
         endpoint = f"{query.get('scheme', 'https')}://{endpoint}"
-    client = boto3.client("s3", endpoint_url=endpoint or None, region_name=region or None)
+    # A new session each time: boto3's default one keeps the credentials it first found.
+    client = boto3.session.Session().client("s3", endpoint_url=endpoint or None, region_name=region or None)
     bucket, key = path.split("/", 1)
     try:
         client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")

@@ -1,0 +1,115 @@
+"""Results on S3 (a real SeaweedFS server on loopback): where the endpoint and credentials come from,
+that the secret never lands in rows, logs or reports, and that a `lost` marker is written once."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pyarrow.fs as pafs
+import pytest
+from rich.console import Console
+
+import s3server
+from grid.attempt import Placement, base_row
+from grid.errors import ResultsError
+from grid.expand import expand
+from grid.pools import LocalPool
+from grid.progress import PlainProgress
+from grid.results import ResultStore
+from grid.run import RunOptions, run_sweep
+from grid.scheduler import Pending, Running, Scheduler
+from grid.spec import GridSpec, parse_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    try:
+        s3server.weed_binary()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    server = s3server.start(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(s3, monkeypatch):
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    return s3
+
+
+def spec_of(name: str, **axes) -> GridSpec:
+    return parse_spec({"name": name, "workload": "sleep", "params": {"seconds": 0.1}, "timeout_s": 30,
+                       "axes": axes or {"batch_size": [1, 2]}})
+
+
+def everything_written(s3, prefix: str) -> bytes:
+    fs, root = pafs.FileSystem.from_uri(s3.uri(prefix))
+    blobs = []
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as f:
+                blobs.append(f.read())
+    return b"\n".join(blobs)
+
+
+def test_credentials_in_the_uri_are_refused():
+    with pytest.raises(ResultsError, match="carries credentials.*AWS_ACCESS_KEY_ID"):
+        ResultStore("s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/prefix?endpoint_override=127.0.0.1:9&scheme=http")
+
+
+def test_endpoint_from_the_standard_environment(aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{aws_env.endpoint}")
+    store = ResultStore(f"s3://{aws_env.bucket}/from-env")
+    spec = spec_of("env")
+    trial = expand(spec).trials[0]
+    store.write_row({**base_row(spec, trial, 0, None), "status": "ok"})
+    assert store.read("env").column("trial_id").to_pylist() == [trial.trial_id]
+
+
+def test_secret_never_in_rows_logs_or_report(aws_env):
+    spec = spec_of("secret", batch_size=[1, 2], fail=["none", "error"])
+    out = io.StringIO()
+    run_sweep(spec, RunOptions(results=aws_env.uri("secret"), runner="local", num_gpus=2, live=False),
+              console=Console(file=out, width=200))
+    rows = ResultStore(aws_env.uri("secret")).latest("secret").to_pylist()
+    assert sorted(r["status"] for r in rows) == ["error", "error", "ok", "ok"]
+    assert all(r["log_path"].startswith("s3://") for r in rows)
+    written = everything_written(aws_env, "secret")
+    assert b"asked to fail" in written, "the failing trials' logs were uploaded"
+    assert aws_env.secret_key.encode() not in written
+    assert aws_env.secret_key not in out.getvalue()
+
+
+def test_lost_marker_never_replaces_a_written_outcome(aws_env):
+    """The driver gave up on an attempt, but its worker wrote the outcome: that row stands and
+    the trial is not run again. Without a row, the `lost` row is written and the trial re-queued."""
+    store = ResultStore(aws_env.uri("lost"))
+    spec = spec_of("lost")
+    done, missing = expand(spec).trials
+    pool = LocalPool(spec, store, gpus=["0"])
+    scheduler = Scheduler(spec, store, pool, PlainProgress(lambda t: t.trial_id, stream=io.StringIO()))
+    placement = Placement("node", "host", ("gpu0",), ("0",))
+    store.write_row({**base_row(spec, done, 0, None), "status": "ok", "wall_s": 0.1})
+
+    kept = scheduler._lost(Running(Pending(done, 0, 2), placement, time.time()), RuntimeError("node gone"))
+    assert (kept["status"], kept["wall_s"]) == ("ok", 0.1)
+    assert not scheduler.queue
+
+    lost = scheduler._lost(Running(Pending(missing, 0, 2), placement, time.time()), RuntimeError("node gone"))
+    assert lost["status"] == "lost"
+    assert [(p.trial.trial_id, p.attempt) for p in scheduler.queue] == [(missing.trial_id, 1)]
+    assert store.read_row("lost", done.trial_id, 0)["status"] == "ok"
+    assert store.read_row("lost", missing.trial_id, 0)["status"] == "lost"
+
+
+def test_driver_without_access_is_refused_before_anything_runs(aws_env, monkeypatch, ray_local):
+    from grid.storage_check import check_results_location
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(ResultsError, match="this driver .* cannot write to s3://"):
+        check_results_location(ResultStore(aws_env.uri("refused")))
