@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # Logs and pipes get wide tables; a terminal gets its own width.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     err = Console(stderr=True)
     try:
         return args.func(args, console)

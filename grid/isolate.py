@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import psutil
 
 from grid.measure import RssSampler, process_tree
 
@@ -31,7 +30,8 @@ _PDEATHSIG_EXEC = (
 
 
 class Sampler(Protocol):
-    def sample(self, tree: list[psutil.Process]) -> None: ...
+    def sample(self, tree: list[int]) -> None:
+        """Called every interval with the pids of the child's process tree."""
 
 
 @dataclass
@@ -106,11 +106,10 @@ def run_child(
             env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
         )
-        root = psutil.Process(proc.pid)
         deadline = time.monotonic() + timeout_s
         timed_out = over_budget = False
         while proc.poll() is None:
-            tree = process_tree(root)
+            tree = process_tree(proc.pid)
             rss.sample(tree)
             for sampler in samplers:
                 sampler.sample(tree)

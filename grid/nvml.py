@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 
-import psutil
 
 MIB = 1024 * 1024
 _init_lock = threading.Lock()
@@ -80,8 +79,8 @@ class NvmlSampler:
                 self.errors.add(str(exc))
         return used
 
-    def sample(self, tree: list[psutil.Process]) -> None:
-        pids = {p.pid for p in tree}
+    def sample(self, tree: list[int]) -> None:
+        pids = set(tree)
         for gpu, handle in self.handles.items():
             self.process_peak[gpu] = max(self.process_peak[gpu], self._process_used(handle, pids))
             device = self.nvml.nvmlDeviceGetMemoryInfo(handle).used - self.baseline[gpu]

@@ -78,7 +78,7 @@ def _status_line(row: dict[str, Any]) -> str:
     if row.get("images_per_s"):
         bits.append(f"{row['images_per_s']:.0f} img/s")
     if row["status"] != "ok" and row.get("error_type"):
-        bits.append(f"{row['error_type']}; log {row.get('log_path')}")
+        bits.append(row["error_type"] + (f"; log {row['log_path']}" if row.get("log_path") else ""))
     return "  ".join(bits)
 
 
