@@ -11,6 +11,7 @@ probe inside a private network namespace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -144,6 +145,31 @@ def start(directory: str | os.PathLike, bucket: str = "grid", wrap: Callable[[li
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise RuntimeError(f"SeaweedFS did not come up: {probe.stderr.strip()}\n{tail}")
     return server
+
+
+@contextlib.contextmanager
+def serving(directory: str | os.PathLike, set_env: bool = True):
+    """A started server for a test module (skipped when SeaweedFS is missing); with `set_env`, its
+    credentials and endpoint are in os.environ meanwhile, as the AWS chain of a real node would have them."""
+    import pytest
+
+    try:
+        weed_binary()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    server = start(directory)
+    saved = {k: os.environ.get(k) for k in server.env}
+    if set_env:
+        os.environ.update(server.env)
+    try:
+        yield server
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
+from sweep_data import retried_dataset
 from grid.cli import main
 from grid.compact import compact
 from grid.results import ResultStore
@@ -30,16 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """8 trials, the 4 failing ones retried (12 attempts), one attempt's file written twice: 13 files."""
-    tmp = tmp_path_factory.mktemp("compact")
-    spec = tmp / "spec.yaml"
-    spec.write_text(yaml.safe_dump(SPEC))
-    results = tmp / "results"
-    argv = ["run", str(spec), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2"]
-    assert main(argv) == 0
-    assert main(argv + ["--retry-failed"]) == 0
-    first = sorted((results / "sweep=c").glob("*.parquet"))[0]
-    shutil.copy(first, first.with_name(first.stem + "-again.parquet"))
-    return results
+    return retried_dataset(tmp_path_factory.mktemp("compact"), SPEC)
 
 
 @pytest.fixture
@@ -178,20 +169,8 @@ def s3_env(tmp_path_factory):
     """A real S3 server (SeaweedFS on loopback), as in the store conformance suite."""
     import s3server
 
-    try:
-        s3server.weed_binary()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    server = s3server.start(tmp_path_factory.mktemp("s3"))
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    yield server
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with s3server.serving(tmp_path_factory.mktemp("s3")) as server:
+        yield server
 
 
 def test_compaction_on_object_storage(sweep, s3_env):

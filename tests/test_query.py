@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 
 import pytest
-import yaml
 
+from sweep_data import retried_dataset
 from grid.cli import main
 from grid.query import run_query
 from grid.results import ResultStore
@@ -20,16 +19,7 @@ SPEC = {"name": "q", "workload": "sleep", "params": {"seconds": 0.05}, "timeout_
 @pytest.fixture(scope="module")
 def retried(tmp_path_factory):
     """4 trials, the 2 failing ones retried once (6 attempts), and one attempt's file written twice."""
-    tmp = tmp_path_factory.mktemp("query")
-    spec = tmp / "spec.yaml"
-    spec.write_text(yaml.safe_dump(SPEC))
-    results = tmp / "results"
-    argv = ["run", str(spec), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2"]
-    assert main(argv) == 0
-    assert main(argv + ["--retry-failed"]) == 0
-    first = sorted((results / "sweep=q").glob("*.parquet"))[0]
-    shutil.copy(first, first.with_name(first.stem + "-again.parquet"))
-    return results
+    return retried_dataset(tmp_path_factory.mktemp("query"), SPEC)
 
 
 @pytest.mark.slow

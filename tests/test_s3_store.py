@@ -26,13 +26,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    try:
-        s3server.weed_binary()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    server = s3server.start(tmp_path_factory.mktemp("s3"))
-    yield server
-    server.stop()
+    with s3server.serving(tmp_path_factory.mktemp("s3"), set_env=False) as server:
+        yield server
 
 
 @pytest.fixture

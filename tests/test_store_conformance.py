@@ -29,20 +29,8 @@ TRIALS = expand(SPEC).trials
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    try:
-        s3server.weed_binary()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    server = s3server.start(tmp_path_factory.mktemp("s3"))
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    yield server
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with s3server.serving(tmp_path_factory.mktemp("s3")) as server:
+        yield server
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
