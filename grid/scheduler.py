@@ -76,7 +76,7 @@ def plan_attempts(spec: GridSpec, trials: list[Trial], store: ResultStore,
 
 class Scheduler:
     def __init__(self, spec: GridSpec, store: ResultStore, pool: Pool, progress: Progress,
-                 refresh_every_s: float = 2.0):
+                 refresh_every_s: float = 2.0, stall_timeout_s: float = 60.0):
         self.spec, self.store, self.pool, self.progress = spec, store, pool, progress
         self.capacity = 1 if spec.exclusive else spec.trials_per_gpu
         self.workers: dict[str, WorkerInfo] = {}
@@ -85,6 +85,7 @@ class Scheduler:
         self.running: dict[int, Running] = {}
         self.reservation: tuple[Pending, str] | None = None
         self.refresh_every_s = refresh_every_s
+        self.stall_timeout_s = stall_timeout_s  # how long queued trials may wait for a node to (re)join
         self._add_workers(pool.workers())
 
     # -- workers
@@ -176,14 +177,16 @@ class Scheduler:
         outcome = SweepOutcome(rows=[], total=len(pending) + skipped, skipped=skipped)
         self.progress.begin(outcome.total, skipped, list(self.workers.values()))
         next_refresh = time.monotonic() + self.refresh_every_s
+        stalled_since = None
         try:
             while self.queue or self.running:
                 self._dispatch()
-                if not self.running and self.queue:
-                    if not self.workers:
-                        raise ClusterError(f"no workers left; {len(self.queue)} trial(s) not run")
-                    if self.reservation is None and not self._free():
-                        raise ClusterError("no worker can take the queued trials")
+                if self.running or not self.queue:
+                    stalled_since = None
+                elif stalled_since is None:
+                    stalled_since = time.monotonic()
+                elif time.monotonic() - stalled_since > self.stall_timeout_s:
+                    raise ClusterError(self._stall_message())
                 for done in self.pool.wait(timeout=0.2):
                     self._finish(done, outcome)
                 if time.monotonic() >= next_refresh:
@@ -195,6 +198,13 @@ class Scheduler:
         finally:
             self.progress.end()
         return outcome
+
+    def _stall_message(self) -> str:
+        need = max(p.trial.gpus for p in self.queue)
+        return (f"{len(self.queue)} queued trial(s) cannot run: nothing is running and no node can place them "
+                f"for {self.stall_timeout_s:.0f} s ({len(self.workers)} worker(s) left, the largest node has "
+                f"{self.largest_node()}, a trial needs {need}); finished trials are in the results, "
+                f"run again when the cluster is back")
 
     def _finish(self, done, outcome: SweepOutcome) -> None:
         run = self.running.pop(done.ticket)

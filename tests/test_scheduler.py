@@ -116,3 +116,33 @@ def test_row_has_config_env_and_versions(tmp_path):
     assert '"CUDA_VISIBLE_DEVICES": "0"' in row["child_env_json"] and '"KERAS_BACKEND": "jax"' in row["child_env_json"]
     assert row["grid_version"] and row["host"] and row["queued_at"] <= row["dispatched_at"] <= row["started_at"]
     assert row["trial_id"] == expand(spec).trials[0].trial_id
+
+
+class _ShrunkPool:
+    """A real local pool whose second worker's node is gone (as after a node loss)."""
+
+    def __init__(self, pool):
+        self.pool, self.on_gpu = pool, pool.on_gpu
+
+    def __getattr__(self, name):
+        return getattr(self.pool, name)
+
+    def workers(self):
+        return self.pool.workers()[:1]
+
+
+def test_trials_no_node_can_place_any_more_end_the_sweep_with_a_clear_error(tmp_path):
+    from grid.errors import ClusterError
+    from grid.pools import LocalPool
+    from grid.progress import PlainProgress
+    from grid.scheduler import Scheduler, plan_attempts
+
+    spec = sleep_spec(seconds=0.1, axes={"gpus": [1, 2]})
+    store = ResultStore(str(tmp_path))
+    pending, skipped = plan_attempts(spec, expand(spec).trials, store)
+    scheduler = Scheduler(spec, store, _ShrunkPool(LocalPool(spec, store, gpus=["0", "1"])),
+                          PlainProgress(lambda t: t.trial_id), stall_timeout_s=1.0)
+    scheduler.check_fits = lambda pending: None  # the node shrank after the start-up check
+    with pytest.raises(ClusterError, match=r"1 queued trial\(s\) cannot run.*largest node has 1, a trial needs 2"):
+        scheduler.run(pending, skipped)
+    assert [r["gpus"] for r in store.latest("s").to_pylist()] == [1]
