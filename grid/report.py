@@ -279,9 +279,6 @@ def sweep_report(sweep: str, rows: list[dict[str, Any]], opts: ReportOptions, me
     table = shootout_table(rows, shoot_rows, f"sweep {sweep}: median (min-max) of ok repeats, latest attempts")
     table.notes += [f"also varying, added to rows: {', '.join(added)}"] if added else []
     report.tables.append(table)
-    busy = busy_table(rows, f"sweep {sweep}: worker busy time")
-    if busy is not None:
-        report.tables.append(busy)
     if opts.cols or opts.metric:
         metric = opts.metric or "steady_epoch_s"
         if metric not in metrics:
@@ -291,6 +288,9 @@ def sweep_report(sweep: str, rows: list[dict[str, Any]], opts: ReportOptions, me
         pivot = pivot_table(rows, pivot_rows, cols, metric, f"sweep {sweep}: {metric}, median (min-max)")
         pivot.notes += [f"also varying, added to rows: {', '.join(added)}"] if added else []
         report.tables.append(pivot)
+    busy = busy_table(rows, f"sweep {sweep}: worker busy time")
+    if busy is not None:
+        report.tables.append(busy)
     return report
 
 
