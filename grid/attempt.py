@@ -124,7 +124,7 @@ def classify(outcome: ChildOutcome, result: dict[str, Any] | None, log_tail: str
             "error_tail": f"exited {outcome.exit_code} without writing a result\n{log_tail}"}
 
 
-def _ts(t: float | None) -> datetime | None:
+def utc_time(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)
 
 
@@ -191,18 +191,18 @@ def run_attempt(spec: GridSpec, trial: Trial, attempt: int, placement: Placement
     for sampler in samplers or []:
         row.update(sampler.columns())
     row.update({"child_env_json": json.dumps(explicit, sort_keys=True), "log_path": log_path,
-                "queued_at": _ts(times.queued_at), "dispatched_at": _ts(times.dispatched_at)})
+                "queued_at": utc_time(times.queued_at), "dispatched_at": utc_time(times.dispatched_at)})
     if outcome is None:
         row.update({"status": TrialStatus.ERROR.value, "error_type": "InterpreterNotFound",
                     "error_tail": f"no interpreter at {argv[0]} for backend {trial.config.get('backend')!r}; "
                                   f"build it (make mxnet-env) or set interpreters.<backend> in the spec"})
-        row["started_at"] = row["ended_at"] = _ts(time.time())
+        row["started_at"] = row["ended_at"] = utc_time(time.time())
     else:
         verdict = classify(outcome, result, tail)
         row.update({"status": verdict["status"].value, "error_type": verdict["error_type"],
                     "error_tail": verdict["error_tail"], "error_message": verdict.get("error_message"), "exit_code": outcome.exit_code, "signal": outcome.signal,
                     "wall_s": outcome.wall_s, "peak_rss_mib": outcome.peak_rss_mib,
-                    "started_at": _ts(outcome.started_at), "ended_at": _ts(outcome.ended_at)})
+                    "started_at": utc_time(outcome.started_at), "ended_at": utc_time(outcome.ended_at)})
     if result:
         row.update({k: result.get(k) for k in _RESULT_COLUMNS if k in result})
         if result.get("versions"):

@@ -13,7 +13,6 @@ keep each trial's highest attempt.
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.parse
 import uuid
@@ -360,7 +359,3 @@ def latest_attempts(table: pa.Table) -> pa.Table:
         [("sweep", "ascending"), ("trial_id", "ascending"), ("attempt", "descending")])
     best = order.group_by(["sweep", "trial_id"], use_threads=False).aggregate([("_row", "first")])
     return _take_sorted(table, best.column("_row_first"))
-
-
-def config_of(row: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(row["config_json"]) if row.get("config_json") else {}

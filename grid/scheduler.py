@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from grid.attempt import AttemptTimes, Placement, base_row, _ts
+from grid.attempt import AttemptTimes, Placement, base_row, utc_time
 from grid.errors import ClusterError, UsageError
 from grid.expand import Trial
 from grid.pools import Pool, WorkerInfo
@@ -161,8 +161,8 @@ class Scheduler:
         """Record an attempt whose worker was lost, and re-queue the trial if retries remain."""
         row = base_row(self.spec, run.pending.trial, run.pending.attempt, run.placement)
         row.update({"status": TrialStatus.LOST.value, "error_type": type(error).__name__,
-                    "error_tail": str(error)[-4000:], "started_at": _ts(run.started), "ended_at": _ts(time.time()),
-                    "queued_at": _ts(run.pending.queued_at)})
+                    "error_tail": str(error)[-4000:], "started_at": utc_time(run.started), "ended_at": utc_time(time.time()),
+                    "queued_at": utc_time(run.pending.queued_at)})
         if not self.store.create_row(row):
             written = self.store.read_row(self.spec.name, run.pending.trial.trial_id, run.pending.attempt)
             if written is not None and written["status"] != TrialStatus.LOST.value:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -268,7 +268,3 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides)
     return parse_spec(data, str(path))
-
-
-def with_settings(spec: GridSpec, **changes: Any) -> GridSpec:
-    return replace(spec, **changes)
