@@ -9,7 +9,7 @@ MXNET_PKG ?= mxnet==1.9.1
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 # Frameworks: tensorflow-cpu + CPU jax on a CPU box, tensorflow[and-cuda] + jax[cuda12] on a GPU box.
 EXTRA ?= $(if $(HAS_GPU),gpu,cpu)
-SPEC ?= $(if $(HAS_GPU),specs/shootout-gpu.yaml,specs/tiny-cpu.yaml)
+SPEC ?= $(if $(HAS_GPU),examples/keras/grid-gpu.yaml,examples/keras/grid.yaml)
 RESULTS ?= results
 GRID_ARGS ?=
 PYTEST_ARGS ?=

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from grid.isolate import run_child  # noqa: E402
 from grid.raypool import connect  # noqa: E402
 from grid.results import ResultStore  # noqa: E402
-from grid.run import RunOptions, run_sweep  # noqa: E402
+from grid.sweep import RunOptions, run_sweep  # noqa: E402
 from grid.spec import parse_spec  # noqa: E402
 
 

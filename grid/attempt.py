@@ -1,7 +1,8 @@
-"""One attempt of one trial, start to finish: trial JSON, explicit environment, child process,
+"""One attempt of one trial, start to finish: its process (grid/launch.py) in isolation, what the
+trial's processes recorded (grid/collect.py), the `metrics:` patterns over its output, the
 classification, and the row written to the results dataset.
 
-Called by a `GpuWorker` actor (grid/worker.py) or a local slot; never imports a framework.
+Called by a `GpuWorker` actor (grid/worker.py) or a local slot; never imports a framework or tasks/.
 """
 
 from __future__ import annotations
@@ -10,75 +11,30 @@ import json
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import tasks
-from grid import __version__
+from grid import __version__, collect
 from grid.expand import Trial, canonical_config
 from grid.isolate import ChildOutcome, run_child
-from grid.results import SCHEMA_VERSION, ResultStore
+from grid.launch import Launch, Placement, prepare
+from grid.metrics import known_goal, scan
+from grid.oom import is_oom
+from grid.results import BASE_NAMES, SCHEMA_VERSION, ResultStore
 from grid.spec import GridSpec
 from grid.states import TrialStatus
-from tasks import FRAMEWORK_BACKENDS
-from tasks.oom import is_oom
 
-TASKS_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tasks.__file__)))
-# Variables the worker sets itself, or that Ray sets for its own processes and a trial must not inherit.
-_NOT_INHERITED = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "KERAS_BACKEND", "OMP_NUM_THREADS", "PYTHONPATH")
+__all__ = ["AttemptTimes", "Placement", "base_row", "classify", "hostname", "run_attempt", "utc_time"]
 _LOG_TAIL_BYTES = 4000
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where an attempt runs: the node, the workers holding its GPUs, and those GPUs' ids."""
-
-    node_id: str
-    host: str
-    workers: tuple[str, ...]
-    gpu_ids: tuple[str, ...]  # empty on CPU slots
-
-    @property
-    def on_gpu(self) -> bool:
-        return bool(self.gpu_ids)
 
 
 @dataclass
 class AttemptTimes:
     queued_at: float
     dispatched_at: float = field(default_factory=time.time)
-
-
-def interpreter_for(spec: GridSpec, backend: str) -> str:
-    """The Python that runs this backend's trials: the spec's `interpreters`, else this one."""
-    path = spec.interpreters.get(backend)
-    if path is None and backend == "mxnet":
-        path = os.path.join(TASKS_ROOT, ".venv-mxnet", "bin", "python")
-    if path is None:
-        return sys.executable
-    return path if os.path.isabs(path) else os.path.join(TASKS_ROOT, path)
-
-
-def child_env(spec: GridSpec, trial: Trial, placement: Placement) -> tuple[dict[str, str], dict[str, str]]:
-    """The child's whole environment, and the part gpu-grid set explicitly (recorded in the row)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k not in _NOT_INHERITED}
-    explicit = {
-        "CUDA_VISIBLE_DEVICES": ",".join(placement.gpu_ids),
-        "PYTHONPATH": os.pathsep.join(p for p in (TASKS_ROOT, os.environ.get("PYTHONPATH", "")) if p),
-        "PYTHONUNBUFFERED": "1",
-        "GPU_GRID_TRIAL_ID": trial.trial_id,
-    }
-    if placement.on_gpu:
-        explicit["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's device numbering = NVML's = Ray's
-    backend = trial.config.get("backend")
-    if backend in FRAMEWORK_BACKENDS:
-        explicit["KERAS_BACKEND"] = backend
-    explicit.update(spec.env)
-    return {**inherited, **explicit}, explicit
 
 
 def _log_tail(path: str) -> str:
@@ -91,37 +47,27 @@ def _log_tail(path: str) -> str:
         return ""
 
 
-def _read_result(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def classify(outcome: ChildOutcome, result: dict[str, Any] | None, log_tail: str) -> dict[str, Any]:
-    """The attempt's status and evidence, from what the parent saw and what the child wrote."""
+def classify(outcome: ChildOutcome, error: dict[str, Any] | None, log_tail: str) -> dict[str, Any]:
+    """The attempt's status and evidence, from what the parent saw and what the trial's processes recorded."""
     if outcome.timed_out:
         return {"status": TrialStatus.TIMEOUT, "error_type": "Timeout", "error_tail": log_tail,
                 "error_message": "still running at timeout_s; its whole process group was killed"}
     if outcome.over_budget:
         return {"status": TrialStatus.OOM, "error_type": "CpuMemoryBudgetExceeded", "error_tail": log_tail,
                 "error_message": f"process tree RSS {outcome.peak_rss_mib:.0f} MiB went over memory_limit_mib"}
-    if result is not None:
-        status = TrialStatus(result.get("status", "error"))
-        if status is TrialStatus.OK and outcome.exit_code != 0:
-            return {"status": TrialStatus.ERROR, "error_type": "NonZeroExit",
-                    "error_tail": f"result says ok but the process exited {outcome.exit_code or outcome.signal}\n{log_tail}"}
-        tail = result.get("error_tail") or (log_tail if status.is_failure else None)
-        return {"status": status, "error_type": result.get("error_type"), "error_tail": tail,
-                "error_message": result.get("error_message")}
+    if outcome.exit_code == 0:
+        return {"status": TrialStatus.OK, "error_type": None, "error_tail": None, "error_message": None}
+    if error is not None:
+        oom = is_oom(error.get("type"), error.get("message"))
+        return {"status": TrialStatus.OOM if oom else TrialStatus.ERROR, "error_type": error.get("type"),
+                "error_message": error.get("message"), "error_tail": error.get("traceback") or log_tail}
     if outcome.signal is not None:
         return {"status": TrialStatus.KILLED, "error_type": f"Signal.{outcome.signal}", "error_tail": log_tail,
                 "error_message": f"the trial process was killed by {outcome.signal}"}
     if is_oom(None, log_tail):
         return {"status": TrialStatus.OOM, "error_type": "OutOfMemory (from log)", "error_tail": log_tail}
-    return {"status": TrialStatus.ERROR, "error_type": "NoResult",
-            "error_tail": f"exited {outcome.exit_code} without writing a result\n{log_tail}"}
+    return {"status": TrialStatus.ERROR, "error_type": "NonZeroExit", "error_tail": log_tail,
+            "error_message": f"the trial process exited {outcome.exit_code}"}
 
 
 def utc_time(t: float | None) -> datetime | None:
@@ -137,6 +83,10 @@ def base_row(spec: GridSpec, trial: Trial, attempt: int, placement: Placement | 
         "attempt": attempt,
         "repeat": trial.repeat,
         "workload": trial.workload,
+        "target": spec.workload_def.target_for(trial.config.get("backend")).text(),
+        "workdir": None if spec.workload_def.builtin else spec.workdir,
+        "script": ", ".join(spec.script.paths) or None,
+        "script_sha256": spec.script.sha256,
         "config_json": canonical_config(trial.config),
         **trial.config,
         "exclusive": spec.exclusive,
@@ -150,37 +100,51 @@ def base_row(spec: GridSpec, trial: Trial, attempt: int, placement: Placement | 
     }
 
 
-_RESULT_COLUMNS = ("epoch_times", "first_epoch_s", "steady_epoch_s", "images_per_s", "import_s", "framework",
-                   "framework_version", "data", "data_note", "images_per_epoch", "parallelism", "framework_peak_mib",
-                   "memory_cap_method", "global_batch")
+def measured_fields(spec: GridSpec, trial: Trial, records: list[dict], log_file: str, offset: int) -> dict[str, Any]:
+    """What the trial measured and reported, as row columns, with its notes and metric directions.
+    The `metrics:` patterns read the output from `offset` on (this attempt's own lines)."""
+    fields, notes = collect.measurements(records, trial.config)
+    found = scan(log_file, offset, spec.metrics, len(fields.get("epoch_times") or []) or trial.config.get("epochs"))
+    history, series = collect.history(records)
+    values = {**history, **found.values, **collect.reported(records)}
+    notes += found.notes
+    taken = (BASE_NAMES | set(trial.config)) - collect.MEASURED
+    metrics = collect.apply_values(fields, values, taken, notes)
+    series.update(found.series)
+    declared = {name: m.goal for name, m in spec.metrics.items()}
+    first = [n for n in metrics if n in declared or n in found.values] + [n for n in metrics if n not in history]
+    goals = {name: declared.get(name) or known_goal(name) for name in dict.fromkeys([*first, *metrics])}
+    fields.update(series_json=json.dumps(series, sort_keys=True) if series else None,
+                  metric_goals_json=json.dumps(goals) if goals else None, notes=notes)
+    return fields
+
+
+def _start(launch: Launch, spec: GridSpec, trial: Trial, attempt: int, placement: Placement,
+           log_file: str, samplers: list) -> tuple[ChildOutcome | None, int]:
+    """Run the attempt's process; also where its own output starts in the log."""
+    with open(log_file, "ab") as log:
+        log.write(f"[gpu-grid] trial {trial.trial_id} attempt {attempt} on {placement.host} "
+                  f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'} in {launch.cwd}\n"
+                  f"[gpu-grid] {launch.command}\n".encode())
+        if launch.missing:
+            log.write(f"[gpu-grid] cannot start: {launch.missing}\n".encode())
+            return None, log.tell()
+        offset = log.tell()
+    return run_child(launch.argv, env=launch.env, cwd=launch.cwd, log_path=log_file, timeout_s=spec.timeout_s,
+                     samplers=samplers, interval_s=spec.sample_interval_ms / 1000,
+                     memory_limit_mib=spec.memory_limit_mib), offset
 
 
 def run_attempt(spec: GridSpec, trial: Trial, attempt: int, placement: Placement, store: ResultStore,
                 times: AttemptTimes, samplers: list | None = None, gpu_info: dict | None = None) -> dict[str, Any]:
-    """Run one attempt in an isolated child and write its row. Returns the row."""
+    """Run one attempt in an isolated process tree and write its row. Returns the row."""
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
     try:
-        result_path = os.path.join(scratch, "result.json")
-        trial_path = os.path.join(scratch, "trial.json")
-        with open(trial_path, "w") as f:
-            json.dump({"trial_id": trial.trial_id, "attempt": attempt, "sweep": spec.name,
-                       "workload": trial.workload, "config": trial.config, "repeat": trial.repeat,
-                       "gpu_ids": list(placement.gpu_ids), "result_path": result_path}, f)
-        env, explicit = child_env(spec, trial, placement)
-        backend = trial.config.get("backend", "none")
-        module = tasks.WORKLOADS[trial.workload].module_for(backend)
-        argv = [interpreter_for(spec, backend), "-m", module, trial_path]
+        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
-        with open(log_file, "ab") as log:
-            log.write(f"[gpu-grid] trial {trial.trial_id} attempt {attempt} on {placement.host} "
-                      f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'}: {' '.join(argv)}\n".encode())
-        if not os.path.exists(argv[0]):
-            outcome = None
-        else:
-            outcome = run_child(argv, env=env, cwd=scratch, log_path=log_file, timeout_s=spec.timeout_s,
-                                samplers=samplers or [], interval_s=spec.sample_interval_ms / 1000,
-                                memory_limit_mib=spec.memory_limit_mib)
-        result = _read_result(result_path)
+        outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [])
+        records = collect.read_records(os.path.join(scratch, "records"))
+        measured = measured_fields(spec, trial, records, log_file, offset)
         tail = _log_tail(log_file)
         log_path = store.commit_log(log_file, spec.name, trial.trial_id, attempt)
     finally:
@@ -190,26 +154,28 @@ def run_attempt(spec: GridSpec, trial: Trial, attempt: int, placement: Placement
     row.update(gpu_info or {})
     for sampler in samplers or []:
         row.update(sampler.columns())
-    row.update({"child_env_json": json.dumps(explicit, sort_keys=True), "log_path": log_path,
-                "queued_at": utc_time(times.queued_at), "dispatched_at": utc_time(times.dispatched_at)})
+    row.update({"child_env_json": json.dumps(launch.explicit, sort_keys=True), "log_path": log_path,
+                "command": launch.command, "queued_at": utc_time(times.queued_at),
+                "dispatched_at": utc_time(times.dispatched_at)})
+    row.update(measured)
+    error = collect.first_error(records)
     if outcome is None:
-        row.update({"status": TrialStatus.ERROR.value, "error_type": "InterpreterNotFound",
-                    "error_tail": f"no interpreter at {argv[0]} for backend {trial.config.get('backend')!r}; "
-                                  f"build it (make mxnet-env) or set interpreters.<backend> in the spec"})
+        kind, _, message = (launch.missing or "").partition(": ")
+        row.update({"status": TrialStatus.ERROR.value, "error_type": kind, "error_message": message,
+                    "error_tail": message})
         row["started_at"] = row["ended_at"] = utc_time(time.time())
     else:
-        verdict = classify(outcome, result, tail)
+        verdict = classify(outcome, error, tail)
+        if verdict["status"] is TrialStatus.OK and error:
+            row["notes"].append(f"a process of the trial raised {error['type']}: {error['message'][:200]} "
+                                f"(the trial exited 0)")
         row.update({"status": verdict["status"].value, "error_type": verdict["error_type"],
-                    "error_tail": verdict["error_tail"], "error_message": verdict.get("error_message"), "exit_code": outcome.exit_code, "signal": outcome.signal,
-                    "wall_s": outcome.wall_s, "peak_rss_mib": outcome.peak_rss_mib,
-                    "started_at": utc_time(outcome.started_at), "ended_at": utc_time(outcome.ended_at)})
-    if result:
-        row.update({k: result.get(k) for k in _RESULT_COLUMNS if k in result})
-        if result.get("versions"):
-            row["versions_json"] = json.dumps(result["versions"], sort_keys=True)
-        if result.get("framework_mem"):
-            row["framework_mem_json"] = json.dumps(result["framework_mem"], sort_keys=True)
-    store.write_row(row)
+                    "error_tail": verdict["error_tail"], "error_message": verdict.get("error_message"),
+                    "exit_code": outcome.exit_code, "signal": outcome.signal, "wall_s": outcome.wall_s,
+                    "peak_rss_mib": outcome.peak_rss_mib, "started_at": utc_time(outcome.started_at),
+                    "ended_at": utc_time(outcome.ended_at)})
+    row["notes"] = row["notes"] or None
+    store.write_row(row, spec.param_kinds())
     return row
 
 

@@ -25,7 +25,7 @@ def _load(args):
 
 
 def cmd_plan(args, console: Console) -> int:
-    from grid.run import plan_lines
+    from grid.sweep import plan_lines
 
     spec, expansion = _load(args)
     for line in plan_lines(spec, expansion):
@@ -34,7 +34,7 @@ def cmd_plan(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
-    from grid.run import RunOptions, run_sweep
+    from grid.sweep import RunOptions, run_sweep
 
     spec, expansion = _load(args)
     opts = RunOptions(results=args.results, runner=args.runner, address=args.address, num_gpus=args.num_gpus,
@@ -79,7 +79,8 @@ def cmd_report(args, console: Console) -> int:
 def cmd_compare(args, console: Console) -> int:
     from grid.compare import CompareOptions, compare, print_comparison, write_json
 
-    opts = CompareOptions(metric=args.metric, threshold=args.threshold, ignore=tuple(_names(args.ignore) or ()),
+    opts = CompareOptions(metric=args.metric, threshold=args.threshold, goal=args.goal,
+                          ignore=tuple(_names(args.ignore) or ()),
                           baseline_sweep=args.baseline_sweep or args.sweep,
                           current_sweep=args.current_sweep or args.sweep)
     result = compare(args.baseline, args.current, opts)
@@ -124,7 +125,9 @@ def _results_commands(sub) -> None:
     p.add_argument("--no-html", action="store_true", help="terminal tables only; write nothing")
     p.add_argument("--rows", default=None, help="axes for the rows, comma-separated (default: backend,memory_fraction)")
     p.add_argument("--cols", default=None, help="axes for the columns of a pivot table, comma-separated")
-    p.add_argument("--metric", default=None, help="the pivot table's metric (default: steady_epoch_s)")
+    p.add_argument("--metric", default=None,
+                   help="the pivot table's metric, any measured column or the trials' own (test_acc, val_loss, ...); "
+                        "default: steady_epoch_s")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="regressions of CURRENT against BASELINE; exit 1 on a regression")
@@ -132,6 +135,8 @@ def _results_commands(sub) -> None:
     p.add_argument("current", help="results location of the run to check")
     p.add_argument("--metric", default="steady_epoch_s", help="metric to compare (default: steady_epoch_s)")
     p.add_argument("--threshold", default="5%", help="smallest change of the median that counts (default: 5%%)")
+    p.add_argument("--goal", choices=("max", "min"), default=None,
+                   help="is higher (max) or lower (min) better; default: the spec's metrics goal, else the metric's name")
     p.add_argument("--sweep", default=None, help="sweep to compare on both sides (default: the only one)")
     p.add_argument("--baseline-sweep", default=None, help="the baseline's sweep, when its name differs")
     p.add_argument("--current-sweep", default=None, help="the current run's sweep, when its name differs")

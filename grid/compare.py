@@ -20,6 +20,7 @@ from rich.table import Table
 
 from grid.errors import ResultsError, UsageError
 from grid.expand import canonical_config
+from grid.metrics import GOALS, known_goal
 from grid.report import Spread, counts_text, fmt_number, metrics_of, show, sort_key, spread, trial_config
 from grid.results import ResultStore, latest_attempts
 
@@ -27,9 +28,22 @@ KINDS = ("regression", "improvement", "unchanged", "missing", "new")
 _PLURAL = {"regression": "regressions", "improvement": "improvements"}
 
 
-def higher_is_better(metric: str) -> bool:
-    """Throughput is better high; times and memory are better low."""
-    return metric.endswith("_per_s")
+def goal_of(metric: str, rows: list[dict[str, Any]], given: str | None = None) -> str:
+    """Is higher or lower better: `--goal`, else the spec's `metrics:` goal recorded in the rows, else
+    the metric's name (`*_per_s`, `*acc*` higher; times, memory, `*loss*` lower)."""
+    if given is not None:
+        if given not in GOALS:
+            raise UsageError(f"--goal: received {given!r}, expected max or min")
+        return given
+    for row in rows:
+        goal = json.loads(row.get("metric_goals_json") or "{}").get(metric)
+        if goal:
+            return goal
+    goal = known_goal(metric)
+    if goal is None:
+        raise UsageError(f"--metric {metric}: gpu-grid cannot tell whether higher or lower is better; declare it "
+                         f"in the spec (metrics: {{{metric}: {{pattern: ..., goal: max}}}}) or pass --goal max|min")
+    return goal
 
 
 def parse_threshold(text: str | float) -> float:
@@ -48,6 +62,7 @@ def parse_threshold(text: str | float) -> float:
 class CompareOptions:
     metric: str = "steady_epoch_s"
     threshold: str | float = "5%"
+    goal: str | None = None  # max | min; None: from the spec's metrics or the metric's name
     baseline_sweep: str | None = None
     current_sweep: str | None = None
     ignore: tuple[str, ...] = ()  # config keys left out of the join
@@ -91,11 +106,12 @@ class Comparison:
     threshold_pct: float
     baseline: dict[str, str]  # uri, sweep
     current: dict[str, str]
+    goal: str = "min"
     verdicts: list[Verdict] = field(default_factory=list)
 
     @property
     def higher_is_better(self) -> bool:
-        return higher_is_better(self.metric)
+        return self.goal == "max"
 
     @property
     def regressed(self) -> bool:
@@ -186,11 +202,12 @@ def compare(baseline_uri: str, current_uri: str, opts: CompareOptions) -> Compar
     _check_metric(opts.metric, tables, baseline_uri, current_uri)
     rows = [latest_attempts(t).to_pylist() for t in tables]
     _check_ignore(opts.ignore, rows[0] + rows[1])
+    goal = goal_of(opts.metric, rows[1] + rows[0], opts.goal)
     base, cur = (_sides(r, opts.metric, opts.ignore) for r in rows)
     result = Comparison(opts.metric, threshold, {"uri": baseline_uri, "sweep": sweeps[0]},
-                        {"uri": current_uri, "sweep": sweeps[1]})
+                        {"uri": current_uri, "sweep": sweeps[1]}, goal)
     for key in sorted(set(base) | set(cur)):
-        result.verdicts.append(_verdict(base.get(key), cur.get(key), threshold, higher_is_better(opts.metric)))
+        result.verdicts.append(_verdict(base.get(key), cur.get(key), threshold, result.higher_is_better))
     result.verdicts.sort(key=lambda v: (KINDS.index(v.kind), *(sort_key(v.config.get(k)) for k in sorted(v.config))))
     return result
 

@@ -1,7 +1,8 @@
 """Expansion: the cartesian product of the axes, minus excludes, times repeats.
 
-A trial's id is a hash of its workload, its fully resolved config and its repeat index, so the
-same trial has the same id in every run, whatever the key order in the spec.
+A trial's id is a hash of what it runs (a built-in's name; a user's command or function and the
+hash of its script), its fully resolved config and its repeat index, so the same trial has the
+same id in every run, whatever the key order in the spec, and an edited script makes new trials.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def canonical_config(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def trial_id(workload: str, config: dict[str, Any], repeat: int) -> str:
-    key = f"{workload}\n{canonical_config(config)}\n{repeat}"
+def trial_id(identity: str, config: dict[str, Any], repeat: int) -> str:
+    key = f"{identity}\n{canonical_config(config)}\n{repeat}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -72,6 +73,6 @@ def expand(spec: GridSpec) -> Expansion:
             excluded += 1
             continue
         for repeat in range(spec.repeats):
-            trials.append(Trial(trial_id(spec.workload, config, repeat), spec.workload, config, repeat, len(trials)))
+            trials.append(Trial(trial_id(spec.identity, config, repeat), spec.workload, config, repeat, len(trials)))
     unused = [i for i in range(len(spec.exclude)) if i not in used]
     return Expansion(trials, combos, excluded, unused)

@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from grid.errors import ResultsError, UsageError
-from grid.results import ResultStore, latest_attempts
-from tasks import WORKLOADS
+from grid.results import BASE_NAMES, ResultStore, latest_attempts
+from grid.workload import builtin_workloads
 
 # The shoot-out: the question gpu-grid answers, one column per measurement.
 SHOOTOUT_ROWS = ("backend", "memory_fraction")
@@ -34,7 +34,8 @@ SHOOTOUT_METRICS = (
 )
 # Numeric columns that are settings or bookkeeping, not measurements.
 NOT_METRICS = frozenset({"schema_version", "attempt", "repeat", "exit_code", "timeout_s", "memory_limit_mib",
-                         "gpu_total_mib", "global_batch"})
+                         "gpu_total_mib", "global_batch", "fit_calls", "processes"})
+EXTRA_METRICS = 3  # the trial's own metrics (test_acc, ...) shown in the default table
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def trial_config(row: dict[str, Any]) -> dict[str, Any]:
     """The trial's config; rows of old schemas without `config_json` rebuild it from the param columns."""
     if row.get("config_json"):
         return json.loads(row["config_json"])
-    workload = WORKLOADS.get(row.get("workload") or "")
+    workload = builtin_workloads().get(row.get("workload") or "")
     return {name: row.get(name) for name in workload.params} if workload else {}
 
 
@@ -148,11 +149,26 @@ def status_cell(group: Group) -> Cell:
     return Cell(counts_text(counts), "status-fail" if failures else "status-ok")
 
 
+def own_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    """The trials' own metrics with a value, declared and reported ones before Keras History's."""
+    names: dict[str, None] = {}
+    for row in rows:
+        for name in json.loads(row.get("metric_goals_json") or "{}"):
+            if isinstance(row.get(name), (int, float)) and not isinstance(row.get(name), bool):
+                names[name] = None
+    return list(names)
+
+
 def shootout_table(rows: list[dict[str, Any]], row_axes: list[str], title: str) -> TableView:
-    headers = [*row_axes, *(label for _, label in SHOOTOUT_METRICS), "status"]
-    body = [[*(Cell(show(v), "label") for v in g.key), *(metric_cell(g, m) for m, _ in SHOOTOUT_METRICS),
+    own = own_metrics(rows)
+    metrics = [*SHOOTOUT_METRICS, *((m, m) for m in own[:EXTRA_METRICS])]
+    headers = [*row_axes, *(label for _, label in metrics), "status"]
+    body = [[*(Cell(show(v), "label") for v in g.key), *(metric_cell(g, m) for m, _ in metrics),
              status_cell(g)] for g in group_rows(rows, row_axes)]
-    return TableView(title, headers, body, len(row_axes))
+    view = TableView(title, headers, body, len(row_axes))
+    if len(own) > EXTRA_METRICS:
+        view.notes.append(f"more metrics: {', '.join(own[EXTRA_METRICS:])} (pivot one with --metric NAME)")
+    return view
 
 
 def pivot_table(rows: list[dict[str, Any]], row_axes: list[str], col_axes: list[str], metric: str,
@@ -234,12 +250,25 @@ class ReportOptions:
     metric: str | None = None
 
 
+def config_keys(table: pa.Table) -> set[str]:
+    """Every config key of the trials in a table (from `config_json`)."""
+    if "config_json" not in table.column_names:
+        return set()
+    return {k for text in set(table.column("config_json").to_pylist()) if text for k in json.loads(text)}
+
+
 def metrics_of(table: pa.Table) -> list[str]:
-    """Numeric measurement columns: what --metric and `grid compare --metric` accept."""
-    params = {p for w in WORKLOADS.values() for p in w.params}
+    """Numeric measurement columns, the trials' own metrics included: what --metric and
+    `grid compare --metric` accept."""
+    params = config_keys(table)
     return sorted(f.name for f in table.schema
                   if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
                   and f.name not in NOT_METRICS and f.name not in params)
+
+
+def user_metrics(table: pa.Table) -> list[str]:
+    """Metric columns that are the trials' own (History, patterns, reports), not gpu-grid's."""
+    return [m for m in metrics_of(table) if m not in BASE_NAMES]
 
 
 def _axes(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:

@@ -25,9 +25,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from grid.errors import ResultsError
-from tasks import WORKLOADS
 
-SCHEMA_VERSION = 1
+# 2: user targets (target, command, workdir, script), open metric columns, notes, processes
+SCHEMA_VERSION = 2
 _READ_THREADS = 8
 _READ_TRIES = 3
 
@@ -42,6 +42,11 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("attempt", pa.int32()),
     pa.field("repeat", pa.int32()),
     pa.field("workload", _S),
+    pa.field("target", _S),  # "function pkg.module:train" or "command python train.py ..." (placeholders)
+    pa.field("command", _S),  # the command this attempt ran, placeholders filled
+    pa.field("workdir", _S),
+    pa.field("script", _S),  # the file(s) the target runs, as hashed into the trial id
+    pa.field("script_sha256", _S),
     pa.field("config_json", _S),
     pa.field("status", _S),
     pa.field("exit_code", pa.int32()),
@@ -49,12 +54,17 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("error_type", _S),
     pa.field("error_message", _S),
     pa.field("error_tail", _S),
+    pa.field("notes", pa.list_(_S)),  # what the row wants known: unmatched metric patterns, refused names...
     pa.field("epoch_times", pa.list_(_F)),
     pa.field("first_epoch_s", _F),
     pa.field("steady_epoch_s", _F),
     pa.field("images_per_s", _F),
     pa.field("global_batch", pa.int64()),
     pa.field("import_s", _F),
+    pa.field("fit_calls", pa.int32()),
+    pa.field("processes", pa.int32()),  # Python processes of the trial that left a record
+    pa.field("metric_goals_json", _S),  # metric column -> max | min (declared or known from its name)
+    pa.field("series_json", _S),  # metric -> its per-epoch values (History, patterns matched once per epoch)
     pa.field("wall_s", _F),
     pa.field("peak_rss_mib", _F),
     pa.field("memory_limit_mib", pa.int64()),
@@ -93,24 +103,39 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("grid_version", _S),
 ]
 BASE_NAMES = frozenset(f.name for f in BASE_FIELDS)
+_BASE_TYPES = {f.name: f.type for f in BASE_FIELDS}
 _ARROW_OF = {int: pa.int64(), float: _F, str: _S, bool: pa.bool_()}
 
 
-def config_fields(workload: str) -> list[pa.Field]:
-    """One typed column per workload parameter (the trial's config, flattened)."""
-    return [pa.field(p.name, _ARROW_OF[p.kind]) for p in WORKLOADS[workload].params.values()]
+def value_type(value: Any) -> pa.DataType:
+    """The column type of a value outside the base schema (a metric or an untyped config value)."""
+    if value is None:
+        return pa.null()  # unifies with whatever type other rows give the column
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, list):
+        inner = {value_type(v) for v in value if v is not None}
+        return pa.list_(inner.pop() if len(inner) == 1 else _S)
+    for kind, arrow in _ARROW_OF.items():
+        if isinstance(value, kind):
+            return arrow
+    raise ResultsError(f"cannot store a {type(value).__name__} in a results column: {value!r}")
 
 
-def schema_for(workload: str) -> pa.Schema:
-    return pa.schema(BASE_FIELDS + config_fields(workload))
-
-
-def rows_to_table(rows: list[dict[str, Any]], workload: str) -> pa.Table:
-    schema = schema_for(workload)
-    unknown = set().union(*(r.keys() for r in rows)) - set(schema.names)
-    if unknown:
-        raise ResultsError(f"row has columns outside the schema: {sorted(unknown)}")
-    return pa.Table.from_pylist(rows, schema=schema)
+def rows_to_table(rows: list[dict[str, Any]], kinds: dict[str, type] | None = None) -> pa.Table:
+    """Rows as a table: every base column with its declared type (null where a row has no value),
+    config columns with their params' types (`kinds`), any other column (a metric) typed by its value."""
+    types: dict[str, pa.DataType] = {}
+    for row in rows:
+        for name, value in row.items():
+            if name in _BASE_TYPES:
+                types[name] = _BASE_TYPES[name]
+            elif kinds and name in kinds:
+                types[name] = _ARROW_OF[kinds[name]]
+            elif types.get(name, pa.null()) == pa.null():
+                types[name] = value_type(value)
+    fields = BASE_FIELDS + [pa.field(n, t) for n, t in types.items() if n not in _BASE_TYPES]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
 
 
 def _split(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -151,9 +176,9 @@ class ResultStore:
         return path if self.is_local else f"{self.uri.split('://', 1)[0]}://{path}"
 
     # -- writing
-    def write_row(self, row: dict[str, Any]) -> str:
-        """Write one attempt's row as its own Parquet file, atomically."""
-        table = rows_to_table([row], row["workload"])
+    def write_row(self, row: dict[str, Any], kinds: dict[str, type] | None = None) -> str:
+        """Write one attempt's row as its own Parquet file, atomically. `kinds`: the config columns' types."""
+        table = rows_to_table([row], kinds)
         final = self.row_path(row["sweep"], row["trial_id"], row["attempt"])
         self.fs.create_dir(self.sweep_dir(row["sweep"]), recursive=True)
         if not self.is_local:
@@ -168,7 +193,7 @@ class ResultStore:
                 self.fs.delete_file(tmp)
         return final
 
-    def create_row(self, row: dict[str, Any]) -> bool:
+    def create_row(self, row: dict[str, Any], kinds: dict[str, type] | None = None) -> bool:
         """Write an attempt's row only if none exists yet; False if one does (it is left as it is).
 
         For rows that must be written once: the driver's `lost` row must not replace the row that
@@ -177,7 +202,7 @@ class ResultStore:
         filesystems a look before the write, which a concurrent writer can race.
         """
         final = self.row_path(row["sweep"], row["trial_id"], row["attempt"])
-        data = _parquet_bytes(rows_to_table([row], row["workload"]))
+        data = _parquet_bytes(rows_to_table([row], kinds))
         if self.is_local:
             self.fs.create_dir(self.sweep_dir(row["sweep"]), recursive=True)
             tmp = f"{self.sweep_dir(row['sweep'])}/.tmp-{uuid.uuid4().hex}"
@@ -194,7 +219,7 @@ class ResultStore:
             return _s3_put_if_absent(self.uri, self.fs.region, final, data)
         if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
             return False
-        self.write_row(row)
+        self.write_row(row, kinds)
         return True
 
     def read_row(self, sweep: str, trial_id: str, attempt: int) -> dict[str, Any] | None:

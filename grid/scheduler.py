@@ -163,7 +163,7 @@ class Scheduler:
         row.update({"status": TrialStatus.LOST.value, "error_type": type(error).__name__,
                     "error_tail": str(error)[-4000:], "started_at": utc_time(run.started), "ended_at": utc_time(time.time()),
                     "queued_at": utc_time(run.pending.queued_at)})
-        if not self.store.create_row(row):
+        if not self.store.create_row(row, self.spec.param_kinds()):
             written = self.store.read_row(self.spec.name, run.pending.trial.trial_id, run.pending.attempt)
             if written is not None and written["status"] != TrialStatus.LOST.value:
                 return written  # the worker wrote its outcome after all: nothing to re-run

@@ -2,11 +2,14 @@
 
 Nothing runs and nothing is written until a spec validates. Each problem names the field, the
 value received and what is expected: `axes.memory_fraction[1]: received 1.5, expected 0 < f <= 1 or null`.
+
+What a trial runs is one of: `workload:` (a built-in, tasks/workloads.yaml), `command:` (the
+user's own script or program) or `function:` (the user's own Python function).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,17 +18,21 @@ from typing import Any
 import yaml
 
 from grid.errors import SpecError
-from tasks import WORKLOADS, Workload
+from grid.metrics import MetricPattern, parse_metrics
+from grid.results import BASE_NAMES
+from grid.target import PER_TRIAL, Script, command_files, find_function, placeholders, script_of, split_command
+from grid.workload import CORE, Target, Workload, builtin_workloads, show, user_workload
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+TARGET_KEYS = ("workload", "command", "function")
 
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A validated grid. Defaults are the documented ones (README, 'Grid spec')."""
+    """A validated grid. Defaults are the documented ones (README, 'The grid spec')."""
 
     name: str
-    workload: str
+    workload_def: Workload
     axes: dict[str, list[Any]]
     params: dict[str, Any] = field(default_factory=dict)
     exclude: list[dict[str, list[Any]]] = field(default_factory=list)
@@ -39,15 +46,24 @@ class GridSpec:
     interpreters: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    workdir: str = "."  # where the target runs; the spec file's folder unless `workdir:` says otherwise
+    metrics: dict[str, MetricPattern] = field(default_factory=dict)
+    script: Script = Script((), None)
 
     @property
-    def workload_def(self) -> Workload:
-        return WORKLOADS[self.workload]
+    def workload(self) -> str:
+        return self.workload_def.name
 
+    @property
+    def identity(self) -> str:
+        """What, besides the config and repeat, makes a trial: a built-in's name, or the user's target
+        and the hash of the script it runs (editing the script makes new trials)."""
+        if self.workload_def.builtin:
+            return self.workload
+        return f"{self.workload_def.target.text()}\nscript {self.script.sha256}"
 
-def show(value: Any) -> str:
-    """A value as the user wrote it in YAML: null, true, 1.5, "text"."""
-    return json.dumps(value, default=str)
+    def param_kinds(self) -> dict[str, type]:
+        return {name: p.kind for name, p in self.workload_def.params.items()}
 
 
 def _received(path: str, value: Any, expected: str) -> str:
@@ -56,14 +72,11 @@ def _received(path: str, value: Any, expected: str) -> str:
 
 def _check_type(problems: list[str], path: str, value: Any, kind: type | tuple, expected: str,
                 check=lambda v: True) -> Any:
-    ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _as_tuple(kind))
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in kinds)
     if not ok or not check(value):
         problems.append(_received(path, value, expected))
     return value
-
-
-def _as_tuple(kind) -> tuple:
-    return kind if isinstance(kind, tuple) else (kind,)
 
 
 # key -> (types, expected, check); the spec's scalar settings
@@ -77,65 +90,143 @@ _SETTINGS: dict[str, tuple[Any, str, Any]] = {
     "sample_interval_ms": (int, "an integer from 1 to 1000", lambda n: 1 <= n <= 1000),
     "description": (str, "a string", lambda s: True),
 }
-TOP_KEYS = ("name", "workload", "params", "axes", "exclude", "interpreters", "env", *_SETTINGS)
+TOP_KEYS = ("name", *TARGET_KEYS, "workdir", "metrics", "params", "axes", "exclude", "interpreters", "env",
+            *_SETTINGS)
 
 
-def parse_spec(data: Any, source: str = "spec") -> GridSpec:
-    """Validate a spec mapping (as loaded from YAML); raise SpecError with every problem found."""
+def parse_spec(data: Any, source: str = "spec", base_dir: str | Path | None = None) -> GridSpec:
+    """Validate a spec mapping (as loaded from YAML); raise SpecError with every problem found.
+
+    `base_dir` is where the spec lives (relative `workdir` and `interpreters` paths start there);
+    by default the current directory."""
+    if data is None:
+        raise SpecError(["the spec is empty: expected a mapping with a name and one of workload, command or "
+                         "function (see the README's 'The grid spec')"], source)
     if not isinstance(data, dict):
         raise SpecError([f"the spec must be a mapping of keys to values, received {type(data).__name__}"], source)
+    base = Path(base_dir or os.getcwd()).resolve()
     problems: list[str] = []
-    unknown = sorted(set(data) - set(TOP_KEYS))
+    unknown = sorted(set(data) - set(TOP_KEYS), key=str)
     if unknown:
         problems.append(f"unknown key(s) {unknown}; valid keys are {sorted(TOP_KEYS)}")
-
     name = data.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(_received("name", name, "a name of letters, digits, '.', '_' or '-' (used as a folder)"))
-    workload_name = data.get("workload")
-    workload = WORKLOADS.get(workload_name) if isinstance(workload_name, str) else None
-    if workload is None:
-        problems.append(_received("workload", workload_name, f"one of {sorted(WORKLOADS)}"))
-        raise SpecError(problems, source)
-
     settings = {}
     for key, (kind, expected, check) in _SETTINGS.items():
         if key in data:
             settings[key] = _check_type(problems, key, data[key], kind, expected, check)
-    params = _parse_params(problems, workload, data.get("params", {}) or {})
-    axes = _parse_axes(problems, workload, data.get("axes", {}) or {})
+    workdir = _workdir(problems, data.get("workdir"), base)
+    raw_params, raw_axes = _mapping(problems, "params", data), _mapping(problems, "axes", data)
+    workload = _workload(problems, data, raw_params, raw_axes, workdir)
+    if workload is None:
+        raise SpecError(problems, source)
+    params = _parse_params(problems, workload, raw_params)
+    axes = _parse_axes(problems, workload, raw_axes)
     for both in sorted(set(params) & set(axes)):
         problems.append(f"{both}: set both in params and in axes; keep one")
+    if workload.target.command:
+        _check_placeholders(problems, workload.target.command, [*params, *axes])
     exclude = _parse_exclude(problems, workload, data.get("exclude", []) or [])
     interpreters = _parse_str_map(problems, "interpreters", data.get("interpreters", {}) or {},
-                                  allowed=tuple(workload.params["backend"].choices))
+                                  allowed=workload.backends)
     env = _parse_str_map(problems, "env", data.get("env", {}) or {})
+    metrics = parse_metrics(data.get("metrics"), problems)
     if problems:
         raise SpecError(problems, source)
     if "timeout_s" in settings:
         settings["timeout_s"] = float(settings["timeout_s"])
-    return GridSpec(name=name, workload=workload.name, axes=axes, params=params, exclude=exclude,
-                    interpreters=interpreters, env=env, **settings)
+    interpreters = {k: v if os.path.isabs(v) else str(base / v) for k, v in interpreters.items()}
+    return GridSpec(name=name, workload_def=workload, axes=axes, params=params, exclude=exclude,
+                    interpreters=interpreters, env=env, workdir=str(workdir), metrics=metrics,
+                    script=_script(workload, workdir), **settings)
+
+
+def _mapping(problems: list[str], key: str, data: dict) -> dict:
+    raw = data.get(key) or {}
+    if not isinstance(raw, dict):
+        what = "one value" if key == "params" else "a list of values"
+        problems.append(_received(key, raw, f"a mapping of parameter to {what}"))
+        return {}
+    return raw
+
+
+def _workdir(problems: list[str], raw: Any, base: Path) -> Path:
+    if raw is None:
+        return base
+    if not isinstance(raw, str) or not raw:
+        problems.append(_received("workdir", raw, "a directory (relative to the spec file's folder)"))
+        return base
+    path = (base / raw).resolve()
+    if not path.is_dir():
+        problems.append(_received("workdir", raw, f"an existing directory ({path} is not one)"))
+    return path
+
+
+def _workload(problems: list[str], data: dict, raw_params: dict, raw_axes: dict, workdir: Path) -> Workload | None:
+    given = [k for k in TARGET_KEYS if data.get(k) is not None]
+    if len(given) != 1:
+        problems.append(f"give exactly one of workload (a built-in), command (your script) or function (your "
+                        f"Python function); received {', '.join(given) or 'none of them'}")
+        return None
+    if given[0] == "workload":
+        catalog = builtin_workloads()
+        workload = catalog.get(data["workload"]) if isinstance(data["workload"], str) else None
+        if workload is None:
+            problems.append(_received("workload", data["workload"], f"one of {sorted(catalog)}"))
+        return workload
+    if given[0] == "command":
+        target = Target(command=split_command(data["command"], problems))
+    else:
+        before = len(problems)
+        find_function(data["function"], workdir, problems)
+        if len(problems) > before:
+            return None
+        target = Target(function=data["function"])
+    values: dict[str, list[Any]] = {}
+    where: dict[str, str] = {}
+    for key, value in raw_params.items():
+        values[key], where[key] = [value], f"params.{key}"
+    for key, value in raw_axes.items():
+        values.setdefault(key, []).extend(value if isinstance(value, list) else [value])
+        where.setdefault(key, f"axes.{key}")
+    for key in values:
+        if key in BASE_NAMES and key not in CORE:
+            problems.append(f"{where[key]}: {key!r} is the name of a results column of gpu-grid; rename the param")
+    return user_workload(target, values, problems, where)
+
+
+def _check_placeholders(problems: list[str], command: tuple[str, ...], known: list[str]) -> None:
+    for name in placeholders(command, problems):
+        if name not in known and name not in PER_TRIAL:
+            problems.append(f"command: placeholder {{{name}}} names no axis or param; known names: "
+                            f"{', '.join(sorted(known) + list(PER_TRIAL))}")
+
+
+def _script(workload: Workload, workdir: Path) -> Script:
+    target = workload.target
+    if workload.builtin:
+        return Script((), None)
+    if target.command:
+        return script_of(command_files(target.command, workdir), workdir)
+    path = find_function(target.function, workdir, [])
+    return script_of([path] if path else [], workdir)
 
 
 def _param_problem(workload: Workload, path: str, key: str, value: Any) -> str | None:
-    param = workload.params[key]
-    expected = param.problem(value)
+    expected = workload.param(key).problem(value)
     return None if expected is None else _received(path, value, expected)
 
 
 def _unknown_param(problems: list[str], workload: Workload, path: str, key: Any) -> bool:
-    if key in workload.params:
+    if workload.param(key) is not None:
         return False
     problems.append(f"{path}: unknown parameter {show(key)} for workload {workload.name!r}; "
                     f"valid parameters are {sorted(workload.params)}")
     return True
 
 
-def _parse_params(problems: list[str], workload: Workload, raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        problems.append(_received("params", raw, "a mapping of parameter to one value"))
-        return {}
+def _parse_params(problems: list[str], workload: Workload, raw: dict) -> dict[str, Any]:
     params = {}
     for key, value in raw.items():
         if _unknown_param(problems, workload, f"params.{key}", key):
@@ -146,14 +237,11 @@ def _parse_params(problems: list[str], workload: Workload, raw: Any) -> dict[str
         problem = _param_problem(workload, f"params.{key}", key, value)
         if problem:
             problems.append(problem)
-        params[key] = workload.params[key].coerce(value)
+        params[key] = workload.param(key).coerce(value)
     return params
 
 
-def _parse_axes(problems: list[str], workload: Workload, raw: Any) -> dict[str, list[Any]]:
-    if not isinstance(raw, dict):
-        problems.append(_received("axes", raw, "a mapping of parameter to a list of values"))
-        return {}
+def _parse_axes(problems: list[str], workload: Workload, raw: dict) -> dict[str, list[Any]]:
     axes = {}
     for key, values in raw.items():
         if _unknown_param(problems, workload, f"axes.{key}", key):
@@ -166,7 +254,7 @@ def _parse_axes(problems: list[str], workload: Workload, raw: Any) -> dict[str, 
             problem = _param_problem(workload, f"axes.{key}[{i}]", key, value)
             if problem:
                 problems.append(problem)
-        coerced = [workload.params[key].coerce(v) for v in values]
+        coerced = [workload.param(key).coerce(v) for v in values]
         duplicates = sorted({show(v) for v in coerced if coerced.count(v) > 1})
         if duplicates:
             problems.append(f"axes.{key}: repeated value(s) {', '.join(duplicates)}; use `repeats` to run a trial again")
@@ -193,7 +281,7 @@ def _parse_exclude(problems: list[str], workload: Workload, raw: Any) -> list[di
                 problem = _param_problem(workload, f"{path}.{key}", key, value)
                 if problem:
                     problems.append(problem)
-            parsed[key] = [workload.params[key].coerce(v) for v in values]
+            parsed[key] = [workload.param(key).coerce(v) for v in values]
         rules.append(parsed)
     return rules
 
@@ -225,12 +313,23 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise SpecError([f"--set {text!r}: the value is not valid YAML ({exc.problem})"], "override") from None
 
 
+def _param_names(data: dict) -> set[str]:
+    """The params a spec's `--set` may name: a built-in's declared ones; for the user's own target the
+    params and axes it already has, and the core ones."""
+    builtin = builtin_workloads().get(data.get("workload")) if isinstance(data.get("workload"), str) else None
+    if builtin is not None:
+        return set(builtin.params)
+    if data.get("command") is not None or data.get("function") is not None:
+        return {*data["params"], *data["axes"], *CORE}
+    return set()
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `--set` overrides to a raw spec mapping. A list sets an axis; one value sets a param."""
     data = dict(data)
     data["params"] = dict(data.get("params") or {})
     data["axes"] = dict(data.get("axes") or {})
-    workload = WORKLOADS.get(data.get("workload"))
+    names = _param_names(data)
     for text in overrides:
         key, value = parse_override(text)
         section, _, sub = key.partition(".")
@@ -238,24 +337,24 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             data[section][sub] = value
             other = "axes" if section == "params" else "params"
             data[other].pop(sub, None)
-        elif section in ("interpreters", "env") and sub:
+        elif section in ("interpreters", "env", "metrics") and sub:
             data[section] = {**(data.get(section) or {}), sub: value}
         elif key in TOP_KEYS and key not in ("params", "axes"):
             data[key] = value
-        elif workload is not None and key in workload.params:
+        elif key in names:
             if isinstance(value, list) or key in data["axes"]:
                 data["axes"][key] = value
                 data["params"].pop(key, None)
             else:
                 data["params"][key] = value
         else:
-            valid = sorted({*TOP_KEYS, *(workload.params if workload else ())} - {"params", "axes"})
+            valid = sorted({*TOP_KEYS, *names} - {"params", "axes"})
             raise SpecError([f"--set {text!r}: unknown key {key!r}; valid keys are {valid}"], "override")
     return data
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
-    """Read, override and validate a spec file."""
+    """Read, override and validate a spec file; its folder is the default workdir."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -267,4 +366,4 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
         raise SpecError([f"not valid YAML: {exc}"], str(path)) from None
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides)
-    return parse_spec(data, str(path))
+    return parse_spec(data, str(path), base_dir=path.resolve().parent)

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from grid.report import failure_line
+from grid.report import EXTRA_METRICS, failure_line, own_metrics
 from grid.states import TrialStatus
 
 _METRICS = (
@@ -28,7 +28,8 @@ def _cell(value: Any, fmt: str) -> str:
 
 def summary_table(rows: list[dict[str, Any]], axes: list[str], title: str) -> Table:
     """One line per trial: its axis values, status and the main measurements."""
-    metrics = [m for m in _METRICS if any(r.get(m[1]) is not None for r in rows)]
+    own = [(name, name, "{:.4g}") for name in own_metrics(rows)[:EXTRA_METRICS]]
+    metrics = [m for m in (*_METRICS, *own) if any(r.get(m[1]) is not None for r in rows)]
     table = Table(title=title, title_justify="left")
     for axis in axes:
         table.add_column(axis)

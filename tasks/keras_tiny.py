@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from tasks import data, keras_common, protocol
+import tasks
+from tasks import data, keras_common
 
 
 def build_model(keras, cfg: dict):
@@ -30,9 +31,9 @@ def load_data(cfg: dict) -> data.Dataset:
     return data.synthetic(cfg["images"])
 
 
-def run(trial: dict) -> dict:
-    return keras_common.run(trial, import_module("tasks.keras_tiny"))
+def run(cfg: dict) -> dict:
+    return keras_common.run(cfg, import_module("tasks.keras_tiny"))
 
 
 if __name__ == "__main__":
-    protocol.main(run)
+    tasks.main(run)

@@ -9,11 +9,13 @@ the context list `[mx.gpu(0), ..., mx.gpu(k-1)]`.
 from __future__ import annotations
 
 import time
-from importlib import import_module, metadata
+from importlib import import_module
 
 import numpy as np
+from gridtrial import devmem
 
-from tasks import data, devmem, memcap, protocol
+import tasks
+from tasks import data
 from tasks.keras_common import gpus_error, whole_batches
 
 
@@ -71,39 +73,29 @@ def timed_epochs(mx, net, x, y, cfg: dict, global_batch: int, ctxs: list) -> lis
     return times
 
 
-def run(trial: dict) -> dict:
-    cfg = trial["config"]
-    method = memcap.mxnet(cfg.get("memory_fraction"), list(trial.get("gpu_ids") or []))
-    t0 = time.perf_counter()
+def run(cfg: dict) -> dict:
+    """The trial bootstrap set MXNET_GPU_MEM_POOL_RESERVE for memory_fraction before this import."""
     mx = import_module("mxnet")
-    import_s = time.perf_counter() - t0
     k = cfg.get("gpus", 1)
     global_batch = cfg["batch_size"] * k
-    versions = {"mxnet": mx.__version__, "numpy": metadata.version("numpy"),
-                "cuda_enabled": str(mx.runtime.Features().is_enabled("CUDA"))}
-    protocol.record(import_s=import_s, framework="mxnet", framework_version=mx.__version__, versions=versions,
-                    global_batch=global_batch, memory_cap_method=method)
     ctxs = contexts(mx, k)
     dataset = whole_batches(data.training_data(cfg["images"], cfg.get("data_dir")), global_batch)
     x = np.ascontiguousarray(dataset.x.transpose(0, 3, 1, 2))  # Gluon's ResNet is NCHW
     times = timed_epochs(mx, build(mx, ctxs), x, dataset.y, cfg, global_batch, ctxs)
     peak, mem = devmem.mxnet(mx, k if ctxs[0].device_type == "gpu" else 0)
     return {
-        **protocol.epoch_summary(times, len(dataset.y)),
         **dataset.fields(),
+        "epoch_times": times,
         "images_per_epoch": len(dataset.y),
-        "import_s": import_s,
-        "framework": "mxnet",
-        "framework_version": mx.__version__,
-        "versions": versions,
         "global_batch": global_batch,
-        "mode": cfg.get("mode", "train"),
+        "framework": "mxnet",
         "parallelism": f"gluon context list {[str(c) for c in ctxs]}",
         "framework_peak_mib": peak,
         "framework_mem": mem,
-        "memory_cap_method": method,
+        "versions": {"mxnet": mx.__version__, "numpy": np.__version__,
+                     "cuda_enabled": str(mx.runtime.Features().is_enabled("CUDA"))},
     }
 
 
 if __name__ == "__main__":
-    protocol.main(run)
+    tasks.main(run)

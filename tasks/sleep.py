@@ -1,7 +1,7 @@
 """A workload with no framework: for scheduler tests and benchmarks.
 
 `seconds` of sleep, optionally `hold_mib` of CPU memory held throughout, and `fail` to end as an
-error, an OOM (a real MemoryError text) or a crash (SIGSEGV-like abort without a result).
+error, an OOM (a real MemoryError text) or a crash (SIGABRT, without a result).
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import os
 import signal
 import time
 
-from tasks import protocol
+import tasks
 
 
-def run(trial: dict) -> dict:
-    cfg = trial["config"]
+def run(cfg: dict) -> dict:
     held = bytearray(cfg.get("hold_mib", 0) * 1024 * 1024)
     for i in range(0, len(held), 4096):  # touch every page so it counts in RSS
         held[i] = 1
@@ -28,18 +27,8 @@ def run(trial: dict) -> dict:
         raise MemoryError("sleep workload asked to run out of memory (fail: oom)")
     if fail == "crash":
         os.kill(os.getpid(), signal.SIGABRT)
-    elapsed = time.perf_counter() - t0
-    return {
-        "framework": "none",
-        "data": "none",
-        "epoch_times": [elapsed],
-        "first_epoch_s": elapsed,
-        "steady_epoch_s": None,
-        "images_per_s": None,
-        "import_s": 0.0,
-        "held_mib": len(held) // (1024 * 1024),
-    }
+    return {"framework": "none", "data": "none", "epoch_times": [time.perf_counter() - t0], "import_s": 0.0}
 
 
 if __name__ == "__main__":
-    protocol.main(run)
+    tasks.main(run)

@@ -4,7 +4,9 @@ Keras' `model.fit` has no torch data parallelism, so each rank runs the model as
 `torch.nn.Module` in a plain torch loop (Keras' own guide to multi-GPU training on torch does
 the same). Rank r uses cuda:r with NCCL, or the CPU with gloo where no GPU is visible: a real
 two-process run on a CPU box. Each rank reads its own data shard, caps its own device and writes
-its timings and memory counters to a file the trial process collects.
+its timings to a file the trial process collects. Each rank is a Python process of the trial,
+so the bootstrap caps the rank's own device (it sets LOCAL_RANK before touching CUDA) and reads
+that rank's peak memory.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import tempfile
 import time
 from importlib import import_module
 
-from tasks import devmem, memcap
 from tasks.keras_common import gpus_error, whole_batches
 
 
@@ -26,8 +27,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(trial: dict, module_name: str, k: int) -> dict:
-    """Spawn k ranks, wait for all, and merge what they measured."""
+def run(cfg: dict, module_name: str, k: int) -> dict:
+    """Spawn k ranks, wait for all, and merge what they measured. This process never starts CUDA."""
     import torch
     import torch.multiprocessing as mp
 
@@ -35,41 +36,37 @@ def run(trial: dict, module_name: str, k: int) -> dict:
     if cuda and torch.cuda.device_count() < k:
         raise gpus_error(k, f"torch sees {torch.cuda.device_count()} CUDA device(s)")
     with tempfile.TemporaryDirectory(prefix="gpu-grid-ddp-") as out_dir:
-        mp.spawn(rank_main, args=(trial, module_name, k, free_port(), out_dir), nprocs=k, join=True)
+        mp.spawn(rank_main, args=(cfg, module_name, k, free_port(), out_dir), nprocs=k, join=True)
         ranks = []
         for r in range(k):
             with open(os.path.join(out_dir, f"rank-{r}.json")) as f:
                 ranks.append(json.load(f))
-    per_device = {name: mem for r in ranks for name, mem in r["memory"].items()}
-    method = ranks[0]["memory_cap_method"]
     return {
         "epoch_times": ranks[0]["epoch_times"],
-        "memory_cap_method": method if method == memcap.DEFAULT else f"{method}, in each of {k} DDP ranks",
-        "how": f"torch DistributedDataParallel, {k} processes ({'nccl' if cuda else 'gloo, CPU'})",
-        "memory": devmem.torch_summary(per_device) if cuda else devmem.on_cpu("torch"),
-        "data": ranks[0]["data"],
+        "images_per_epoch": ranks[0]["images_per_epoch"] * k,
+        "global_batch": cfg["batch_size"] * k,
+        "framework": "torch",
+        "parallelism": f"torch DistributedDataParallel, {k} processes ({'nccl' if cuda else 'gloo, CPU'})",
+        **ranks[0]["data"],
     }
 
 
-def rank_main(rank: int, trial: dict, module_name: str, k: int, port: int, out_dir: str) -> None:
+def rank_main(rank: int, cfg: dict, module_name: str, k: int, port: int, out_dir: str) -> None:
     """One rank: join the group, train or infer on its shard, write what it measured."""
+    os.environ.update(LOCAL_RANK=str(rank), RANK=str(rank), WORLD_SIZE=str(k))
     import torch
     import torch.distributed as dist
 
-    cfg = trial["config"]
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(rank)
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // k))
-    method = memcap.torch(torch, cfg.get("memory_fraction"), [rank] if cuda else None)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=k)
     try:
         device = torch.device(f"cuda:{rank}" if cuda else "cpu")
         result = _shard_run(torch, import_module(module_name), cfg, rank, k, device)
-        result["memory"] = {f"cuda:{rank}": devmem.torch_device(torch, rank)} if cuda else {}
-        result["memory_cap_method"] = method
         with open(os.path.join(out_dir, f"rank-{rank}.json"), "w") as f:
             json.dump(result, f)
     finally:
@@ -87,7 +84,7 @@ def _shard_run(torch, workload, cfg: dict, rank: int, k: int, device) -> dict:
         times = _train(torch, ddp, x, y, cfg["batch_size"], cfg["epochs"], device)
     else:
         times = _infer(torch, model, x, cfg["batch_size"], cfg["epochs"], device)
-    return {"epoch_times": times, "data": {**dataset.fields(), "images_per_epoch": len(dataset.y)}}
+    return {"epoch_times": times, "images_per_epoch": len(y), "data": dataset.fields()}
 
 
 def _sync(torch, device) -> None:

@@ -55,3 +55,9 @@ def ray_local():
                  object_store_memory=256 * 1024 * 1024, namespace="gpu-grid-tests")
     yield ray
     ray.shutdown()
+
+
+# In-process tests import the trial side's modules (tasks/site/gridtrial) directly.
+import sys  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tasks" / "site"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grid.report import busy_table
 from grid.results import ResultStore
-from grid.run import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.spec import parse_spec
 
 

@@ -21,10 +21,24 @@ def test_no_grid_module_imports_a_framework():
 
 
 def test_local_sweep_process_stays_framework_free(tmp_path):
-    code = ("import sys\nfrom grid.spec import parse_spec\nfrom grid.run import RunOptions, run_sweep\n"
+    code = ("import sys\nfrom grid.spec import parse_spec\nfrom grid.sweep import RunOptions, run_sweep\n"
             "spec = parse_spec({'name': 's', 'workload': 'sleep', 'params': {'seconds': 0.1},"
             " 'axes': {'backend': ['jax', 'torch']}})\n"
             f"run_sweep(spec, RunOptions(results={str(tmp_path)!r}, runner='local', live=False))\n"
             f"print('LOADED:' + ','.join(f for f in {FRAMEWORKS!r} if f in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("LOADED:"), out.stdout[-500:]
+
+
+def test_grid_imports_nothing_from_tasks():
+    """The scheduler side reads workloads as data (tasks/workloads.yaml); it never imports tasks/."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in Path(grid.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n == "tasks" or n.startswith(("tasks.", "gridtrial"))]
+    assert offenders == []

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import memcap
-from trials import MXNET_PYTHON, REPO
+from gridtrial import memcap
+from trials import MXNET_PYTHON, REPO, SITE
 
 CAP_VARIABLES = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
                  "MXNET_GPU_MEM_POOL_RESERVE")
@@ -22,7 +22,7 @@ CAP_VARIABLES = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION", "X
 def child(code: str, python: str = sys.executable, **env: str) -> dict:
     """Run `code` in a fresh interpreter (CPU slot environment); it prints one JSON line last."""
     base = {k: v for k, v in os.environ.items() if k not in CAP_VARIABLES}
-    full = {**base, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO), **env}
+    full = {**base, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": f"{SITE}{os.pathsep}{REPO}", **env}
     proc = subprocess.run([python, "-c", code], env=full, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -45,7 +45,7 @@ def test_installed_jaxlib_reads_the_variable_we_set():
 
 def test_jax_cap_reaches_jaxlib_before_import_in_a_child():
     code = (
-        "import json, os\nfrom tasks import memcap\n"
+        "import json, os\nfrom gridtrial import memcap\n"
         "method = memcap.jax(0.25, False, ['0'])\n"
         "import jax, jax.numpy as jnp\nfrom jaxlib import xla_client\n"
         "opts = xla_client.generate_pjrt_gpu_plugin_options()\n"
@@ -74,7 +74,7 @@ def test_jax_cap_defaults_and_cpu_slots():
 @pytest.mark.slow
 def test_tensorflow_cap_on_a_cpu_slot_applies_nothing_and_says_so():
     code = (
-        "import json\nimport tensorflow as tf\nfrom tasks import memcap\n"
+        "import json\nimport tensorflow as tf\nfrom gridtrial import memcap\n"
         "a = memcap.tensorflow(tf, 0.5, False, [])\nb = memcap.tensorflow(tf, None, True, [])\n"
         "c = memcap.tensorflow(tf, None, False, [])\nd = memcap.tensorflow(tf, 0.5, True, [])\n"
         "print(json.dumps({'a': a, 'b': b, 'c': c, 'd': d,"
@@ -88,12 +88,15 @@ def test_tensorflow_cap_on_a_cpu_slot_applies_nothing_and_says_so():
     assert out["logical"] == ["CPU"]
 
 
-@pytest.mark.slow
-def test_torch_cap_on_a_cpu_slot_applies_nothing_and_says_so():
-    code = ("import json, torch\nfrom tasks import memcap\n"
-            "print(json.dumps([memcap.torch(torch, 0.05), memcap.torch(torch, None)]))")
-    assert child(code, KERAS_BACKEND="torch") == [
-        "torch: set_per_process_memory_fraction(0.05) (no GPU visible: not applied)", memcap.DEFAULT]
+def test_torch_cap_texts():
+    assert memcap.torch_method(0.05, None) == "torch: set_per_process_memory_fraction(0.05) (no GPU visible: not applied)"
+    assert memcap.torch_method(0.05, 2) == "torch: set_per_process_memory_fraction(0.05) on 2 device(s)"
+    assert memcap.torch(None, None, [0]) == memcap.DEFAULT
+
+
+def test_jax_cap_keeps_the_name_a_parent_set(monkeypatch):
+    env = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}  # not the installed jaxlib's name: no metadata was read
+    assert memcap.jax(0.3, True, ["0"], env=env) == "jax: XLA_PYTHON_CLIENT_MEM_FRACTION=0.3"
 
 
 @pytest.mark.parametrize("fraction, reserve", [(0.25, "75"), (1.0, "0"), (0.05, "95"), (0.333, "67")])
@@ -107,7 +110,7 @@ def test_mxnet_reserve_is_the_part_not_used(fraction, reserve):
 
 @pytest.mark.skipif(not MXNET_PYTHON.exists(), reason=f"no MXNet interpreter at {MXNET_PYTHON}: run `make mxnet-env`")
 def test_mxnet_cap_is_set_before_mxnet_is_imported_in_its_interpreter():
-    code = ("import json, os\nfrom tasks import memcap\nm = memcap.mxnet(0.2, [])\nimport mxnet\n"
+    code = ("import json, os\nfrom gridtrial import memcap\nm = memcap.mxnet(0.2, [])\nimport mxnet\n"
             "print(json.dumps({'m': m, 'env': os.environ['MXNET_GPU_MEM_POOL_RESERVE'], 'v': mxnet.__version__}))")
     out = child(code, python=str(MXNET_PYTHON))
     assert out["env"] == "80" and out["v"] == "1.9.1"
@@ -117,8 +120,8 @@ def test_mxnet_cap_is_set_before_mxnet_is_imported_in_its_interpreter():
 @pytest.mark.gpu
 def test_torch_cap_is_enforced_on_a_gpu():
     code = (
-        "import json, torch\nfrom tasks import memcap, devmem\n"
-        "m = memcap.torch(torch, 0.05)\ntotal = torch.cuda.get_device_properties(0).total_memory\n"
+        "import json, torch\nfrom gridtrial import memcap, devmem\n"
+        "m = memcap.torch(torch, 0.05, [0])\ntotal = torch.cuda.get_device_properties(0).total_memory\n"
         "small = torch.empty(int(total * 0.02), dtype=torch.uint8, device='cuda')\n"
         "try:\n    torch.empty(int(total * 0.1), dtype=torch.uint8, device='cuda'); big = 'allocated'\n"
         "except torch.OutOfMemoryError as e:\n    big = 'oom'\n"
@@ -134,7 +137,7 @@ def test_torch_cap_is_enforced_on_a_gpu():
 @pytest.mark.gpu
 def test_jax_cap_sets_the_allocator_limit_on_a_gpu():
     code = (
-        "import json\nfrom tasks import memcap, devmem\nm = memcap.jax(0.2, True, ['0'])\n"
+        "import json\nfrom gridtrial import memcap, devmem\nm = memcap.jax(0.2, True, ['0'])\n"
         "import jax, jax.numpy as jnp\nx = jnp.ones((1024, 1024)).block_until_ready()\n"
         "d = jax.devices()[0]\npeak, mem = devmem.jax([d])\n"
         "import pynvml\npynvml.nvmlInit()\ntotal = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total\n"
@@ -151,7 +154,7 @@ def test_jax_cap_sets_the_allocator_limit_on_a_gpu():
                     reason="tensorflow is not installed here (the GPU machine cannot carry it)")
 def test_tensorflow_cap_makes_a_capped_logical_device_on_a_gpu():
     code = (
-        "import json\nimport tensorflow as tf\nfrom tasks import memcap, devmem\n"
+        "import json\nimport tensorflow as tf\nfrom gridtrial import memcap, devmem\n"
         "m = memcap.tensorflow(tf, 0.25, False, ['0'])\ntotal = memcap.gpu_total_mib(['0'])[0]\n"
         "gpu = tf.config.list_physical_devices('GPU')[0]\n"
         "limit = tf.config.get_logical_device_configuration(gpu)[0].memory_limit\n"
@@ -168,7 +171,7 @@ def test_tensorflow_cap_makes_a_capped_logical_device_on_a_gpu():
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="tensorflow is not installed here (the GPU machine cannot carry it)")
 def test_tensorflow_memory_growth_on_a_gpu():
-    code = ("import json\nimport tensorflow as tf\nfrom tasks import memcap\n"
+    code = ("import json\nimport tensorflow as tf\nfrom gridtrial import memcap\n"
             "m = memcap.tensorflow(tf, None, True, ['0'])\n"
             "g = tf.config.experimental.get_memory_growth(tf.config.list_physical_devices('GPU')[0])\n"
             "print(json.dumps({'m': m, 'growth': g}))")

@@ -7,16 +7,12 @@ message after `---`.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tasks.oom import is_oom
-from trials import REPO
+from grid.oom import is_oom
+from trials import run_spec_trial
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "oom").glob("*.txt"))
 
@@ -57,25 +53,21 @@ def test_other_errors_are_not_oom(error_type, message):
 
 
 def _trial_that_allocates(tmp_path: Path, statement: str, backend: str) -> dict:
-    """A trial process whose `run` allocates far more than any machine has, through the protocol."""
-    trial = tmp_path / "trial.json"
-    trial.write_text(json.dumps({"trial_id": "oom", "attempt": 1, "config": {}, "result_path": str(tmp_path / "r.json")}))
-    code = f"from tasks import protocol\ndef run(trial):\n    {statement}\nprotocol.main(run, [{str(trial)!r}])"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    return json.loads((tmp_path / "r.json").read_text())
+    """A script that allocates far more than any machine has, run as a trial's command."""
+    return run_spec_trial(tmp_path, {"command": ["python", "-c", statement], "params": {"backend": backend}})
 
 
+@pytest.mark.slow
 def test_a_real_torch_oom_ends_the_trial_as_oom(tmp_path):
-    result = _trial_that_allocates(tmp_path, "import torch; torch.empty(2**50)", "torch")
-    assert result["status"] == "oom"
-    assert result["error_type"] == "builtins.RuntimeError"
-    assert "can't allocate memory" in result["error_message"]
+    row = _trial_that_allocates(tmp_path, "import torch; torch.empty(2**50)", "torch")
+    assert row["status"] == "oom"
+    assert row["error_type"] == "builtins.RuntimeError"
+    assert "can't allocate memory" in row["error_message"]
 
 
+@pytest.mark.slow
 def test_a_real_jax_oom_ends_the_trial_as_oom(tmp_path):
-    result = _trial_that_allocates(tmp_path, "import jax.numpy as jnp; jnp.zeros((2**40,)).block_until_ready()", "jax")
-    assert result["status"] == "oom"
-    assert result["error_type"].endswith("JaxRuntimeError")
-    assert result["error_message"].startswith("RESOURCE_EXHAUSTED: Out of memory")
+    row = _trial_that_allocates(tmp_path, "import jax.numpy as jnp; jnp.zeros((2**40,)).block_until_ready()", "jax")
+    assert row["status"] == "oom"
+    assert row["error_type"].endswith("JaxRuntimeError")
+    assert row["error_message"].startswith("RESOURCE_EXHAUSTED: Out of memory")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from grid.results import ResultStore
-from grid.run import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.spec import parse_spec
 from tests.test_scheduler import assert_no_gpu_shared, intervals_by_gpu
 

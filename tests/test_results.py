@@ -39,8 +39,8 @@ def test_write_is_one_file_per_attempt_with_no_temp_left(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path):
     store = ResultStore(str(tmp_path))
     spec, trials = _rows()
-    with pytest.raises(ResultsError, match="outside the schema"):
-        store.write_row(_row(spec, trials[0], 0, colour="red"))
+    with pytest.raises(ResultsError, match="cannot store a dict in a results column"):
+        store.write_row(_row(spec, trials[0], 0, colour={"red": 1}))
     sweep_dir = tmp_path / "sweep=s"
     assert not sweep_dir.exists() or [p.name for p in sweep_dir.iterdir() if p.is_file()] == []
 

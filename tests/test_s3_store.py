@@ -17,7 +17,7 @@ from grid.expand import expand
 from grid.pools import LocalPool
 from grid.progress import PlainProgress
 from grid.results import ResultStore
-from grid.run import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.scheduler import Pending, Running, Scheduler
 from grid.spec import GridSpec, parse_spec
 

@@ -9,7 +9,7 @@ import pytest
 from grid.errors import UsageError
 from grid.expand import expand
 from grid.results import ResultStore
-from grid.run import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.spec import parse_spec
 
 

@@ -43,7 +43,7 @@ def _spec(**changes):
         ({"exclude": [{"batch_size": 7, "colour": "red"}]}, 'exclude[0].colour: unknown parameter "colour"'),
         ({"exclude": "torch"}, 'exclude: received "torch", expected a list of rules'),
         ({"interpreters": {"caffe": "/x"}}, 'interpreters.caffe: received "caffe", expected a backend of this workload'),
-        ({"colour": "red"}, "unknown key(s) ['colour']; valid keys are ['axes', 'description'"),
+        ({"colour": "red"}, "unknown key(s) ['colour']; valid keys are ['axes', 'command', 'description'"),
     ],
 )
 def test_each_problem_names_field_value_and_expectation(changes, message):

@@ -1,18 +1,16 @@
-"""The workloads trained for real, run as grid runs them: a child process per trial, on CPU."""
+"""The built-in workloads trained for real, run as grid runs them (a child process per trial under
+the trial bootstrap, on CPU): the bootstrap's measurements and the workload's own fields in the row."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
 import pytest
 
-from grid.attempt import AttemptTimes, run_attempt
-from grid.expand import expand
-from grid.results import ResultStore
-from grid.spec import parse_spec
 from tasks import data
-from trials import CPU_SLOT, MXNET_PYTHON, ok, run_trial
+from trials import MXNET_PYTHON, ok, run_trial
 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 needs_mxnet = pytest.mark.skipif(not MXNET_PYTHON.exists(),
@@ -31,55 +29,57 @@ def write_cifar(folder, batches: int, per_batch: int) -> None:
             pickle.dump(batch, f)
 
 
-def assert_complete(result: dict, framework: str, epochs: int, global_batch: int) -> None:
-    assert result["framework"] == framework
-    assert result["versions"][framework] == result["framework_version"]
-    assert result["versions"]["numpy"]
-    assert len(result["epoch_times"]) == epochs and all(t > 0 for t in result["epoch_times"])
-    assert result["first_epoch_s"] == result["epoch_times"][0]
-    assert result["images_per_s"] > 0
-    assert result["import_s"] > 0
-    assert result["global_batch"] == global_batch
-    assert result["framework_peak_mib"] is None  # CPU: no device counters
-    assert "no GPU visible" in result["framework_mem"]["note"]
+def assert_complete(row: dict, framework: str, epochs: int, global_batch: int) -> None:
+    versions = json.loads(row["versions_json"])
+    assert row["framework"] == framework
+    assert versions[framework] == row["framework_version"]
+    assert versions["numpy"]
+    assert len(row["epoch_times"]) == epochs and all(t > 0 for t in row["epoch_times"])
+    assert row["first_epoch_s"] == row["epoch_times"][0]
+    assert row["images_per_s"] > 0
+    assert row["import_s"] > 0
+    assert row["global_batch"] == global_batch
+    assert row["framework_peak_mib"] is None  # CPU: no device counters
+    assert "no GPU visible" in row["framework_mem_json"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", KERAS_BACKENDS)
 def test_keras_tiny_trains_on_each_backend(tmp_path, backend):
-    result = ok(run_trial(tmp_path, "keras_tiny", backend, {"epochs": 2, "images": 256, "batch_size": 32}))
-    assert_complete(result, backend, epochs=2, global_batch=32)
-    assert result["versions"]["keras"].startswith("3.")
-    assert result["data"] == "synthetic" and result["images_per_epoch"] == 256
-    assert result["memory_cap_method"] == "none (framework default)"
+    row = ok(run_trial(tmp_path, "keras_tiny", backend, {"epochs": 2, "images": 256, "batch_size": 32}))
+    assert_complete(row, backend, epochs=2, global_batch=32)
+    assert json.loads(row["versions_json"])["keras"].startswith("3.")
+    assert row["data"] == "synthetic" and row["images_per_epoch"] == 256
+    assert row["memory_cap_method"] == "none (framework default)"
+    assert row["fit_calls"] == 1 and row["processes"] == 1
+    assert row["loss"] > 0 and json.loads(row["series_json"])["loss"][-1] == row["loss"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", KERAS_BACKENDS)
 def test_keras_resnet50_trains_on_each_backend_with_cap_reported(tmp_path, backend):
     params = {"epochs": 2, "images": 64, "batch_size": 32, "memory_fraction": 0.5}
-    run = run_trial(tmp_path, "keras_resnet50", backend, params, extra_env={"KERAS_HOME": str(tmp_path / "nokeras")})
-    result = ok(run)
-    assert_complete(result, backend, epochs=2, global_batch=32)
-    assert result["data"] == "synthetic" and result["mode"] == "train"
-    assert result["memory_cap_method"].startswith(f"{backend}: ")
-    assert result["memory_cap_method"].endswith("(no GPU visible: not applied)")
+    row = ok(run_trial(tmp_path, "keras_resnet50", backend, params, env={"KERAS_HOME": str(tmp_path / "nokeras")}))
+    assert_complete(row, backend, epochs=2, global_batch=32)
+    assert row["data"] == "synthetic" and row["mode"] == "train"
+    assert row["memory_cap_method"].startswith(f"{backend}: ")
+    assert row["memory_cap_method"].endswith("(no GPU visible: not applied)")
 
 
 @pytest.mark.slow
 def test_keras_resnet50_inference_reads_cifar10_from_data_dir(tmp_path):
     write_cifar(tmp_path / "cifar" / "cifar-10-batches-py", batches=2, per_batch=40)
     params = {"epochs": 2, "images": 64, "batch_size": 32, "mode": "inference", "data_dir": str(tmp_path / "cifar")}
-    result = ok(run_trial(tmp_path, "keras_resnet50", "torch", params))
-    assert result["data"] == "cifar10" and result["mode"] == "inference"
-    assert "64 of 80 training images" in result["data_note"]
-    assert len(result["epoch_times"]) == 2
+    row = ok(run_trial(tmp_path, "keras_resnet50", "torch", params))
+    assert row["data"] == "cifar10" and row["mode"] == "inference"
+    assert "64 of 80 training images" in row["data_note"]
+    assert len(row["epoch_times"]) == 2 and row["images_per_epoch"] == 64 and row["fit_calls"] == 0
 
 
 def test_wrong_keras_backend_is_a_clear_error(tmp_path):
-    run = run_trial(tmp_path, "keras_tiny", "jax", {"images": 64}, extra_env={"KERAS_BACKEND": "torch"})
-    assert run.result["status"] == "error" and run.returncode == 1
-    assert "backend is 'jax' but KERAS_BACKEND='torch'" in run.result["error_message"]
+    row = run_trial(tmp_path, "keras_tiny", "jax", {"images": 64}, env={"KERAS_BACKEND": "torch"})
+    assert row["status"] == "error" and row["exit_code"] == 1
+    assert "backend is 'jax' but KERAS_BACKEND='torch'" in row["error_message"]
 
 
 @pytest.mark.slow
@@ -87,33 +87,36 @@ def test_wrong_keras_backend_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("mode", ["train", "inference"])
 def test_mxnet_resnet50_runs_in_its_own_interpreter(tmp_path, mode):
     params = {"epochs": 2, "images": 64, "batch_size": 32, "mode": mode, "memory_fraction": 0.25}
-    result = ok(run_trial(tmp_path, "mxnet_resnet50", "mxnet", params))
-    assert_complete(result, "mxnet", epochs=2, global_batch=32)
-    assert result["versions"]["numpy"].startswith("1.23")
-    assert result["mode"] == mode and result["data"] == "synthetic"
-    assert result["memory_cap_method"].startswith("mxnet: MXNET_GPU_MEM_POOL_RESERVE=75 ")
+    row = ok(run_trial(tmp_path, "mxnet_resnet50", "mxnet", params))
+    assert_complete(row, "mxnet", epochs=2, global_batch=32)
+    assert json.loads(row["versions_json"])["numpy"].startswith("1.23")
+    assert row["mode"] == mode and row["data"] == "synthetic"
+    assert row["memory_cap_method"].startswith("mxnet: MXNET_GPU_MEM_POOL_RESERVE=75 ")
 
 
 @pytest.mark.slow
 def test_jax_data_parallel_over_two_virtual_cpu_devices(tmp_path):
-    run = run_trial(tmp_path, "keras_tiny", "jax", {"epochs": 2, "images": 256, "batch_size": 32, "gpus": 2},
-                    extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    result = ok(run)
-    assert result["global_batch"] == 64
-    assert "DataParallel over ['cpu:0', 'cpu:1'] (weights replicated on 2 devices)" in result["parallelism"]
+    row = ok(run_trial(tmp_path, "keras_tiny", "jax", {"epochs": 2, "images": 256, "batch_size": 32, "gpus": 2},
+                       env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))
+    assert row["global_batch"] == 64
+    assert "DataParallel over ['cpu:0', 'cpu:1'] (weights replicated on 2 devices)" in row["parallelism"]
 
 
 @pytest.mark.slow
 def test_torch_ddp_two_gloo_processes_on_cpu(tmp_path):
-    result = ok(run_trial(tmp_path, "keras_tiny", "torch", {"epochs": 2, "images": 256, "batch_size": 32, "gpus": 2}))
-    assert result["global_batch"] == 64 and len(result["epoch_times"]) == 2
-    assert result["parallelism"] == "torch DistributedDataParallel, 2 processes (gloo, CPU)"
+    params = {"epochs": 2, "images": 256, "batch_size": 32, "gpus": 2, "memory_fraction": 0.5}
+    row = ok(run_trial(tmp_path, "keras_tiny", "torch", params))
+    assert row["global_batch"] == 64 and len(row["epoch_times"]) == 2 and row["images_per_epoch"] == 256
+    assert row["parallelism"] == "torch DistributedDataParallel, 2 processes (gloo, CPU)"
+    assert row["processes"] == 3  # the trial process and its two ranks, each under the bootstrap
+    assert row["memory_cap_method"] == ("torch: set_per_process_memory_fraction(0.5) (no GPU visible: not applied), "
+                                        "in each of 3 processes")
 
 
 def _gpus2_error(tmp_path, workload: str, backend: str) -> str:
-    run = run_trial(tmp_path, workload, backend, {"epochs": 1, "images": 64, "batch_size": 32, "gpus": 2})
-    assert run.result["status"] == "error", run.log[-2000:]
-    return run.result["error_message"]
+    row = run_trial(tmp_path, workload, backend, {"epochs": 1, "images": 64, "batch_size": 32, "gpus": 2})
+    assert row["status"] == "error", row["error_tail"]
+    return row["error_message"]
 
 
 @pytest.mark.slow
@@ -135,17 +138,11 @@ def test_mxnet_gpus2_without_gpus_says_why(tmp_path):
 
 @pytest.mark.slow
 def test_attempt_row_carries_the_workload_fields(tmp_path):
-    spec = parse_spec({"name": "row", "workload": "keras_tiny", "params": {"epochs": 2, "images": 128},
-                       "axes": {"backend": ["torch"]}})
-    trial = expand(spec).trials[0]
-    store = ResultStore(str(tmp_path / "results"))
-    row = run_attempt(spec, trial, 1, CPU_SLOT, store, AttemptTimes(queued_at=0.0))
-    assert row["status"] == "ok", row["error_tail"]
-    stored = store.read("row").to_pylist()[0]
-    assert stored["framework"] == "torch" and stored["data"] == "synthetic"
-    assert len(stored["epoch_times"]) == 2 and stored["global_batch"] == 32
-    assert stored["memory_cap_method"] == "none (framework default)"
-    assert '"keras": "3.' in stored["versions_json"]
+    row = ok(run_trial(tmp_path, "keras_tiny", "torch", {"epochs": 2, "images": 128}))
+    assert row["framework"] == "torch" and row["data"] == "synthetic" and row["workload"] == "keras_tiny"
+    assert len(row["epoch_times"]) == 2 and row["global_batch"] == 32
+    assert row["memory_cap_method"] == "none (framework default)"
+    assert '"keras": "3.' in row["versions_json"] and row["target"] == "function tasks.keras_tiny:run"
 
 
 def test_synthetic_data_has_cifar10_shapes_and_is_seeded():

@@ -1,50 +1,65 @@
-"""Run one workload trial the way grid does: its trial.json, the environment grid/attempt.py
-builds for a CPU slot, the backend's interpreter, `python -m tasks.<workload> trial.json`."""
+"""Run one trial the way grid does (grid/attempt.py: its trial JSON, environment, bootstrap,
+records and row) on a CPU slot, and run code under the trial bootstrap in a child process."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
-from grid.attempt import Placement, child_env, interpreter_for
+from grid.attempt import AttemptTimes, run_attempt
 from grid.expand import expand
+from grid.launch import Placement
+from grid.results import ResultStore
 from grid.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
+SITE = REPO / "tasks" / "site"
 MXNET_PYTHON = REPO / ".venv-mxnet" / "bin" / "python"
 CPU_SLOT = Placement(node_id="local", host="localhost", workers=("cpu-0",), gpu_ids=())
 
 
-@dataclass
-class TrialRun:
-    result: dict
-    returncode: int
-    log: str
-    env: dict
-
-
-def run_trial(tmp_path: Path, workload: str, backend: str, params: dict, extra_env: dict | None = None,
-              timeout: float = 300) -> TrialRun:
-    spec = parse_spec({"name": "t", "workload": workload, "params": params, "axes": {"backend": [backend]}})
+def run_spec_trial(tmp_path: Path, data: dict, base_dir: Path | None = None) -> dict:
+    """The first trial of a spec, run as one attempt on a CPU slot; returns its row as stored."""
+    spec = parse_spec({"name": "t", **data}, base_dir=base_dir or tmp_path)
     trial = expand(spec).trials[0]
-    env, _ = child_env(spec, trial, CPU_SLOT)
-    env.update(extra_env or {})
-    result_path = tmp_path / "result.json"
-    trial_path = tmp_path / "trial.json"
-    trial_path.write_text(json.dumps({"trial_id": trial.trial_id, "attempt": 1, "sweep": spec.name,
-                                      "workload": workload, "config": trial.config, "repeat": 0,
-                                      "gpu_ids": [], "result_path": str(result_path)}))
-    argv = [interpreter_for(spec, backend), "-m", f"tasks.{workload}", str(trial_path)]
-    proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    return TrialRun(result, proc.returncode, proc.stdout + proc.stderr, env)
+    store = ResultStore(str(tmp_path / "results"))
+    run_attempt(spec, trial, 0, CPU_SLOT, store, AttemptTimes(queued_at=0.0))
+    return store.read(spec.name).to_pylist()[0]
 
 
-def ok(run: TrialRun) -> dict:
-    """The result of a trial that must have ended ok; otherwise fail with its evidence."""
-    assert run.result.get("status") == "ok", (
-        f"status {run.result.get('status')!r}: {run.result.get('error_message')}\n{run.log[-3000:]}")
-    assert run.returncode == 0
-    return run.result
+def run_trial(tmp_path: Path, workload: str, backend: str, params: dict, env: dict | None = None) -> dict:
+    """One built-in workload trial; returns its row."""
+    return run_spec_trial(tmp_path, {"workload": workload, "params": params, "axes": {"backend": [backend]},
+                                     "env": env or {}})
+
+
+def ok(row: dict) -> dict:
+    """The row of a trial that must have ended ok; otherwise fail with its evidence."""
+    assert row["status"] == "ok", f"status {row['status']!r}: {row['error_message']}\n{row['error_tail']}"
+    return row
+
+
+def log_of(row: dict) -> str:
+    return Path(row["log_path"]).read_text()
+
+
+def boot_child(tmp_path: Path, code: str, config: dict, python: str = sys.executable, gpu_ids=(),
+               returncode: int = 0, **env: str) -> tuple[dict, list[dict]]:
+    """Run `code` in a fresh interpreter as a process of a trial with this config: the bootstrap
+    starts there through sitecustomize, as in every trial. Returns the JSON the code printed last
+    and the records the trial's processes left."""
+    records = tmp_path / "records"
+    trial = tmp_path / "trial.json"
+    trial.write_text(json.dumps({"trial_id": "t", "attempt": 0, "config": config, "gpu_ids": list(gpu_ids),
+                                 "records_dir": str(records), "workdir": str(tmp_path)}))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "MXNET_", "GRID_", "KERAS_"))}
+    full = {**base, "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids), "PYTHONPATH": f"{SITE}{os.pathsep}{REPO}",
+            "GRID_TRIAL": str(trial), **env}
+    proc = subprocess.run([python, "-c", code], env=full, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == returncode, proc.stderr[-3000:]
+    found = [json.loads(path.read_text()) for path in sorted(records.glob("*.json"))]
+    lines = proc.stdout.strip().splitlines()
+    return (json.loads(lines[-1]) if lines else {"stderr": proc.stderr}), found

@@ -1,9 +1,10 @@
-"""The framework's own device-memory counters, read inside the trial after it ran.
+"""The framework's own device-memory counters, read inside a trial process.
 
-Each function returns `(framework_peak_mib, framework_mem)`: the peak summed over the trial's
+Each function returns `(framework_peak_mib, framework_mem)`: the peak summed over the process's
 devices (None where the framework keeps no device counter, e.g. on CPU) and the raw per-device
-figures. NVML figures measured from outside the child are a separate column (grid/nvml.py).
-Stdlib only at import time: the MXNet interpreter imports this module too.
+figures. `peak_now` reads whichever framework a process has started, and never starts one: the
+bootstrap calls it after each Keras call and at exit. NVML figures measured from outside the
+child are a separate column (grid/nvml.py). Stdlib only at import time.
 """
 
 from __future__ import annotations
@@ -72,3 +73,37 @@ def mxnet(mx, n_devices: int) -> tuple[float | None, dict]:
         free, total = mx.context.gpu_memory_info(i)
         per[f"gpu({i})"] = {"free": free, "total": total, "used": total - free}
     return _total(per, "used"), {"counter": "mx.context.gpu_memory_info (device used at end of run)", "devices": per}
+
+
+def _jax_started(jax) -> bool:
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):
+        return False
+
+
+def _tensorflow_started() -> bool:
+    try:
+        from tensorflow.python.eager import context
+
+        return bool(context.context()._initialized)
+    except (ImportError, AttributeError):
+        return False
+
+
+def peak_now(name: str, module, on_gpu: bool) -> tuple[float | None, dict] | None:
+    """The framework's peak so far in this process, or None if it has not started on any device."""
+    if name == "jax":
+        return jax(module.local_devices()) if _jax_started(module) else None
+    if name == "tensorflow":
+        if not _tensorflow_started():
+            return None
+        return tensorflow(module, len(module.config.list_logical_devices("GPU"))) if on_gpu else on_cpu(name)
+    if name == "torch":
+        if not module.cuda.is_initialized():
+            return None if on_gpu else on_cpu(name)
+        used = [d for d in range(module.cuda.device_count()) if module.cuda.max_memory_reserved(d) > 0]
+        return torch(module, used)
+    return None

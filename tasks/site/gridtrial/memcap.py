@@ -1,9 +1,10 @@
 """What `memory_fraction` does on each backend: one small function per framework.
 
 Each returns the `memory_cap_method` string that says exactly what was applied. The jax and
-mxnet caps are environment variables and must run before the framework is imported; the
-tensorflow and torch caps take the imported module and must run before it touches a GPU.
-Stdlib only at import time: the MXNet interpreter imports this module too.
+mxnet caps are environment variables and must be set before the framework is imported; the
+tensorflow and torch caps take the imported module and must run before it touches a GPU
+(tasks/site/gridtrial/boot.py calls each at its moment, in every process of a trial).
+Stdlib only at import time: every trial interpreter imports this module, MXNet's included.
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ def jax_fraction_variable(jaxlib_version: str | None = None) -> str:
 
 
 def jax(fraction: float | None, preallocate: bool, gpu_ids: list[str], env=os.environ) -> str:
-    """Set jax's allocator variables in `env`; call before `import jax` (or keras on jax)."""
-    name = jax_fraction_variable()
+    """Set jax's allocator variables in `env`; call before `import jax` (or keras on jax).
+
+    A process whose parent already set the fraction variable to this value keeps its name (no
+    package metadata to read in every process of a trial)."""
+    inherited = [v for v in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+                 if fraction is not None and env.get(v) == f"{fraction:g}"]
+    name = inherited[0] if len(inherited) == 1 else jax_fraction_variable()
     other = ({"XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION"} - {name}).pop()
     if other in env:
         raise RuntimeError(f"{other} is set in the trial's environment, but gpu-grid sets {name} for "
@@ -53,8 +59,11 @@ def jax(fraction: float | None, preallocate: bool, gpu_ids: list[str], env=os.en
     return "jax: " + ", ".join(applied) + ("" if gpu_ids else NO_GPU)
 
 
-def tensorflow(tf, fraction: float | None, memory_growth: bool, gpu_ids: list[str]) -> str:
-    """One logical device per visible GPU, capped at `fraction` of its memory, or memory growth."""
+def tensorflow(tf, fraction: float | None, memory_growth: bool, gpu_ids: list[str],
+               totals_mib: list[float] | None = None) -> str:
+    """One logical device per visible GPU, capped at `fraction` of its memory, or memory growth.
+
+    `totals_mib` is each GPU's memory as the worker read it from NVML; without it NVML is asked here."""
     gpus = tf.config.list_physical_devices("GPU")
     if memory_growth:
         for gpu in gpus:
@@ -68,7 +77,7 @@ def tensorflow(tf, fraction: float | None, memory_growth: bool, gpu_ids: list[st
     if len(gpu_ids) < len(gpus):
         raise RuntimeError(f"tensorflow sees {len(gpus)} GPU(s) but the trial lists gpu_ids={gpu_ids}; the cap "
                            f"needs each GPU's NVML id: run the trial through grid, or set gpu_ids in trial.json")
-    totals = gpu_total_mib(gpu_ids)
+    totals = list(totals_mib or []) if len(totals_mib or []) >= len(gpus) else gpu_total_mib(gpu_ids)
     limits = [int(fraction * total) for total in totals[: len(gpus)]]
     for gpu, limit in zip(gpus, limits):
         tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
@@ -76,16 +85,21 @@ def tensorflow(tf, fraction: float | None, memory_growth: bool, gpu_ids: list[st
     return f"tensorflow: logical device memory_limit={shown} MiB ({fraction:g} x device memory) on {len(gpus)} GPU(s)"
 
 
-def torch(torch_module, fraction: float | None, devices: list[int] | None = None) -> str:
-    """`set_per_process_memory_fraction` on each visible device (or on `devices`: a DDP rank's own)."""
+def torch(torch_module, fraction: float | None, devices: list[int]) -> str:
+    """`set_per_process_memory_fraction` on each of `devices` (creating their CUDA contexts): call it
+    only for the devices this process uses, e.g. a DDP rank's own."""
     if fraction is None:
         return DEFAULT
-    if not torch_module.cuda.is_available():
-        return f"torch: set_per_process_memory_fraction({fraction:g})" + NO_GPU
-    devices = list(range(torch_module.cuda.device_count())) if devices is None else devices
     for device in devices:
         torch_module.cuda.set_per_process_memory_fraction(fraction, device)
-    return f"torch: set_per_process_memory_fraction({fraction:g}) on {len(devices)} device(s)"
+    return torch_method(fraction, len(devices))
+
+
+def torch_method(fraction: float, devices: int | None) -> str:
+    """What the torch cap did: on how many devices, or that none was visible (None)."""
+    if devices is None:
+        return f"torch: set_per_process_memory_fraction({fraction:g})" + NO_GPU
+    return f"torch: set_per_process_memory_fraction({fraction:g}) on {devices} device(s)"
 
 
 def mxnet(fraction: float | None, gpu_ids: list[str], env=os.environ) -> str:

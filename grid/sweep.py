@@ -1,4 +1,4 @@
-"""`grid run`: spec -> trials -> pool -> scheduler -> rows, with progress and a summary."""
+"""`grid run`: spec -> trials -> pool -> scheduler -> rows, with progress and a summary (grid.api.run from Python)."""
 
 from __future__ import annotations
 
@@ -104,10 +104,16 @@ def run_sweep(spec: GridSpec, opts: RunOptions, console: Console | None = None,
 
 def plan_lines(spec: GridSpec, expansion: Expansion) -> list[str]:
     axes = list(spec.axes)
-    lines = [f"sweep {spec.name!r}: workload {spec.workload}, {len(expansion.trials)} trial(s) = "
+    what = spec.workload if spec.workload_def.builtin else spec.workload_def.target.text()
+    lines = [f"sweep {spec.name!r}: {what}, {len(expansion.trials)} trial(s) = "
              f"{expansion.combinations} combination(s) - {expansion.excluded} excluded, x {spec.repeats} repeat(s)"]
+    if not spec.workload_def.builtin:
+        lines.append(f"runs in {spec.workdir}; script: {spec.script.note()}")
     fixed = {k: v for k, v in {**spec.workload_def.defaults(), **spec.params}.items() if k not in axes}
-    lines.append("fixed: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in fixed.items()))
+    lines.append("fixed: " + (", ".join(f"{k}={json.dumps(v)}" for k, v in fixed.items()) or "-"))
+    if spec.metrics:
+        lines.append("metrics: " + ", ".join(f"{m.name} /{m.pattern.pattern}/" + (f" ({m.goal})" if m.goal else "")
+                                             for m in spec.metrics.values()))
     for i in expansion.unused_excludes:
         lines.append(f"warning: exclude[{i}] matches no trial; check its values")
     for trial in expansion.trials:

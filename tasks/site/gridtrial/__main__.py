@@ -1,0 +1,3 @@
+from gridtrial.runner import main
+
+main()

@@ -1,0 +1,246 @@
+"""The trial bootstrap of one process: started by sitecustomize in every Python process of a
+trial (or by the function runner), before the script or function runs.
+
+- The backend's memory cap, at the only moment it works: jax's and mxnet's variables now (they
+  are read when the framework starts, and children inherit them); tensorflow's logical devices
+  right after `import tensorflow`; torch's `set_per_process_memory_fraction` when CUDA starts in
+  this process, on the devices the process uses (its LOCAL_RANK, the device it selects, else the
+  trial's first `gpus`). With a `backend`, only that framework is capped; without one, every
+  framework the process imports. `memory_cap_method` records what each cap meant.
+- Keras `fit`/`evaluate`/`predict` instrumented (keras_probe.py) once Keras is imported.
+- What the process imported (versions, import time), its framework's peak device memory, any
+  uncaught exception, and explicit reports, kept in this process's record (record.py).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from importlib import metadata
+from typing import Any
+
+from gridtrial import devmem, hooks, memcap
+from gridtrial.record import Record
+
+FRAMEWORKS = ("tensorflow", "jax", "torch", "mxnet")
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+_boot: Boot | None = None
+_start_lock = threading.Lock()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """An exception as the record keeps it; grid decides whether it was an out-of-memory error."""
+    return {"type": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc)[-4000:],
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
+            "at": time.time()}
+
+
+class Boot:
+    def __init__(self, trial: dict[str, Any]):
+        self.trial = trial
+        self.config: dict[str, Any] = dict(trial.get("config") or {})
+        backend = self.config.get("backend")
+        self.backend = backend if backend in FRAMEWORKS else None
+        self.fraction = self.config.get("memory_fraction")
+        self.gpu_ids = [str(g) for g in trial.get("gpu_ids") or []]
+        self.record = Record(trial["records_dir"])
+        self._spans: list[tuple[float, float]] = []
+        self._modules: dict[str, Any] = {}
+        self._env_caps: dict[str, str] = {}
+        self._torch_capped: set[int] = set()
+        self._torch_target = threading.local()
+
+    # -- which frameworks are capped, and how
+    def caps(self, framework: str) -> bool:
+        return self.backend is None or self.backend == framework
+
+    def set_env_caps(self) -> None:
+        """jax and mxnet read their allocator variables when they start: set them before any import."""
+        cfg = self.config
+        if self.caps("jax") and (self.fraction is not None or cfg.get("preallocate") is False):
+            if self.backend == "jax" or _version("jaxlib") is not None:
+                self._env_caps["jax"] = memcap.jax(self.fraction, cfg.get("preallocate", True) is not False,
+                                                   self.gpu_ids)
+        if self.caps("mxnet") and self.fraction is not None:
+            self._env_caps["mxnet"] = memcap.mxnet(self.fraction, self.gpu_ids)
+
+    # -- import hooks
+    def _imported(self, name: str, module: Any, seconds: float) -> None:
+        end = time.perf_counter()
+        self._spans.append((end - seconds, end))
+        self._modules[name] = module
+        versions = {name: getattr(module, "__version__", None) or _version(name)}
+        if name == "jax":
+            versions["jaxlib"] = _version("jaxlib")
+        if name == "torch":
+            versions["cuda"] = getattr(module.version, "cuda", None)
+        if "numpy" in sys.modules:
+            versions["numpy"] = getattr(sys.modules["numpy"], "__version__", None)
+        self.record.merge("versions", versions)
+        self.record.update(import_s=self.import_s())
+        if name in FRAMEWORKS and self.caps(name):
+            self.record.merge("caps", {name: self._env_caps.get(name, memcap.DEFAULT)})
+        self._exit_last()
+
+    def _exit_last(self) -> None:
+        """Run the exit handler before the frameworks' own (atexit runs the last registered first;
+        jax's clean-up, registered at its import, would take its memory counters away)."""
+        atexit.unregister(self.finish)
+        atexit.register(self.finish)
+
+    def import_s(self) -> float:
+        """Seconds spent importing frameworks, nested imports (keras importing jax) counted once."""
+        total, until = 0.0, float("-inf")
+        for start, end in sorted(self._spans):
+            total += max(0.0, end - max(start, until))
+            until = max(until, end)
+        return total
+
+    def on_tensorflow(self, tf, seconds: float) -> None:
+        self._imported("tensorflow", tf, seconds)
+        try:
+            versions = {"cuda": tf.sysconfig.get_build_info().get("cuda_version")}
+        except Exception:  # noqa: BLE001 - build info is optional
+            versions = {}
+        self.record.merge("versions", versions)
+        if self.caps("tensorflow"):
+            method = memcap.tensorflow(tf, self.fraction, bool(self.config.get("memory_growth")), self.gpu_ids,
+                                       self.trial.get("gpu_total_mib"))
+            self.record.merge("caps", {"tensorflow": method})
+
+    def on_torch(self, torch, seconds: float) -> None:
+        self._imported("torch", torch, seconds)
+        if not self.caps("torch") or self.fraction is None:
+            return
+        if not self.gpu_ids:
+            self.record.merge("caps", {"torch": memcap.torch_method(self.fraction, None)})
+            return
+        self.record.merge("caps", {"torch": f"torch: set_per_process_memory_fraction({self.fraction:g}) when "
+                                            f"CUDA starts (it did not start in this process)"})
+        self._patch_set_device(torch)
+        lazy = getattr(torch.cuda, "_lazy_call", None)
+        if lazy is None:  # a torch without lazy init calls: cap now (this starts CUDA)
+            self._cap_torch(torch)
+        else:
+            lazy(lambda: self._cap_torch(torch))
+
+    def _patch_set_device(self, torch) -> None:
+        """A process that picks its device (a DDP rank) gets the cap on that device, not on device 0."""
+        original = torch.cuda.set_device
+
+        def set_device(device):
+            index = device if isinstance(device, int) else torch.device(device).index
+            self._torch_target.index = index
+            try:
+                original(device)
+            finally:
+                self._torch_target.index = None
+            if index is not None and index not in self._torch_capped and torch.cuda.is_initialized():
+                self._cap_torch(torch, [index])
+
+        torch.cuda.set_device = set_device
+
+    def _cap_torch(self, torch, devices: list[int] | None = None) -> None:
+        if devices is None:
+            target = getattr(self._torch_target, "index", None)
+            local = os.environ.get("LOCAL_RANK")
+            if target is not None:
+                devices = [target]
+            elif local is not None and local.isdigit():
+                devices = [int(local)]
+            else:
+                devices = list(range(min(int(self.config.get("gpus") or 1), torch.cuda.device_count())))
+        devices = [d for d in devices if d not in self._torch_capped]
+        memcap.torch(torch, self.fraction, devices)
+        self._torch_capped.update(devices)
+        self.record.merge("caps", {"torch": memcap.torch_method(self.fraction, len(self._torch_capped))})
+
+    def on_jax(self, jax, seconds: float) -> None:
+        self._imported("jax", jax, seconds)
+
+    def on_mxnet(self, mx, seconds: float) -> None:
+        self._imported("mxnet", mx, seconds)
+
+    def on_keras(self, keras, seconds: float) -> None:
+        self._imported("keras", keras, seconds)
+        env = os.environ.get("KERAS_BACKEND")
+        if self.backend in KERAS_BACKENDS and env != self.backend:
+            raise RuntimeError(f"the trial's backend is {self.backend!r} but KERAS_BACKEND={env!r} in this process; "
+                               f"keras picks its backend from KERAS_BACKEND at import, so run the trial with "
+                               f"KERAS_BACKEND={self.backend} (grid sets it from the trial's config)")
+        from gridtrial import keras_probe
+
+        keras_probe.install(keras, sys.modules["numpy"], self)
+
+    # -- measurements kept
+    def read_memory(self) -> None:
+        for name in FRAMEWORKS:
+            module = self._modules.get(name)
+            if module is None:
+                continue
+            try:
+                found = devmem.peak_now(name, module, bool(self.gpu_ids))
+            except Exception as exc:  # noqa: BLE001 - a counter that fails is reported, not fatal
+                found = (None, {"error": f"{type(exc).__name__}: {exc}"})
+            if found is not None:
+                peak, detail = found
+                self.record.merge("memory", {name: {"peak_mib": peak, "detail": detail}})
+
+    def after_keras_call(self) -> None:
+        """Keep what was measured now (a process killed later still leaves it)."""
+        self.read_memory()
+        self.record.write()
+        self._exit_last()
+
+    def finish(self) -> None:
+        self.read_memory()
+        self.record.write()
+
+    def excepthook(self, previous):
+        def hook(kind, value, tb):
+            self.record.update(error=error_fields(value))
+            self.record.write()
+            previous(kind, value, tb)
+        return hook
+
+    def install(self) -> None:
+        self.set_env_caps()
+        hooks.install({"tensorflow": self.on_tensorflow, "torch": self.on_torch, "jax": self.on_jax,
+                       "mxnet": self.on_mxnet, "keras": self.on_keras})
+        sys.excepthook = self.excepthook(sys.excepthook)
+        atexit.register(self.finish)
+
+
+def start(trial_path: str | None = None) -> Boot:
+    """Start the bootstrap in this process once; `trial_path` defaults to $GRID_TRIAL."""
+    global _boot
+    with _start_lock:
+        if _boot is None:
+            path = trial_path or os.environ["GRID_TRIAL"]
+            with open(path) as f:
+                trial = json.load(f)
+            # This process's children start the bootstrap too (a trial run by hand, without grid).
+            os.environ["GRID_TRIAL"] = os.path.abspath(path)
+            site = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            if site not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+                os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)
+            boot = Boot(trial)
+            boot.install()
+            _boot = boot
+        return _boot
+
+
+def current() -> Boot | None:
+    return _boot

@@ -1,0 +1,204 @@
+"""Keras `Model.fit`, `evaluate` and `predict`, measured with no change to the script.
+
+Each call gets one more callback, placed first (the script's own callbacks still run, after it):
+it times every epoch and the validation inside it, counts the epoch's steps on the optimizer's
+iteration counter (right for arrays, `tf.data`, generators and `steps_per_execution` alike) and
+keeps the epoch's logs, which hold every History metric. Nothing runs per batch, so the
+measurement adds no device synchronisation. The batch size comes from `fit(batch_size=...)`, the
+dataset's static batch dimension, Keras' default of 32 for arrays, or the trial's `batch_size`,
+and the record says which. Validation that `fit` runs through `evaluate` is not counted twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from typing import Any
+
+_inside = threading.local()  # in a fit call on this thread: its evaluate (validation) is fit's
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None  # NaN: no value
+
+
+def _scalars(logs: dict | None) -> dict[str, float]:
+    out = {}
+    for key, value in (logs or {}).items():
+        number = _number(value)
+        if number is not None:
+            out[str(key)] = number
+    return out
+
+
+def _static_batch(x: Any) -> int | None:
+    """A dataset's batch size when it declares one (tf.data static shape, a DataLoader, a PyDataset)."""
+    spec = getattr(x, "element_spec", None)
+    if spec is not None:
+        leaf = spec
+        while isinstance(leaf, (tuple, list, dict)) and leaf:
+            leaf = next(iter(leaf.values())) if isinstance(leaf, dict) else leaf[0]
+        shape = getattr(leaf, "shape", None)
+        dims = list(shape) if shape is not None and getattr(shape, "rank", 1) is not None else []
+        first = dims[0] if dims else None
+        first = getattr(first, "value", first)
+        return int(first) if isinstance(first, int) else None
+    size = getattr(x, "batch_size", None)
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def batch_of(args: dict[str, Any], config: dict[str, Any]) -> tuple[int | None, str]:
+    """The global batch a fit or predict call runs, and where that figure comes from."""
+    if args.get("batch_size"):
+        return int(args["batch_size"]), "the call's batch_size"
+    x = args.get("x")
+    static = _static_batch(x)
+    if static:
+        return static, "the dataset's batch dimension"
+    if hasattr(x, "shape") or isinstance(x, (list, tuple, dict)):
+        return 32, "Keras' default batch_size (32)"
+    if isinstance(config.get("batch_size"), int):
+        return config["batch_size"], "the trial's batch_size (the data does not show its batch size)"
+    return None, "unknown: pass batch_size or a batched dataset"
+
+
+def _rows(x: Any) -> int | None:
+    if isinstance(x, (list, tuple)) and x:
+        x = x[0]
+    if isinstance(x, dict) and x:
+        x = next(iter(x.values()))
+    shape = getattr(x, "shape", None)
+    try:
+        return int(shape[0]) if shape is not None else None
+    except (TypeError, IndexError):
+        return None
+
+
+def _probe_class(keras, numpy):
+    class GridProbe(keras.callbacks.Callback):
+        """Epoch times, validation time inside them, steps, and the epoch logs."""
+
+        def __init__(self):
+            super().__init__()
+            self.epochs: list[dict] = []
+            self.history: dict[str, list[float]] = {}
+            self.test_logs: dict[str, float] = {}
+            self._val = 0.0
+
+        def _iterations(self) -> int | None:
+            counter = getattr(getattr(self.model, "optimizer", None), "iterations", None)
+            try:
+                return int(numpy.asarray(counter))
+            except (TypeError, ValueError):
+                return None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._it0 = self._iterations()
+            self._val = 0.0
+            self._t0 = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            self._v0 = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            self._val += time.perf_counter() - self._v0
+            self.test_logs = _scalars(logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self._t0
+            it1 = self._iterations()
+            steps = it1 - self._it0 if it1 is not None and self._it0 is not None else self.params.get("steps")
+            self.epochs.append({"s": seconds, "train_s": seconds - self._val, "steps": steps})
+            for key, value in _scalars(logs).items():
+                self.history.setdefault(key, []).append(value)
+
+    return GridProbe
+
+
+def _first(callbacks: Any, probe) -> Any:
+    """The script's callbacks with ours first (a list, one callback, None, or Keras' CallbackList)."""
+    if callbacks is None:
+        return [probe]
+    if isinstance(callbacks, (list, tuple)):
+        return [probe, *callbacks]
+    inner = getattr(callbacks, "callbacks", None)
+    if isinstance(inner, list):  # a CallbackList the script built: it already holds its model
+        model = getattr(callbacks, "model", None)
+        if model is not None:
+            probe.set_model(model)
+        inner.insert(0, probe)
+        return callbacks
+    return [probe, callbacks]
+
+
+class KerasProbe:
+    def __init__(self, keras, numpy, boot):
+        self.keras, self.boot = keras, boot
+        self.Probe = _probe_class(keras, numpy)
+
+    def install(self) -> None:
+        model = self.keras.Model
+        if getattr(model, "_gpu_grid_measured", False):
+            return
+        for name, wrap in (("fit", self._fit), ("evaluate", self._evaluate), ("predict", self._predict)):
+            original = getattr(model, name)
+            setattr(model, name, functools.wraps(original)(wrap(original, inspect.signature(original))))
+        model._gpu_grid_measured = True
+
+    def _bind(self, signature, model, args, kwargs):
+        bound = signature.bind(model, *args, **kwargs)
+        probe = self.Probe()
+        bound.arguments["callbacks"] = _first(bound.arguments.get("callbacks"), probe)
+        return bound, probe
+
+    def _fit(self, original, signature):
+        def fit(model, *args, **kwargs):
+            if getattr(_inside, "fit", False):
+                return original(model, *args, **kwargs)
+            bound, probe = self._bind(signature, model, args, kwargs)
+            batch, source = batch_of(bound.arguments, self.boot.config)
+            _inside.fit = True
+            try:
+                return original(*bound.args, **bound.kwargs)
+            finally:
+                _inside.fit = False
+                self.boot.record.add("fits", {"batch_size": batch, "batch_source": source,
+                                              "epochs": probe.epochs, "history": probe.history})
+                self.boot.after_keras_call()
+        return fit
+
+    def _evaluate(self, original, signature):
+        def evaluate(model, *args, **kwargs):
+            if getattr(_inside, "fit", False):  # fit's own validation: timed by fit's probe
+                return original(model, *args, **kwargs)
+            bound, probe = self._bind(signature, model, args, kwargs)
+            t0 = time.perf_counter()
+            try:
+                return original(*bound.args, **bound.kwargs)
+            finally:
+                self.boot.record.add("evaluates", {"s": time.perf_counter() - t0, "logs": probe.test_logs})
+                self.boot.after_keras_call()
+        return evaluate
+
+    def _predict(self, original, signature):
+        def predict(model, *args, **kwargs):
+            bound = signature.bind(model, *args, **kwargs)
+            batch, source = batch_of(bound.arguments, self.boot.config)
+            t0 = time.perf_counter()
+            try:
+                return original(model, *args, **kwargs)
+            finally:
+                self.boot.record.add("predicts", {"s": time.perf_counter() - t0, "batch_size": batch,
+                                                  "batch_source": source, "images": _rows(bound.arguments.get("x"))})
+                self.boot.after_keras_call()
+        return predict
+
+
+def install(keras, numpy, boot) -> None:
+    KerasProbe(keras, numpy, boot).install()

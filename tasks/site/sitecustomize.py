@@ -1,0 +1,43 @@
+"""gpu-grid's trial bootstrap, run by every Python process of a trial.
+
+grid puts this folder first on a trial's PYTHONPATH and names the trial's JSON in GRID_TRIAL, so
+the trial's own script, the ranks `torchrun` or `torch.multiprocessing` start and any other
+Python child start here: the backend and the memory cap are applied before a framework touches
+the GPU, and Keras `fit`/`evaluate`/`predict` are measured (tasks/site/gridtrial). Outside a
+trial this does nothing. A `sitecustomize` that this one shadows (a virtualenv's, a distro's) is
+run after it. Python started with -S, -I or -E skips both.
+"""
+
+import os
+import sys
+
+
+def _start_trial() -> None:
+    try:
+        from gridtrial import boot
+
+        boot.start()
+    except Exception as exc:
+        # Running on without the cap would make an uncapped run look capped: end the process.
+        print(f"[gpu-grid] trial bootstrap failed in pid {os.getpid()}: {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def _run_shadowed() -> None:
+    """Run the next `sitecustomize` on sys.path, which this module hides by coming first."""
+    import importlib.machinery
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+if os.environ.get("GRID_TRIAL"):
+    _start_trial()
+_run_shadowed()
