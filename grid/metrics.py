@@ -25,7 +25,7 @@ _SPLIT = re.compile(rb"\r\n|\r|\n")
 @dataclass(frozen=True)
 class MetricPattern:
     name: str
-    pattern: re.Pattern
+    pattern: re.Pattern | None  # None: a value the trial reports itself; only its goal is declared
     goal: str | None = None
 
     def value(self, match: re.Match) -> float | str:
@@ -51,7 +51,8 @@ def known_goal(name: str) -> str | None:
 
 
 def parse_metrics(raw: Any, problems: list[str]) -> dict[str, MetricPattern]:
-    """`metrics:` -> name: 'regex' or name: {pattern: 'regex', goal: max|min}."""
+    """`metrics:` -> name: 'regex', name: {pattern: 'regex', goal: max|min}, or name: {goal: max|min}
+    (the direction of a value the trial reports itself)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -66,9 +67,10 @@ def parse_metrics(raw: Any, problems: list[str]) -> dict[str, MetricPattern]:
                             f"'_', '.', ':', '/' or '-' starting with a letter (it becomes a column)")
             continue
         spec = {"pattern": spec} if isinstance(spec, str) else spec
-        if not isinstance(spec, dict) or not isinstance(spec.get("pattern"), str):
-            problems.append(f"{path}: received {json.dumps(spec, default=str)}, expected a regular expression "
-                            f"or {{pattern: ..., goal: max|min}}")
+        if not isinstance(spec, dict) or not isinstance(spec.get("pattern", ""), str) or \
+                not (spec.get("pattern") or spec.get("goal")):
+            problems.append(f"{path}: received {json.dumps(spec, default=str)}, expected a regular expression, "
+                            f"{{pattern: ..., goal: max|min}} or {{goal: max|min}}")
             continue
         unknown = sorted(set(spec) - {"pattern", "goal"})
         if unknown:
@@ -76,6 +78,9 @@ def parse_metrics(raw: Any, problems: list[str]) -> dict[str, MetricPattern]:
         goal = spec.get("goal")
         if goal is not None and goal not in GOALS:
             problems.append(f"{path}.goal: received {json.dumps(goal, default=str)}, expected max or min")
+        if "pattern" not in spec:
+            out[name] = MetricPattern(name, None, goal)
+            continue
         try:
             pattern = re.compile(spec["pattern"])
         except re.error as exc:
@@ -116,6 +121,7 @@ class Scan:
 def scan(path: str, offset: int, patterns: dict[str, MetricPattern], epochs: int | None) -> Scan:
     """Every pattern over the output: the last match wins; all matches are kept as a per-epoch
     series when there is one per epoch."""
+    patterns = {name: m for name, m in patterns.items() if m.pattern is not None}
     found: dict[str, list] = {name: [] for name in patterns}
     if patterns:
         try:

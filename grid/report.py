@@ -299,7 +299,8 @@ def sweep_report(sweep: str, rows: list[dict[str, Any]], opts: ReportOptions, me
         row["_config"] = trial_config(row)
     varying, fixed = _axes(rows)
     config_keys = list(dict.fromkeys(k for r in rows for k in r["_config"]))
-    workloads = sorted({r.get("workload") or "?" for r in rows})
+    workloads = sorted({(r.get("target") if r.get("workload") in ("command", "function") else None)
+                        or r.get("workload") or "?" for r in rows})
     report = SweepReport(sweep, ", ".join(workloads), rows, varying, fixed)
     default_rows = [a for a in SHOOTOUT_ROWS if a in config_keys]
     row_axes = opts.rows if opts.rows is not None else default_rows

@@ -112,8 +112,8 @@ def plan_lines(spec: GridSpec, expansion: Expansion) -> list[str]:
     fixed = {k: v for k, v in {**spec.workload_def.defaults(), **spec.params}.items() if k not in axes}
     lines.append("fixed: " + (", ".join(f"{k}={json.dumps(v)}" for k, v in fixed.items()) or "-"))
     if spec.metrics:
-        lines.append("metrics: " + ", ".join(f"{m.name} /{m.pattern.pattern}/" + (f" ({m.goal})" if m.goal else "")
-                                             for m in spec.metrics.values()))
+        lines.append("metrics: " + ", ".join(m.name + (f" /{m.pattern.pattern}/" if m.pattern else " (reported)")
+                                             + (f" ({m.goal})" if m.goal else "") for m in spec.metrics.values()))
     for i in expansion.unused_excludes:
         lines.append(f"warning: exclude[{i}] matches no trial; check its values")
     for trial in expansion.trials:

@@ -70,7 +70,9 @@ class Boot:
         """jax and mxnet read their allocator variables when they start: set them before any import."""
         cfg = self.config
         if self.caps("jax") and (self.fraction is not None or cfg.get("preallocate") is False):
-            if self.backend == "jax" or _version("jaxlib") is not None:
+            inherited = self.fraction is not None and f"{self.fraction:g}" in (
+                os.environ.get("XLA_CLIENT_MEM_FRACTION"), os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"))
+            if self.backend == "jax" or inherited or _version("jaxlib") is not None:
                 self._env_caps["jax"] = memcap.jax(self.fraction, cfg.get("preallocate", True) is not False,
                                                    self.gpu_ids)
         if self.caps("mxnet") and self.fraction is not None:
