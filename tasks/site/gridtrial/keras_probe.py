@@ -3,8 +3,9 @@
 Each call gets one more callback, placed first (the script's own callbacks still run, after it):
 it times every epoch and the validation inside it, counts the epoch's steps on the optimizer's
 iteration counter (right for arrays, `tf.data`, generators and `steps_per_execution` alike) and
-keeps the epoch's logs, which hold every History metric. Nothing runs per batch, so the
-measurement adds no device synchronisation. The batch size comes from `fit(batch_size=...)`, the
+keeps the epoch's logs, which hold every History metric. Nothing runs per batch: reading the
+step counter at the end of training and of the epoch is the only device synchronisation, where
+Keras waits anyway, so that asynchronous dispatch (jax) cannot move training time into validation. The batch size comes from `fit(batch_size=...)`, the
 dataset's static batch dimension, Keras' default of 32 for arrays, or the trial's `batch_size`,
 and the record says which. Validation that `fit` runs through `evaluate` is not counted twice.
 """
@@ -104,6 +105,9 @@ def _probe_class(keras, numpy):
             self._t0 = time.perf_counter()
 
         def on_test_begin(self, logs=None):
+            # Backends dispatch steps asynchronously (jax above all): wait for training to finish
+            # (the step counter is its last output) so that its time is not counted as validation.
+            self._iterations()
             self._v0 = time.perf_counter()
 
         def on_test_end(self, logs=None):
@@ -111,8 +115,8 @@ def _probe_class(keras, numpy):
             self.test_logs = _scalars(logs)
 
         def on_epoch_end(self, epoch, logs=None):
+            it1 = self._iterations()  # waits for the epoch's last step: the epoch ends when its work does
             seconds = time.perf_counter() - self._t0
-            it1 = self._iterations()
             steps = it1 - self._it0 if it1 is not None and self._it0 is not None else self.params.get("steps")
             self.epochs.append({"s": seconds, "train_s": seconds - self._val, "steps": steps})
             for key, value in _scalars(logs).items():
