@@ -112,8 +112,11 @@ def measured_fields(spec: GridSpec, trial: Trial, records: list[dict], log_file:
     metrics = collect.apply_values(fields, values, taken, notes)
     series.update(found.series)
     declared = {name: m.goal for name, m in spec.metrics.items()}
-    first = [n for n in metrics if n in declared or n in found.values] + [n for n in metrics if n not in history]
-    goals = {name: declared.get(name) or known_goal(name) for name in dict.fromkeys([*first, *metrics])}
+
+    def rank(name: str) -> int:  # the spec's own metrics first, then reported ones, then History's
+        return 0 if name in declared or name in found.values else 1 if name not in history else 2
+
+    goals = {name: declared.get(name) or known_goal(name) for name in sorted(metrics, key=rank)}
     fields.update(series_json=json.dumps(series, sort_keys=True) if series else None,
                   metric_goals_json=json.dumps(goals) if goals else None, notes=notes)
     return fields

@@ -115,10 +115,11 @@ def cap_method(records: list[dict], framework: str) -> str | None:
     if not methods:
         return None
     distinct = list(dict.fromkeys(methods))
-    if len(distinct) == 1:
-        return distinct[0] if len(methods) == 1 or distinct[0] == DEFAULT_CAP else \
-            f"{distinct[0]}, in each of {len(methods)} processes"
-    return "; ".join(distinct)
+    if len(distinct) > 1:
+        return "; ".join(distinct)
+    if len(methods) == 1 or distinct[0] == DEFAULT_CAP:
+        return distinct[0]
+    return f"{distinct[0]}, in each of {len(methods)} processes"
 
 
 def memory_fields(records: list[dict], framework: str) -> dict[str, Any]:
