@@ -34,14 +34,17 @@ $(MXNET_VENV)/.installed:
 grid: venv
 	$(BIN)/grid run $(SPEC) --results $(RESULTS) $(GRID_ARGS)
 
-test: venv mxnet-env
+test: venv mxnet-env lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# ruff (lint and formatting) over the whole tree, mypy over grid/ (settings in pyproject.toml).
 lint: venv
-	$(BIN)/python -m compileall -q grid tasks tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(MXNET_VENV) .pytest_cache build *.egg-info

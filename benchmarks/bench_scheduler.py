@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import platform
@@ -28,28 +29,33 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray binds 127.0.0.1 only
 
-import psutil  # noqa: E402
-import ray  # noqa: E402
-from rich.console import Console  # noqa: E402
+import psutil
+import ray
+from rich.console import Console
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from grid.isolate import run_child  # noqa: E402
-from grid.raypool import connect  # noqa: E402
-from grid.results import ResultStore  # noqa: E402
-from grid.sweep import RunOptions, run_sweep  # noqa: E402
-from grid.spec import parse_spec  # noqa: E402
+from grid.results.store import ResultStore  # noqa: E402
+from grid.scheduler.raypool import connect  # noqa: E402
+from grid.scheduler.sweep import RunOptions, run_sweep  # noqa: E402
+from grid.spec.parse import parse_spec  # noqa: E402
+from grid.trial.isolate import run_child  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 def dist(values: list[float]) -> dict[str, float]:
-    return {"p50": pct(values, 50), "p90": pct(values, 90), "p99": pct(values, 99), "max": max(values),
-            "mean": statistics.fmean(values)}
+    return {
+        "p50": pct(values, 50),
+        "p90": pct(values, 90),
+        "p99": pct(values, 99),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
 
 
 class CpuWatch:
@@ -99,7 +105,7 @@ class CpuWatch:
         """Average cores busy, by kind; `trial processes` are the children the Ray workers waited for."""
         cores = {"driver": 0.0, "ray workers": 0.0, "trial processes": 0.0, "ray daemons": 0.0}
         for pid, (kind, own, kids) in self.last.items():
-            kind0, own0, kids0 = self.first[pid]
+            _kind0, own0, kids0 = self.first[pid]
             cores[kind] += own - own0
             if kind == "ray workers":
                 cores["trial processes"] += kids - kids0
@@ -118,16 +124,30 @@ def _parent_is_worker(proc: psutil.Process) -> bool:
 
 def child_cpu_cost(repeats: int = 20) -> dict[str, float]:
     """CPU seconds one trial's child costs when its work is nothing (`sleep` of 0 s), through the
-    real launcher (grid/isolate.py): what every trial spends on top of its own work."""
+    real launcher (grid/trial/isolate.py): what every trial spends on top of its own work."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-child-"))
     trial = scratch / "trial.json"
-    trial.write_text(json.dumps({"trial_id": "x", "attempt": 0, "workload": "sleep", "result_path": str(scratch / "r.json"),
-                                 "config": {"seconds": 0.0, "hold_mib": 0, "fail": "none"}}))
+    trial.write_text(
+        json.dumps(
+            {
+                "trial_id": "x",
+                "attempt": 0,
+                "workload": "sleep",
+                "result_path": str(scratch / "r.json"),
+                "config": {"seconds": 0.0, "hold_mib": 0, "fail": "none"},
+            }
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     before, walls = resource.getrusage(resource.RUSAGE_CHILDREN), []
     for _ in range(repeats):
-        out = run_child([sys.executable, "-m", "tasks.sleep", str(trial)], env=env, cwd=str(scratch),
-                        log_path=str(scratch / "log"), timeout_s=60)
+        out = run_child(
+            [sys.executable, "-m", "tasks.sleep", str(trial)],
+            env=env,
+            cwd=str(scratch),
+            log_path=str(scratch / "log"),
+            timeout_s=60,
+        )
         walls.append(out.wall_s)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / repeats
@@ -135,8 +155,13 @@ def child_cpu_cost(repeats: int = 20) -> dict[str, float]:
 
 
 def run_grid(trials: int, seconds: float, gpus: int, results: str, sample_interval_ms: int | None = None) -> dict:
-    data = {"name": "bench", "workload": "sleep", "params": {"seconds": seconds}, "timeout_s": 600,
-            "axes": {"batch_size": list(range(1, trials + 1))}}
+    data = {
+        "name": "bench",
+        "workload": "sleep",
+        "params": {"seconds": seconds},
+        "timeout_s": 600,
+        "axes": {"batch_size": list(range(1, trials + 1))},
+    }
     if sample_interval_ms:
         data["sample_interval_ms"] = sample_interval_ms
     spec = parse_spec(data)
@@ -153,15 +178,20 @@ def run_grid(trials: int, seconds: float, gpus: int, results: str, sample_interv
     gaps = []
     for runs in by_worker.values():
         runs.sort(key=lambda r: ts(r, "started_at"))
-        gaps += [ts(b, "started_at") - ts(a, "ended_at") for a, b in zip(runs, runs[1:])]
+        gaps += [ts(b, "started_at") - ts(a, "ended_at") for a, b in itertools.pairwise(runs)]
     return {
-        "trials": len(rows), "ok": sum(r["status"] == "ok" for r in rows), "wall_s": wall,
-        "makespan_s": last - first, "startup_s": first - t0,
+        "trials": len(rows),
+        "ok": sum(r["status"] == "ok" for r in rows),
+        "wall_s": wall,
+        "makespan_s": last - first,
+        "startup_s": first - t0,
         "dispatch_to_child_start_s": dist([ts(r, "started_at") - ts(r, "dispatched_at") for r in rows]),
         "queued_to_child_start_s": dist([ts(r, "started_at") - ts(r, "queued_at") for r in rows]),
         "gpu_idle_between_trials_s": dist(gaps),
         "child_wall_s": dist([r["wall_s"] for r in rows]),
-        "workers": len(by_worker), "cpu": cpu.summary(), "sample_interval_ms": spec.sample_interval_ms,
+        "workers": len(by_worker),
+        "cpu": cpu.summary(),
+        "sample_interval_ms": spec.sample_interval_ms,
     }
 
 
@@ -169,15 +199,36 @@ def tune_trial(config: dict) -> dict:
     """One Tune trial: the same child process a gpu-grid worker runs, on the GPU Tune gave it."""
     scratch = Path(tempfile.mkdtemp(prefix="tune-trial-"))
     result = scratch / "result.json"
-    (scratch / "trial.json").write_text(json.dumps({
-        "trial_id": f"tune-{config['batch_size']}", "attempt": 0, "workload": "sleep", "result_path": str(result),
-        "config": {"seconds": config["seconds"], "hold_mib": 0, "fail": "none", "batch_size": config["batch_size"]}}))
+    (scratch / "trial.json").write_text(
+        json.dumps(
+            {
+                "trial_id": f"tune-{config['batch_size']}",
+                "attempt": 0,
+                "workload": "sleep",
+                "result_path": str(result),
+                "config": {
+                    "seconds": config["seconds"],
+                    "hold_mib": 0,
+                    "fail": "none",
+                    "batch_size": config["batch_size"],
+                },
+            }
+        )
+    )
     gpu = ",".join(str(g) for g in ray.get_gpu_ids())
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "CUDA_VISIBLE_DEVICES": gpu,
-           "PYTHONPATH": config["repo"]}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+        "CUDA_VISIBLE_DEVICES": gpu,
+        "PYTHONPATH": config["repo"],
+    }
     started = time.time()
-    code = subprocess.run([sys.executable, "-m", "tasks.sleep", str(scratch / "trial.json")], env=env, cwd=scratch,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    code = subprocess.run(
+        [sys.executable, "-m", "tasks.sleep", str(scratch / "trial.json")],
+        env=env,
+        cwd=scratch,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ).returncode
     ended = time.time()
     status = json.loads(result.read_text())["status"] if result.exists() else "error"
     return {"ok": int(code == 0 and status == "ok"), "started": started, "ended": ended, "gpu": gpu}
@@ -187,9 +238,12 @@ def run_tune(trials: int, seconds: float, reuse_actors: bool, storage: str) -> d
     from ray import tune
 
     space = {"batch_size": tune.grid_search(list(range(1, trials + 1))), "seconds": seconds, "repo": str(REPO)}
-    tuner = tune.Tuner(tune.with_resources(tune_trial, {"cpu": 0, "gpu": 1}), param_space=space,
-                       tune_config=tune.TuneConfig(reuse_actors=reuse_actors),
-                       run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0))
+    tuner = tune.Tuner(
+        tune.with_resources(tune_trial, {"cpu": 0, "gpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(reuse_actors=reuse_actors),
+        run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0),
+    )
     with CpuWatch() as cpu, contextlib.redirect_stdout(io.StringIO()):
         t0 = time.time()
         grid = tuner.fit()
@@ -202,16 +256,29 @@ def run_tune(trials: int, seconds: float, reuse_actors: bool, storage: str) -> d
     gaps = []
     for runs in by_gpu.values():
         runs.sort(key=lambda m: m["started"])
-        gaps += [b["started"] - a["ended"] for a, b in zip(runs, runs[1:])]
-    return {"trials": len(metrics), "ok": sum(m["ok"] for m in metrics), "wall_s": wall, "makespan_s": last - first,
-            "startup_s": first - t0, "gpu_idle_between_trials_s": dist(gaps) if gaps else {}, "reuse_actors": reuse_actors,
-            "cpu": cpu.summary()}
+        gaps += [b["started"] - a["ended"] for a, b in itertools.pairwise(runs)]
+    return {
+        "trials": len(metrics),
+        "ok": sum(m["ok"] for m in metrics),
+        "wall_s": wall,
+        "makespan_s": last - first,
+        "startup_s": first - t0,
+        "gpu_idle_between_trials_s": dist(gaps) if gaps else {},
+        "reuse_actors": reuse_actors,
+        "cpu": cpu.summary(),
+    }
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "ray": ray.__version__, "os": platform.platform(),
-            "loadavg_before": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "os": platform.platform(),
+        "loadavg_before": os.getloadavg(),
+    }
 
 
 def _cpu_model() -> str:
@@ -225,28 +292,38 @@ def report(out: dict) -> str:
     a = out["args"]
     ideal = a["trials"] * a["seconds"] / a["gpus"]
     g, lines = out["grid"][0], []
-    lines.append(f"{a['trials']} `sleep` trials of {a['seconds']} s on {a['gpus']} fake GPUs; ideal makespan {ideal:.1f} s\n")
-    lines.append("| runner | trials ok | makespan (first dispatch to last end) | vs ideal | wall incl. startup | "
-                 "GPU idle between trials p50 / p99 | CPU busy (mean) |")
+    lines.append(
+        f"{a['trials']} `sleep` trials of {a['seconds']} s on {a['gpus']} fake GPUs; ideal makespan {ideal:.1f} s\n"
+    )
+    lines.append(
+        "| runner | trials ok | makespan (first dispatch to last end) | vs ideal | wall incl. startup | "
+        "GPU idle between trials p50 / p99 | CPU busy (mean) |"
+    )
     lines.append("|---|---|---|---|---|---|---|")
     runs = [(f"gpu-grid (RSS sampled every {r['sample_interval_ms']} ms)", r) for r in out["grid"]]
     runs += [(f"Ray Tune (reuse_actors={t['reuse_actors']})", t) for t in out["tune"]]
     for name, r in runs:
         idle = r["gpu_idle_between_trials_s"]
-        lines.append(f"| {name} | {r['ok']}/{r['trials']} | {r['makespan_s']:.1f} s | {r['makespan_s'] / ideal:.3f}x | "
-                     f"{r['wall_s']:.1f} s | {idle.get('p50', 0):.3f} / {idle.get('p99', 0):.3f} s | "
-                     f"{r['cpu']['machine']:.2f} of {out['machine']['cpus']} cores |")
+        lines.append(
+            f"| {name} | {r['ok']}/{r['trials']} | {r['makespan_s']:.1f} s | {r['makespan_s'] / ideal:.3f}x | "
+            f"{r['wall_s']:.1f} s | {idle.get('p50', 0):.3f} / {idle.get('p99', 0):.3f} s | "
+            f"{r['cpu']['machine']:.2f} of {out['machine']['cpus']} cores |"
+        )
     lines.append("")
     for t in out["tune"]:
-        lines.append(f"Ray Tune (reuse_actors={t['reuse_actors']}) / gpu-grid (default sampling): makespan "
-                     f"{t['makespan_s'] / g['makespan_s']:.2f}x, wall {t['wall_s'] / g['wall_s']:.2f}x  ")
+        lines.append(
+            f"Ray Tune (reuse_actors={t['reuse_actors']}) / gpu-grid (default sampling): makespan "
+            f"{t['makespan_s'] / g['makespan_s']:.2f}x, wall {t['wall_s'] / g['wall_s']:.2f}x  "
+        )
     for r in out["grid"]:
         d, q, w = r["dispatch_to_child_start_s"], r["queued_to_child_start_s"], r["child_wall_s"]
-        lines.append(f"\ngpu-grid, RSS sampled every {r['sample_interval_ms']} ms, per trial: dispatch (driver hands the "
-                     f"trial to its worker) to child start p50 {d['p50'] * 1000:.0f} ms, p99 {d['p99'] * 1000:.0f} ms; "
-                     f"child wall (a {a['seconds']} s sleep) p50 {w['p50']:.3f} s, p99 {w['p99']:.3f} s; queued to child "
-                     f"start p50 {q['p50']:.1f} s (all {a['trials']} are queued at once); startup (Ray workers, storage "
-                     f"check) {r['startup_s']:.1f} s")
+        lines.append(
+            f"\ngpu-grid, RSS sampled every {r['sample_interval_ms']} ms, per trial: dispatch (driver hands the "
+            f"trial to its worker) to child start p50 {d['p50'] * 1000:.0f} ms, p99 {d['p99'] * 1000:.0f} ms; "
+            f"child wall (a {a['seconds']} s sleep) p50 {w['p50']:.3f} s, p99 {w['p99']:.3f} s; queued to child "
+            f"start p50 {q['p50']:.1f} s (all {a['trials']} are queued at once); startup (Ray workers, storage "
+            f"check) {r['startup_s']:.1f} s"
+        )
     kinds = list(g["cpu"])
     lines.append("\nCPU, average cores busy over each run's wall time:\n")
     lines.append("| runner | " + " | ".join(kinds) + " |")
@@ -255,9 +332,12 @@ def report(out: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{r['cpu'][k]:.2f}" for k in kinds) + " |")
     c = out["child_cost"]
     demand = c["cpu_s"] * a["gpus"] / a["seconds"]
-    lines.append(f"\nOne trial child costs {c['cpu_s'] * 1000:.0f} ms of CPU (interpreter start and exit, {c['wall_s'] * 1000:.0f} ms "
-                 f"wall alone); {a['gpus']} trials every {a['seconds']} s need {demand:.2f} CPU cores for that alone, "
-                 f"of the {out['machine']['cpus']} this machine has.")
+    lines.append(
+        f"\nOne trial child costs {c['cpu_s'] * 1000:.0f} ms of CPU (interpreter start and exit, "
+        f"{c['wall_s'] * 1000:.0f} ms "
+        f"wall alone); {a['gpus']} trials every {a['seconds']} s need {demand:.2f} CPU cores for that alone, "
+        f"of the {out['machine']['cpus']} this machine has."
+    )
     return "\n".join(lines)
 
 
@@ -266,10 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--gpus", type=int, default=16)
-    parser.add_argument("--tune", default="default,reuse", help="Tune variants: default (reuse_actors=False), reuse, none")
-    parser.add_argument("--sample-interval-ms", default="20,200",
-                        help="gpu-grid runs, one per value of the spec's sample_interval_ms (default: 20 (the spec "
-                             "default), then 200)")
+    parser.add_argument(
+        "--tune", default="default,reuse", help="Tune variants: default (reuse_actors=False), reuse, none"
+    )
+    parser.add_argument(
+        "--sample-interval-ms",
+        default="20,200",
+        help="gpu-grid runs, one per value of the spec's sample_interval_ms (default: 20 (the spec default), then 200)",
+    )
     parser.add_argument("--json", default=None, help="write every number here")
     args = parser.parse_args(argv)
     out = {"args": vars(args), "machine": machine(), "child_cost": child_cpu_cost()}
@@ -283,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"gpu-grid: {json.dumps(out['grid'][-1])}", flush=True)
             out["tune"] = []
             for variant in [v for v in args.tune.split(",") if v in ("default", "reuse")]:
-                out["tune"].append(run_tune(args.trials, args.seconds, variant == "reuse", os.path.join(tmp, f"tune-{variant}")))
+                out["tune"].append(
+                    run_tune(args.trials, args.seconds, variant == "reuse", os.path.join(tmp, f"tune-{variant}"))
+                )
                 print(f"tune: {json.dumps(out['tune'][-1])}", flush=True)
         finally:
             ray.shutdown()

@@ -78,8 +78,10 @@ class Cluster:
     def load(cls, directory: str | os.PathLike) -> Cluster:
         path = Path(directory) / STATE
         if not path.exists():
-            raise ClusterScriptError(f"no cluster in {directory}: {path} is missing; start one with "
-                                     f"`python -m clusters.local_cluster start --dir {directory}`")
+            raise ClusterScriptError(
+                f"no cluster in {directory}: {path} is missing; start one with "
+                f"`python -m clusters.local_cluster start --dir {directory}`"
+            )
         data = json.loads(path.read_text())
         data["nodes"] = [Node(**n) for n in data["nodes"]]
         return cls(**data)
@@ -94,40 +96,68 @@ def _ray_bin() -> str:
 
 
 def _node_ports(base: int, head: bool) -> list[str]:
-    ports = [f"--node-manager-port={base + 1}", f"--object-manager-port={base + 2}",
-             f"--metrics-export-port={base + 3}", f"--dashboard-agent-listen-port={base + 4}",
-             f"--dashboard-agent-grpc-port={base + 5}", f"--runtime-env-agent-port={base + 6}",
-             f"--min-worker-port={base + 10}", f"--max-worker-port={base + PORT_STRIDE - 1}"]
+    ports = [
+        f"--node-manager-port={base + 1}",
+        f"--object-manager-port={base + 2}",
+        f"--metrics-export-port={base + 3}",
+        f"--dashboard-agent-listen-port={base + 4}",
+        f"--dashboard-agent-grpc-port={base + 5}",
+        f"--runtime-env-agent-port={base + 6}",
+        f"--min-worker-port={base + 10}",
+        f"--max-worker-port={base + PORT_STRIDE - 1}",
+    ]
     if head:
         ports += [f"--ray-client-server-port={base + 7}", f"--dashboard-port={base + 8}"]
     return ports
 
 
 def _node_env(cluster: Cluster, extra: dict[str, str] | None) -> dict[str, str]:
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": cluster.token_path,
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # "0" (set for single-node Ray) refuses worker nodes
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": cluster.token_path,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+    }  # "0" (set for single-node Ray) refuses worker nodes
     env.pop("RAY_ADDRESS", None)
     return {**env, **(extra or {})}
 
 
-def _launch(cluster: Cluster, gpus: int, cpus: int, extra_env: dict[str, str] | None,
-            timeout_s: float) -> Node:
+def _launch(cluster: Cluster, gpus: int, cpus: int, extra_env: dict[str, str] | None, timeout_s: float) -> Node:
     index = len(cluster.nodes)
     head = index == 0
     base = cluster.port_base + index * PORT_STRIDE
-    argv = [_ray_bin(), "start", "--block", f"--node-ip-address={HOST}", f"--num-gpus={gpus}",
-            f"--num-cpus={cpus}", f"--object-store-memory={80 * 1024 * 1024}", "--disable-usage-stats",
-            *_node_ports(base, head)]
+    argv = [
+        _ray_bin(),
+        "start",
+        "--block",
+        f"--node-ip-address={HOST}",
+        f"--num-gpus={gpus}",
+        f"--num-cpus={cpus}",
+        f"--object-store-memory={80 * 1024 * 1024}",
+        "--disable-usage-stats",
+        *_node_ports(base, head),
+    ]
     if head:
-        argv += ["--head", f"--port={cluster.address.rsplit(':', 1)[1]}", "--include-dashboard=false",
-                 f"--temp-dir={cluster.temp_dir}"]
+        argv += [
+            "--head",
+            f"--port={cluster.address.rsplit(':', 1)[1]}",
+            "--include-dashboard=false",
+            f"--temp-dir={cluster.temp_dir}",
+        ]
     else:
         argv += [f"--address={cluster.address}"]
     log = os.path.join(cluster.dir, f"node{index}.log")
     with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=_node_env(cluster, extra_env), start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_node_env(cluster, extra_env),
+            start_new_session=True,
+        )
     node = Node(index=index, pid=proc.pid, log=log, gpus=gpus)
     try:
         _wait_ready(proc, node, timeout_s)
@@ -161,15 +191,17 @@ def _wait_ready(proc: subprocess.Popen, node: Node, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ClusterScriptError(f"node {node.index} exited with {proc.returncode} while starting; "
-                                     f"see {node.log}:\n{_tail(node.log)}")
+            raise ClusterScriptError(
+                f"node {node.index} exited with {proc.returncode} while starting; see {node.log}:\n{_tail(node.log)}"
+            )
         if READY in Path(node.log).read_text(errors="replace"):
             _find_daemons(node)
             if node.raylet_pid and (node.index or node.gcs_pid):
                 return
         time.sleep(0.2)
-    raise ClusterScriptError(f"node {node.index} did not start within {timeout_s:.0f} s; see {node.log}:\n"
-                             f"{_tail(node.log)}")
+    raise ClusterScriptError(
+        f"node {node.index} did not start within {timeout_s:.0f} s; see {node.log}:\n{_tail(node.log)}"
+    )
 
 
 def _find_daemons(node: Node) -> None:
@@ -204,8 +236,16 @@ def _tail(path: str, lines: int = 20) -> str:
         return ""
 
 
-def start(directory: str | os.PathLike, nodes: int = 3, gpus: int = 4, cpus: int = 1, port: int = 6379,
-          port_base: int = 20000, extra_env: dict[str, str] | None = None, timeout_s: float = 60.0) -> Cluster:
+def start(
+    directory: str | os.PathLike,
+    nodes: int = 3,
+    gpus: int = 4,
+    cpus: int = 1,
+    port: int = 6379,
+    port_base: int = 20000,
+    extra_env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> Cluster:
     """A head and `nodes - 1` worker nodes, each offering `gpus` fake GPUs, started one after another."""
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
@@ -214,8 +254,13 @@ def start(directory: str | os.PathLike, nodes: int = 3, gpus: int = 4, cpus: int
     token_path = os.path.join(directory, "auth_token")
     with open(os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(secrets.token_hex(32))
-    cluster = Cluster(dir=directory, address=f"{HOST}:{port}", token_path=token_path,
-                      temp_dir=os.path.join(directory, "ray"), port_base=port_base)
+    cluster = Cluster(
+        dir=directory,
+        address=f"{HOST}:{port}",
+        token_path=token_path,
+        temp_dir=os.path.join(directory, "ray"),
+        port_base=port_base,
+    )
     try:
         for _ in range(nodes):
             cluster.nodes.append(_launch(cluster, gpus, cpus, extra_env, timeout_s))
@@ -226,8 +271,13 @@ def start(directory: str | os.PathLike, nodes: int = 3, gpus: int = 4, cpus: int
     return cluster
 
 
-def add_node(directory: str | os.PathLike, gpus: int = 4, cpus: int = 1, extra_env: dict[str, str] | None = None,
-             timeout_s: float = 60.0) -> Node:
+def add_node(
+    directory: str | os.PathLike,
+    gpus: int = 4,
+    cpus: int = 1,
+    extra_env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> Node:
     """One more worker node joining the running cluster."""
     cluster = Cluster.load(directory)
     node = _launch(cluster, gpus, cpus, extra_env, timeout_s)
@@ -333,8 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "start":
             p.add_argument("--nodes", type=int, default=3, help="nodes including the head (default 3)")
             p.add_argument("--port", type=int, default=6379, help="the head's GCS port (default 6379)")
-            p.add_argument("--port-base", type=int, default=20000,
-                           help=f"node i uses ports port-base + {PORT_STRIDE}*i ... (default 20000)")
+            p.add_argument(
+                "--port-base",
+                type=int,
+                default=20000,
+                help=f"node i uses ports port-base + {PORT_STRIDE}*i ... (default 20000)",
+            )
         if name in ("kill-node", "remove-node"):
             p.add_argument("index", type=int, help="node index (0 is the head)")
     args = parser.parse_args(argv)

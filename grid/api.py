@@ -18,8 +18,11 @@ from typing import Any
 import pyarrow as pa
 
 from grid.errors import UsageError
-from grid.results import ResultStore, latest_attempts
-from grid.spec import GridSpec, apply_overrides, load_spec, parse_spec
+from grid.results.dedupe import latest_attempts
+from grid.results.store import ResultStore
+from grid.spec.model import GridSpec
+from grid.spec.overrides import apply_overrides
+from grid.spec.parse import load_spec, parse_spec
 
 
 def _overrides(overrides: dict[str, Any] | list[str] | None) -> list[str]:
@@ -31,8 +34,9 @@ def _overrides(overrides: dict[str, Any] | list[str] | None) -> list[str]:
     return list(overrides)
 
 
-def spec_from(spec: str | Path | dict[str, Any] | GridSpec,
-              overrides: dict[str, Any] | list[str] | None = None) -> GridSpec:
+def spec_from(
+    spec: str | Path | dict[str, Any] | GridSpec, overrides: dict[str, Any] | list[str] | None = None
+) -> GridSpec:
     """A validated spec from a path, a mapping or a GridSpec (which takes no overrides)."""
     sets = _overrides(overrides)
     if isinstance(spec, GridSpec):
@@ -44,18 +48,34 @@ def spec_from(spec: str | Path | dict[str, Any] | GridSpec,
     return load_spec(spec, sets)
 
 
-def run(spec: str | Path | dict[str, Any] | GridSpec, results: str = "results",
-        overrides: dict[str, Any] | list[str] | None = None, *, runner: str = "ray", address: str | None = None,
-        num_gpus: int | None = None, cpu_slots: int = 1, retry_failed: bool = False, progress: bool = False,
-        quiet: bool = False) -> pa.Table:
+def run(
+    spec: str | Path | dict[str, Any] | GridSpec,
+    results: str = "results",
+    overrides: dict[str, Any] | list[str] | None = None,
+    *,
+    runner: str = "ray",
+    address: str | None = None,
+    num_gpus: int | None = None,
+    cpu_slots: int = 1,
+    retry_failed: bool = False,
+    progress: bool = False,
+    quiet: bool = False,
+) -> pa.Table:
     """Run a sweep (resuming what is done) and return its trials' latest rows."""
     from rich.console import Console
 
-    from grid.sweep import RunOptions, run_sweep
+    from grid.scheduler.sweep import RunOptions, run_sweep
 
     parsed = spec_from(spec, overrides)
-    opts = RunOptions(results=results, runner=runner, address=address, num_gpus=num_gpus, cpu_slots=cpu_slots,
-                      retry_failed=retry_failed, live=progress)
+    opts = RunOptions(
+        results=results,
+        runner=runner,
+        address=address,
+        num_gpus=num_gpus,
+        cpu_slots=cpu_slots,
+        retry_failed=retry_failed,
+        live=progress,
+    )
     run_sweep(parsed, opts, Console(quiet=True) if quiet else Console())
     return load(results, sweep=parsed.name)
 
@@ -66,7 +86,7 @@ def load(results: str = "results", sweep: str | None = None, attempts: bool = Fa
     return table if attempts else latest_attempts(table)
 
 
-def load_pandas(results: str = "results", sweep: str | None = None, attempts: bool = False):
+def load_pandas(results: str = "results", sweep: str | None = None, attempts: bool = False) -> Any:
     """`load(...)` as a pandas DataFrame (needs pandas)."""
     try:
         import pandas  # noqa: F401

@@ -4,28 +4,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from grid.spec.expand import Expansion
+    from grid.spec.model import GridSpec
 
 from grid.errors import GridError
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="grid spec (YAML)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key, param or axis with a YAML value, e.g. --set batch_size=[32,64]")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key, param or axis with a YAML value, e.g. --set batch_size=[32,64]",
+    )
 
 
-def _load(args):
-    from grid.expand import expand
-    from grid.spec import load_spec
+def _load(args: argparse.Namespace) -> tuple[GridSpec, Expansion]:
+    from grid.spec.expand import expand
+    from grid.spec.parse import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     return spec, expand(spec)
 
 
-def cmd_plan(args, console: Console) -> int:
-    from grid.sweep import plan_lines
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from grid.scheduler.sweep import plan_lines
 
     spec, expansion = _load(args)
     for line in plan_lines(spec, expansion):
@@ -33,22 +44,30 @@ def cmd_plan(args, console: Console) -> int:
     return 0
 
 
-def cmd_run(args, console: Console) -> int:
-    from grid.sweep import RunOptions, run_sweep
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from grid.scheduler.sweep import RunOptions, run_sweep
 
     spec, expansion = _load(args)
-    opts = RunOptions(results=args.results, runner=args.runner, address=args.address, num_gpus=args.num_gpus,
-                      cpu_slots=args.cpu_slots, retry_failed=args.retry_failed, shared_results=args.shared_results,
-                      live=False if args.plain else None)
+    opts = RunOptions(
+        results=args.results,
+        runner=args.runner,
+        address=args.address,
+        num_gpus=args.num_gpus,
+        cpu_slots=args.cpu_slots,
+        retry_failed=args.retry_failed,
+        shared_results=args.shared_results,
+        live=False if args.plain else None,
+    )
     outcome = run_sweep(spec, opts, console, expansion)
     if args.strict and any(r["status"] != "ok" for r in outcome.rows):
         return 1
     return 0
 
 
-def cmd_status(args, console: Console) -> int:
-    from grid.results import ResultStore, latest_attempts
-    from grid.summary import status_report
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from grid.reports.summary import status_report
+    from grid.results.dedupe import latest_attempts
+    from grid.results.store import ResultStore
 
     store = ResultStore(args.results)
     table = store.read(args.sweep)
@@ -63,9 +82,11 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
-def cmd_report(args, console: Console) -> int:
-    from grid.report import ReportOptions, build_report, print_report, write_report
-    from grid.results import ResultStore
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from grid.reports.build import ReportOptions, build_report
+    from grid.reports.page import write_report
+    from grid.reports.terminal import print_report
+    from grid.results.store import ResultStore
 
     opts = ReportOptions(sweep=args.sweep, rows=_names(args.rows), cols=_names(args.cols), metric=args.metric)
     reports = build_report(ResultStore(args.results), opts)
@@ -76,13 +97,17 @@ def cmd_report(args, console: Console) -> int:
     return 0
 
 
-def cmd_compare(args, console: Console) -> int:
-    from grid.compare import CompareOptions, compare, print_comparison, write_json
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from grid.reports.compare import CompareOptions, compare, print_comparison, write_json
 
-    opts = CompareOptions(metric=args.metric, threshold=args.threshold, goal=args.goal,
-                          ignore=tuple(_names(args.ignore) or ()),
-                          baseline_sweep=args.baseline_sweep or args.sweep,
-                          current_sweep=args.current_sweep or args.sweep)
+    opts = CompareOptions(
+        metric=args.metric,
+        threshold=args.threshold,
+        goal=args.goal,
+        ignore=tuple(_names(args.ignore) or ()),
+        baseline_sweep=args.baseline_sweep or args.sweep,
+        current_sweep=args.current_sweep or args.sweep,
+    )
     result = compare(args.baseline, args.current, opts)
     print_comparison(result, console)
     if args.json:
@@ -91,9 +116,9 @@ def cmd_compare(args, console: Console) -> int:
     return 1 if result.regressed else 0
 
 
-def cmd_query(args, console: Console) -> int:
-    from grid.query import print_table, run_query, write_csv
-    from grid.results import ResultStore
+def cmd_query(args: argparse.Namespace, console: Console) -> int:
+    from grid.results.query import print_table, run_query, write_csv
+    from grid.results.store import ResultStore
 
     table = run_query(ResultStore(args.results), args.sql, args.sweep)
     if args.csv:
@@ -103,21 +128,24 @@ def cmd_query(args, console: Console) -> int:
     return 0
 
 
-def cmd_compact(args, console: Console) -> int:
-    from grid.compact import compact
-    from grid.results import ResultStore
+def cmd_compact(args: argparse.Namespace, console: Console) -> int:
+    from grid.results.compact import compact
+    from grid.results.store import ResultStore
 
     for done in compact(ResultStore(args.results), args.sweep):
         if done.merged_path is None:
             console.print(f"sweep {done.sweep}: {done.files_before} file(s), nothing to merge", highlight=False)
             continue
-        console.print(f"sweep {done.sweep}: {done.files_before} files -> 1 ({done.rows_written} rows, "
-                      f"{done.duplicates_dropped} duplicate(s) dropped) in {done.seconds:.1f} s: {done.merged_path}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"sweep {done.sweep}: {done.files_before} files -> 1 ({done.rows_written} rows, "
+            f"{done.duplicates_dropped} duplicate(s) dropped) in {done.seconds:.1f} s: {done.merged_path}",
+            highlight=False,
+            soft_wrap=True,
+        )
     return 0
 
 
-def _results_commands(sub) -> None:
+def _results_commands(sub: Any) -> None:
     p = sub.add_parser("report", help="tables, plots and a self-contained HTML page of the latest results")
     p.add_argument("results", nargs="?", default="results", help="results location (default: results)")
     p.add_argument("--sweep", default=None, help="report this sweep only (default: every sweep)")
@@ -125,9 +153,12 @@ def _results_commands(sub) -> None:
     p.add_argument("--no-html", action="store_true", help="terminal tables only; write nothing")
     p.add_argument("--rows", default=None, help="axes for the rows, comma-separated (default: backend,memory_fraction)")
     p.add_argument("--cols", default=None, help="axes for the columns of a pivot table, comma-separated")
-    p.add_argument("--metric", default=None,
-                   help="the pivot table's metric, any measured column or the trials' own (test_acc, val_loss, ...); "
-                        "default: steady_epoch_s")
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="the pivot table's metric, any measured column or the trials' own (test_acc, val_loss, ...); "
+        "default: steady_epoch_s",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="regressions of CURRENT against BASELINE; exit 1 on a regression")
@@ -135,8 +166,12 @@ def _results_commands(sub) -> None:
     p.add_argument("current", help="results location of the run to check")
     p.add_argument("--metric", default="steady_epoch_s", help="metric to compare (default: steady_epoch_s)")
     p.add_argument("--threshold", default="5%", help="smallest change of the median that counts (default: 5%%)")
-    p.add_argument("--goal", choices=("max", "min"), default=None,
-                   help="is higher (max) or lower (min) better; default: the spec's metrics goal, else the metric's name")
+    p.add_argument(
+        "--goal",
+        choices=("max", "min"),
+        default=None,
+        help="is higher (max) or lower (min) better; default: the spec's metrics goal, else the metric's name",
+    )
     p.add_argument("--sweep", default=None, help="sweep to compare on both sides (default: the only one)")
     p.add_argument("--baseline-sweep", default=None, help="the baseline's sweep, when its name differs")
     p.add_argument("--current-sweep", default=None, help="the current run's sweep, when its name differs")
@@ -168,17 +203,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a spec's trials (skipping those already done) into a results dataset")
     _spec_args(p)
     p.add_argument("--results", default="results", help="results location: a directory or URI (default: results)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join (auto, HOST:PORT, ray://...); default: start a local Ray on 127.0.0.1")
-    p.add_argument("--runner", choices=("ray", "local"), default="ray",
-                   help="ray (default): pinned actors; local: threads of this process, no Ray (debugging)")
-    p.add_argument("--num-gpus", type=int, default=None,
-                   help="GPUs a local Ray (or the local runner) offers; fakes GPUs on a CPU box (default: detected)")
-    p.add_argument("--cpu-slots", type=int, default=1, help="trials at once per node when there are no GPUs (default 1)")
-    p.add_argument("--shared-results", action="store_true",
-                   help="the --results directory is one shared filesystem at the same path on every node (NFS); "
-                        "without it a local directory is refused on a multi-node cluster")
-    p.add_argument("--retry-failed", action="store_true", help="also rerun trials whose latest attempt is error/timeout/killed")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (auto, HOST:PORT, ray://...); default: start a local Ray on 127.0.0.1",
+    )
+    p.add_argument(
+        "--runner",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray (default): pinned actors; local: threads of this process, no Ray (debugging)",
+    )
+    p.add_argument(
+        "--num-gpus",
+        type=int,
+        default=None,
+        help="GPUs a local Ray (or the local runner) offers; fakes GPUs on a CPU box (default: detected)",
+    )
+    p.add_argument(
+        "--cpu-slots", type=int, default=1, help="trials at once per node when there are no GPUs (default 1)"
+    )
+    p.add_argument(
+        "--shared-results",
+        action="store_true",
+        help="the --results directory is one shared filesystem at the same path on every node (NFS); "
+        "without it a local directory is refused on a multi-node cluster",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="also rerun trials whose latest attempt is error/timeout/killed"
+    )
     p.add_argument("--plain", action="store_true", help="one line per finished trial instead of the live display")
     p.add_argument("--strict", action="store_true", help="exit 1 if any trial did not end ok")
     p.set_defaults(func=cmd_run)

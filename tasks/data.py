@@ -18,8 +18,10 @@ import numpy as np
 SHAPE = (32, 32, 3)
 CLASSES = 10
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CACHE_LAYOUTS = ("cifar-10-batches-py-target/cifar-10-batches-py",  # Keras 3 get_file
-                  "cifar-10-batches-py")  # Keras 2
+_CACHE_LAYOUTS = (
+    "cifar-10-batches-py-target/cifar-10-batches-py",  # Keras 3 get_file
+    "cifar-10-batches-py",
+)  # Keras 2
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,11 @@ def find_cifar(data_dir: str | None) -> str | None:
         for folder in (os.path.join(data_dir, "cifar-10-batches-py"), data_dir):
             if os.path.isfile(os.path.join(folder, TRAIN_BATCHES[0])):
                 return folder
-        raise FileNotFoundError(f"data_dir={data_dir!r} holds no CIFAR-10 python batches: expected "
-                                f"{data_dir}/cifar-10-batches-py/data_batch_1 (the layout of cifar-10-python.tar.gz); "
-                                f"set data_dir to null to use the Keras cache or synthetic data")
+        raise FileNotFoundError(
+            f"data_dir={data_dir!r} holds no CIFAR-10 python batches: expected "
+            f"{data_dir}/cifar-10-batches-py/data_batch_1 (the layout of cifar-10-python.tar.gz); "
+            f"set data_dir to null to use the Keras cache or synthetic data"
+        )
     cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "datasets")
     for layout in _CACHE_LAYOUTS:
         folder = os.path.join(cache, layout)
@@ -58,8 +62,12 @@ def find_cifar(data_dir: str | None) -> str | None:
     return None
 
 
-_NUMPY_ARRAY_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"),
-                        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+_NUMPY_ARRAY_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+}
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -102,3 +110,14 @@ def cifar10(folder: str, images: int) -> Dataset:
 def training_data(images: int, data_dir: str | None = None, seed: int = 0) -> Dataset:
     folder = find_cifar(data_dir)
     return cifar10(folder, images) if folder else synthetic(images, seed)
+
+
+def whole_batches(data, global_batch: int):
+    """Every epoch runs whole global batches only, so k devices always split a batch evenly."""
+    n = len(data.y) // global_batch * global_batch
+    if n == 0:
+        raise ValueError(
+            f"images={len(data.y)} is fewer than one global batch of {global_batch} "
+            f"(batch_size x gpus); raise images or lower batch_size"
+        )
+    return type(data)(data.x[:n], data.y[:n], data.source, data.note)

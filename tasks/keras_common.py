@@ -9,22 +9,20 @@ and the framework's peak memory (tasks/site/gridtrial).
 
 from __future__ import annotations
 
-import os
 from importlib import import_module
 from types import ModuleType
 from typing import Any
 
-
-def gpus_error(k: int, seen: str) -> RuntimeError:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return RuntimeError(f"gpus={k} needs {k} visible GPUs; CUDA_VISIBLE_DEVICES={visible!r} ({seen}); "
-                        f"run it on a node with {k} free GPUs or set gpus: [1]")
+from tasks.data import whole_batches
+from tasks.devices import gpus_error
 
 
 def compile_model(keras: ModuleType, workload: ModuleType, cfg: dict):
     model = workload.build_model(keras, cfg)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -62,15 +60,6 @@ def distributed_model(keras: ModuleType, workload: ModuleType, cfg: dict) -> tup
     if cfg["backend"] == "tensorflow":
         return _tensorflow_model(keras, workload, cfg, k)
     return compile_model(keras, workload, cfg), "single device"
-
-
-def whole_batches(data, global_batch: int):
-    """Every epoch runs whole global batches only, so k devices always split a batch evenly."""
-    n = len(data.y) // global_batch * global_batch
-    if n == 0:
-        raise ValueError(f"images={len(data.y)} is fewer than one global batch of {global_batch} "
-                         f"(batch_size x gpus); raise images or lower batch_size")
-    return type(data)(data.x[:n], data.y[:n], data.source, data.note)
 
 
 def run(cfg: dict, workload: ModuleType) -> dict:

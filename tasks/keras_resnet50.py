@@ -15,8 +15,9 @@ from tasks import data, keras_common
 
 def build_model(keras, cfg: dict):
     """Logits out (no softmax), so every backend and the torch DDP loop share one loss."""
-    return keras.applications.ResNet50(weights=None, input_shape=data.SHAPE, classes=data.CLASSES,
-                                       classifier_activation=None)
+    return keras.applications.ResNet50(
+        weights=None, input_shape=data.SHAPE, classes=data.CLASSES, classifier_activation=None
+    )
 
 
 def load_data(cfg: dict) -> data.Dataset:

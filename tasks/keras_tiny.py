@@ -15,16 +15,19 @@ from tasks import data, keras_common
 def build_model(keras, cfg: dict):
     """Two conv blocks and a dense head; logits for 10 classes."""
     layers = keras.layers
-    return keras.Sequential([
-        keras.Input(shape=data.SHAPE),
-        layers.Conv2D(16, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Flatten(),
-        layers.Dense(64, activation="relu"),
-        layers.Dense(data.CLASSES),
-    ], name="keras_tiny")
+    return keras.Sequential(
+        [
+            keras.Input(shape=data.SHAPE),
+            layers.Conv2D(16, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(data.CLASSES),
+        ],
+        name="keras_tiny",
+    )
 
 
 def load_data(cfg: dict) -> data.Dataset:

@@ -12,11 +12,12 @@ import time
 from importlib import import_module
 
 import numpy as np
-from gridtrial import devmem
 
 import tasks
+from gridtrial import devmem
 from tasks import data
-from tasks.keras_common import gpus_error, whole_batches
+from tasks.data import whole_batches
+from tasks.devices import gpus_error
 
 
 def contexts(mx, k: int) -> list:
@@ -37,8 +38,8 @@ def build(mx, ctxs: list):
 
 def _batches(mx, x: np.ndarray, y: np.ndarray, global_batch: int, ctxs: list):
     for i in range(0, len(y), global_batch):
-        xs = mx.gluon.utils.split_and_load(mx.nd.array(x[i:i + global_batch]), ctxs)
-        ys = mx.gluon.utils.split_and_load(mx.nd.array(y[i:i + global_batch]), ctxs)
+        xs = mx.gluon.utils.split_and_load(mx.nd.array(x[i : i + global_batch]), ctxs)
+        ys = mx.gluon.utils.split_and_load(mx.nd.array(y[i : i + global_batch]), ctxs)
         yield xs, ys
 
 
@@ -92,8 +93,11 @@ def run(cfg: dict) -> dict:
         "parallelism": f"gluon context list {[str(c) for c in ctxs]}",
         "framework_peak_mib": peak,
         "framework_mem": mem,
-        "versions": {"mxnet": mx.__version__, "numpy": np.__version__,
-                     "cuda_enabled": str(mx.runtime.Features().is_enabled("CUDA"))},
+        "versions": {
+            "mxnet": mx.__version__,
+            "numpy": np.__version__,
+            "cuda_enabled": str(mx.runtime.Features().is_enabled("CUDA")),
+        },
     }
 
 

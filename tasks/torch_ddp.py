@@ -18,7 +18,8 @@ import tempfile
 import time
 from importlib import import_module
 
-from tasks.keras_common import gpus_error, whole_batches
+from tasks.data import whole_batches
+from tasks.devices import gpus_error
 
 
 def free_port() -> int:
@@ -99,8 +100,8 @@ def _train(torch, ddp, x, y, batch: int, epochs: int, device) -> list[float]:
     for _ in range(epochs):
         t0 = time.perf_counter()
         for i in range(0, len(y), batch):
-            xb = torch.from_numpy(x[i:i + batch]).to(device)
-            yb = torch.from_numpy(y[i:i + batch]).long().to(device)
+            xb = torch.from_numpy(x[i : i + batch]).to(device)
+            yb = torch.from_numpy(y[i : i + batch]).long().to(device)
             optimizer.zero_grad()
             loss_fn(ddp(xb, training=True), yb).backward()
             optimizer.step()
@@ -115,7 +116,7 @@ def _infer(torch, model, x, batch: int, epochs: int, device) -> list[float]:
         for _ in range(epochs):
             t0 = time.perf_counter()
             for i in range(0, len(x), batch):
-                model(torch.from_numpy(x[i:i + batch]).to(device), training=False)
+                model(torch.from_numpy(x[i : i + batch]).to(device), training=False)
             _sync(torch, device)
             times.append(time.perf_counter() - t0)
     return times

@@ -51,8 +51,15 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_gpus=4, num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=256 * 1024 * 1024, namespace="gpu-grid-tests")
+        ray.init(
+            address="local",
+            num_gpus=4,
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=256 * 1024 * 1024,
+            namespace="gpu-grid-tests",
+        )
     yield ray
     ray.shutdown()
 

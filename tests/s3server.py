@@ -84,8 +84,12 @@ class S3Server:
     @property
     def env(self) -> dict[str, str]:
         """Credentials the standard AWS chain reads; what a node is given to write results."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """SIGTERM, then SIGKILL: its volume server waits 10 s to deregister, which a test server need not."""
@@ -116,30 +120,66 @@ def _exists(pid: int) -> bool:
         return False
 
 
-def start(directory: str | os.PathLike, bucket: str = "grid", wrap: Callable[[list[str]], list[str]] = lambda a: a,
-          timeout_s: float = 60.0) -> S3Server:
+def start(
+    directory: str | os.PathLike,
+    bucket: str = "grid",
+    wrap: Callable[[list[str]], list[str]] = lambda a: a,
+    timeout_s: float = 60.0,
+) -> S3Server:
     """Start SeaweedFS (master, volume, filer, S3 gateway in one process) and create `bucket`."""
     directory = Path(directory)
     (directory / "data").mkdir(parents=True, exist_ok=True)
     access, secret = "grid" + secrets.token_hex(4), secrets.token_hex(20)
     config = directory / "s3-identities.json"
-    config.write_text(json.dumps({"identities": [{
-        "name": "grid", "credentials": [{"accessKey": access, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "grid",
+                        "credentials": [{"accessKey": access, "secretKey": secret}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     config.chmod(0o600)
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
-    argv = [weed_binary(), "server", f"-dir={directory / 'data'}", f"-ip={HOST}", f"-ip.bind={HOST}",
-            f"-master.port={master}", f"-master.port.grpc={master_grpc}", f"-volume.port={volume}",
-            f"-volume.port.grpc={volume_grpc}", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.config={config}", "-master.volumeSizeLimitMB=64", "-volume.max=0", "-metricsPort=0"]
+    argv = [
+        weed_binary(),
+        "server",
+        f"-dir={directory / 'data'}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",
+        "-metricsPort=0",
+    ]
     log = directory / "weed.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(wrap(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            wrap(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     server = S3Server(proc.pid, s3, access, secret, bucket, str(log))
-    probe = subprocess.run(wrap([sys.executable, "-c", _PROBE, server.endpoint, bucket, str(timeout_s)]),
-                           env={**os.environ, **server.env}, capture_output=True, text=True)
+    probe = subprocess.run(
+        wrap([sys.executable, "-c", _PROBE, server.endpoint, bucket, str(timeout_s)]),
+        env={**os.environ, **server.env},
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0 or proc.poll() is not None:
         server.stop()
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])

@@ -17,7 +17,7 @@ def retried_dataset(tmp: Path, spec: dict) -> Path:
     results = tmp / "results"
     argv = ["run", str(spec_path), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2"]
     assert main(argv) == 0
-    assert main(argv + ["--retry-failed"]) == 0
+    assert main([*argv, "--retry-failed"]) == 0
     first = sorted((results / f"sweep={spec['name']}").glob("*.parquet"))[0]
     shutil.copy(first, first.with_name(first.stem + "-again.parquet"))
     return results

@@ -9,13 +9,14 @@ import subprocess
 import sys
 
 import pytest
-
 from trials import REPO, SITE, boot_child
 
-JAX_OPTIONS = ("import json, os, jax\nfrom jaxlib import xla_client\nfrom gridtrial import memory_cap\n"
-               "opts = xla_client.generate_pjrt_gpu_plugin_options()\n"
-               "print(json.dumps({'fraction': opts.get('memory_fraction'), 'preallocate': opts.get('preallocate'),"
-               " 'caps': memory_cap(), 'sum': float(jax.numpy.ones(3).sum())}))")
+JAX_OPTIONS = (
+    "import json, os, jax\nfrom jaxlib import xla_client\nfrom gridtrial import memory_cap\n"
+    "opts = xla_client.generate_pjrt_gpu_plugin_options()\n"
+    "print(json.dumps({'fraction': opts.get('memory_fraction'), 'preallocate': opts.get('preallocate'),"
+    " 'caps': memory_cap(), 'sum': float(jax.numpy.ones(3).sum())}))"
+)
 
 
 def test_jax_cap_is_in_place_before_jax_starts(tmp_path):
@@ -42,12 +43,15 @@ def test_with_a_backend_only_that_framework_is_capped(tmp_path):
 
 @pytest.mark.slow
 def test_tensorflow_cap_right_after_its_import(tmp_path):
-    code = ("import json, tensorflow as tf\n"
-            "print(json.dumps({'logical': [d.device_type for d in tf.config.list_logical_devices()]}))")
+    code = (
+        "import json, tensorflow as tf\n"
+        "print(json.dumps({'logical': [d.device_type for d in tf.config.list_logical_devices()]}))"
+    )
     out, (rec,) = boot_child(tmp_path, code, {"backend": "tensorflow", "memory_fraction": 0.5})
     assert out["logical"] == ["CPU"]
-    assert rec["caps"]["tensorflow"] == ("tensorflow: logical device memory_limit=0.5 x device memory "
-                                         "(no GPU visible: not applied)")
+    assert rec["caps"]["tensorflow"] == (
+        "tensorflow: logical device memory_limit=0.5 x device memory (no GPU visible: not applied)"
+    )
 
 
 def test_a_process_that_imports_no_framework_leaves_no_record(tmp_path):
@@ -62,18 +66,22 @@ def test_an_uncaught_exception_is_recorded_and_still_printed(tmp_path):
 
 
 def test_report_values_from_a_script(tmp_path):
-    code = ("import json, numpy as np\nfrom gridtrial import report, config\n"
-            "report(acc=np.float32(0.5), series=[1, 2.5], name='resnet')\nreport({'test/acc': 0.75}, acc=0.6)\n"
-            "try:\n    report(blob={'a': 1})\nexcept TypeError as e:\n    err = str(e)\n"
-            "print(json.dumps({'config': config(), 'err': err}))")
+    code = (
+        "import json, numpy as np\nfrom gridtrial import report, config\n"
+        "report(acc=np.float32(0.5), series=[1, 2.5], name='resnet')\nreport({'test/acc': 0.75}, acc=0.6)\n"
+        "try:\n    report(blob={'a': 1})\nexcept TypeError as e:\n    err = str(e)\n"
+        "print(json.dumps({'config': config(), 'err': err}))"
+    )
     out, (rec,) = boot_child(tmp_path, code, {"lr": 0.1})
     assert rec["reports"] == {"acc": 0.6, "series": [1.0, 2.5], "name": "resnet", "test/acc": 0.75}
     assert out["config"] == {"lr": 0.1} and "expected a number, a string" in out["err"]
 
 
 def test_the_helper_does_nothing_outside_a_trial():
-    code = ("import json\nfrom gridtrial import report, config, memory_cap\nreport(acc=1.0)\n"
-            "print(json.dumps([config(), memory_cap()]))")
+    code = (
+        "import json\nfrom gridtrial import report, config, memory_cap\nreport(acc=1.0)\n"
+        "print(json.dumps([config(), memory_cap()]))"
+    )
     env = {**os.environ, "PYTHONPATH": str(SITE)}
     env.pop("GRID_TRIAL", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -98,12 +106,14 @@ def test_a_broken_trial_file_stops_the_process_instead_of_running_uncapped(tmp_p
 
 @pytest.mark.gpu
 def test_torch_cap_lands_when_cuda_starts_on_the_device_used(tmp_path):
-    code = ("import json, torch\nfrom gridtrial import memory_cap\nbefore = memory_cap()['torch']\n"
-            "total = torch.cuda.get_device_properties(0).total_memory\n"
-            "small = torch.empty(int(total * 0.02), dtype=torch.uint8, device='cuda')\n"
-            "try:\n    torch.empty(int(total * 0.1), dtype=torch.uint8, device='cuda'); big = 'allocated'\n"
-            "except torch.OutOfMemoryError:\n    big = 'oom'\n"
-            "print(json.dumps({'before': before, 'after': memory_cap()['torch'], 'big': big}))")
+    code = (
+        "import json, torch\nfrom gridtrial import memory_cap\nbefore = memory_cap()['torch']\n"
+        "total = torch.cuda.get_device_properties(0).total_memory\n"
+        "small = torch.empty(int(total * 0.02), dtype=torch.uint8, device='cuda')\n"
+        "try:\n    torch.empty(int(total * 0.1), dtype=torch.uint8, device='cuda'); big = 'allocated'\n"
+        "except torch.OutOfMemoryError:\n    big = 'oom'\n"
+        "print(json.dumps({'before': before, 'after': memory_cap()['torch'], 'big': big}))"
+    )
     out, (rec,) = boot_child(tmp_path, code, {"backend": "torch", "memory_fraction": 0.05}, gpu_ids=("0",))
     assert out["before"].endswith("when CUDA starts (it did not start in this process)")
     assert out["after"] == "torch: set_per_process_memory_fraction(0.05) on 1 device(s)" and out["big"] == "oom"
@@ -119,8 +129,10 @@ def test_a_process_that_imports_torch_without_using_cuda_starts_no_context(tmp_p
 
 @pytest.mark.gpu
 def test_jax_cap_and_peak_on_a_gpu(tmp_path):
-    code = ("import json, jax, jax.numpy as jnp\nx = jnp.ones((1024, 1024)).block_until_ready()\n"
-            "print(json.dumps({'limit': jax.devices()[0].memory_stats()['bytes_limit']}))")
+    code = (
+        "import json, jax, jax.numpy as jnp\nx = jnp.ones((1024, 1024)).block_until_ready()\n"
+        "print(json.dumps({'limit': jax.devices()[0].memory_stats()['bytes_limit']}))"
+    )
     out, (rec,) = boot_child(tmp_path, code, {"backend": "jax", "memory_fraction": 0.2}, gpu_ids=("0",))
     assert rec["caps"]["jax"] == "jax: XLA_CLIENT_MEM_FRACTION=0.2"
     import pynvml

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from grid.report import busy_table
-from grid.results import ResultStore
-from grid.sweep import RunOptions, run_sweep
-from grid.spec import parse_spec
+from grid.reports.build import busy_table
+from grid.results.store import ResultStore
+from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.spec.parse import parse_spec
 
 
 def test_busy_time_per_worker(tmp_path):
-    spec = parse_spec({"name": "busy", "workload": "sleep", "params": {"seconds": 0.6},
-                       "axes": {"batch_size": [1, 2, 3, 4], "gpus": [1, 2]}, "timeout_s": 30})
+    spec = parse_spec(
+        {
+            "name": "busy",
+            "workload": "sleep",
+            "params": {"seconds": 0.6},
+            "axes": {"batch_size": [1, 2, 3, 4], "gpus": [1, 2]},
+            "timeout_s": 30,
+        }
+    )
     run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", num_gpus=2, live=False))
     view = busy_table(ResultStore(str(tmp_path)).latest("busy").to_pylist(), "busy")
     by_worker = {row[1].text: row for row in view.rows}

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from grid.cli import main
 
-SPEC = {"name": "cli", "workload": "sleep", "params": {"seconds": 0.1},
-        "axes": {"batch_size": [1, 2], "fail": ["none", "error"]}, "timeout_s": 30}
+SPEC = {
+    "name": "cli",
+    "workload": "sleep",
+    "params": {"seconds": 0.1},
+    "axes": {"batch_size": [1, 2], "fail": ["none", "error"]},
+    "timeout_s": 30,
+}
 
 
 def test_plan_lists_trials_and_writes_nothing(write_spec, tmp_path, capsys):

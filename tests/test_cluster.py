@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import pytest
+import s3server
 import yaml
 
-import s3server
-from grid.results import ResultStore
+from grid.results.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = str(Path(sys.executable).with_name("grid"))
@@ -48,8 +48,12 @@ class PrivateNetwork:
     """A network namespace with only loopback up, held open by a sleeping process of ours."""
 
     def __init__(self) -> None:
-        self.holder = subprocess.Popen(["unshare", "-n", "--", "sh", "-c", "ip link set lo up && echo up && exec sleep 3600"],
-                                       stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.holder = subprocess.Popen(
+            ["unshare", "-n", "--", "sh", "-c", "ip link set lo up && echo up && exec sleep 3600"],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         if self.holder.stdout.readline().strip() != "up":
             raise RuntimeError("could not bring loopback up in the private network namespace")
 
@@ -83,13 +87,32 @@ def s3(net, tmp_path_factory):
 def cluster(net, s3, tmp_path_factory):
     """Head + 2 workers, 4 fake GPUs each; the nodes have the S3 credentials in their environment."""
     directory = tmp_path_factory.mktemp("cluster")
-    start = subprocess.run(net.wrap([sys.executable, "-m", "clusters.local_cluster", "start", "--dir", str(directory),
-                                     "--nodes", "3", "--gpus", "4"]),
-                           cwd=REPO, env={**os.environ, **s3.env}, capture_output=True, text=True, timeout=180)
+    start = subprocess.run(
+        net.wrap(
+            [
+                sys.executable,
+                "-m",
+                "clusters.local_cluster",
+                "start",
+                "--dir",
+                str(directory),
+                "--nodes",
+                "3",
+                "--gpus",
+                "4",
+            ]
+        ),
+        cwd=REPO,
+        env={**os.environ, **s3.env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert start.returncode == 0, start.stderr
     yield directory
-    subprocess.run([sys.executable, "-m", "clusters.local_cluster", "stop", "--dir", str(directory)], cwd=REPO,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "clusters.local_cluster", "stop", "--dir", str(directory)], cwd=REPO, timeout=120
+    )
 
 
 def state(cluster_dir: Path) -> dict:
@@ -99,14 +122,28 @@ def state(cluster_dir: Path) -> dict:
 def driver_env(cluster_dir: Path, s3) -> dict[str, str]:
     info = state(cluster_dir)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # conftest's, for local Ray
-    return {**env, **s3.env, "RAY_ADDRESS": info["address"], "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": info["token_path"]}
+    return {
+        **env,
+        **s3.env,
+        "RAY_ADDRESS": info["address"],
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": info["token_path"],
+    }
 
 
 def spec_file(tmp_path: Path, name: str, trials: int, seconds: float, gpus: int = 1) -> str:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "workload": "sleep", "params": {"seconds": seconds, "gpus": gpus},
-                                    "axes": {"batch_size": list(range(1, trials + 1))}, "timeout_s": 120}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "workload": "sleep",
+                "params": {"seconds": seconds, "gpus": gpus},
+                "axes": {"batch_size": list(range(1, trials + 1))},
+                "timeout_s": 120,
+            }
+        )
+    )
     return str(path)
 
 
@@ -114,8 +151,9 @@ class Driver:
     """`grid run --plain` in the namespace, its output lines collected as they come."""
 
     def __init__(self, net: PrivateNetwork, argv: list[str], env: dict[str, str]):
-        self.proc = subprocess.Popen(net.wrap(argv), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            net.wrap(argv), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -162,9 +200,13 @@ def grid_run(net, cluster_dir, s3, spec: str, results: str, *extra: str) -> Driv
 
 def download(net, s3, prefix: str, into: Path) -> ResultStore:
     """Copy everything under the S3 prefix here (the S3 server is reachable only in the namespace)."""
-    code = ("import sys, pyarrow.fs as fs; fs.copy_files(sys.argv[1], sys.argv[2])")
-    subprocess.run(net.wrap([sys.executable, "-c", code, s3.uri(prefix), str(into)]), env={**os.environ, **s3.env},
-                   check=True, timeout=120)
+    code = "import sys, pyarrow.fs as fs; fs.copy_files(sys.argv[1], sys.argv[2])"
+    subprocess.run(
+        net.wrap([sys.executable, "-c", code, s3.uri(prefix), str(into)]),
+        env={**os.environ, **s3.env},
+        check=True,
+        timeout=120,
+    )
     return ResultStore(str(into))
 
 
@@ -204,8 +246,14 @@ def test_local_directory_needs_shared_results_on_a_cluster(net, s3, cluster, tmp
 
 
 def cluster_cli(net, cluster_dir: Path, *args: str, env: dict[str, str]) -> None:
-    subprocess.run(net.wrap([sys.executable, "-m", "clusters.local_cluster", *args, "--dir", str(cluster_dir)]),
-                   cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        net.wrap([sys.executable, "-m", "clusters.local_cluster", *args, "--dir", str(cluster_dir)]),
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def test_joining_node_gets_workers_and_gangs_stay_on_one_node(net, s3, cluster, tmp_path):
@@ -250,8 +298,10 @@ def test_killed_node_trials_rerun_elsewhere(net, s3, cluster, tmp_path):
     assert len({(r["trial_id"], r["attempt"]) for r in rows}) == len(rows), "no duplicate in the de-duplicated view"
     lost = [r for r in rows if r["status"] == "lost"]
     assert lost, "the killed node had trials in flight"
-    assert all(r["node_id"] == victim["node_id"] and r["error_type"] in ("ActorDiedError", "ActorUnavailableError")
-               for r in lost), lost
+    assert all(
+        r["node_id"] == victim["node_id"] and r["error_type"] in ("ActorDiedError", "ActorUnavailableError")
+        for r in lost
+    ), lost
     for trial_rows in trials.values():
         latest = max(trial_rows, key=lambda r: r["attempt"])
         assert latest["status"] == "ok"
@@ -259,8 +309,11 @@ def test_killed_node_trials_rerun_elsewhere(net, s3, cluster, tmp_path):
         assert all(r["status"] == "lost" for r in trial_rows if r is not latest)
     rerun = [max(t, key=lambda r: r["attempt"]) for t in trials.values() if len(t) > 1]
     assert rerun and all(r["node_id"] != victim["node_id"] for r in rerun)
-    late = [r for r in rows if r["node_id"] == victim["node_id"] and r["status"] == "ok"
-            and r["started_at"].timestamp() > killed_at]
+    late = [
+        r
+        for r in rows
+        if r["node_id"] == victim["node_id"] and r["status"] == "ok" and r["started_at"].timestamp() > killed_at
+    ]
     assert not late, "nothing started on the dead node after it died"
 
 

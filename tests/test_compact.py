@@ -14,15 +14,20 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from sweep_data import retried_dataset
+
 from grid.cli import main
-from grid.compact import compact
-from grid.results import ResultStore
+from grid.results.compact import compact
+from grid.results.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = {"name": "c", "workload": "sleep", "params": {"seconds": 0.02}, "timeout_s": 30,
-        "axes": {"batch_size": [1, 2, 3, 4], "fail": ["none", "error"]}}
+SPEC = {
+    "name": "c",
+    "workload": "sleep",
+    "params": {"seconds": 0.02},
+    "timeout_s": 30,
+    "axes": {"batch_size": [1, 2, 3, 4], "fail": ["none", "error"]},
+}
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +75,8 @@ def test_compact_merges_every_row_once(results, capsys):
 
 KILLER = """
 import sys, time
-from grid.compact import compact
-from grid.results import ResultStore
+from grid.results.compact import compact
+from grid.results.store import ResultStore
 
 deletes = int(sys.argv[2])
 seen = []
@@ -91,8 +96,9 @@ print("finished", flush=True)
 def test_killed_between_commit_and_deletes_leaves_every_row_once(results, deletes):
     store = ResultStore(str(results))
     before = rows(store)
-    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(results), str(deletes)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLER, str(results), str(deletes)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "paused"
     finally:

@@ -13,12 +13,18 @@ import pytest
 import yaml
 
 from grid.cli import main
-from grid.compare import Side, judge, parse_threshold
 from grid.errors import UsageError
-from grid.report import Spread
+from grid.reports.compare import Side, judge, parse_threshold
+from grid.reports.table import Spread
 
-SPEC = {"name": "cmp", "workload": "sleep", "params": {"seconds": 0.2}, "timeout_s": 30, "repeats": 3,
-        "axes": {"backend": ["none", "jax"]}}
+SPEC = {
+    "name": "cmp",
+    "workload": "sleep",
+    "params": {"seconds": 0.2},
+    "timeout_s": 30,
+    "repeats": 3,
+    "axes": {"backend": ["none", "jax"]},
+}
 METRIC = ["--metric", "first_epoch_s"]
 
 
@@ -51,8 +57,9 @@ def by_backend(verdict: dict) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_real_slowdown_is_a_regression(runs, capsys, tmp_path):
-    code, verdict, out = compare(capsys, runs["base"], runs["slow"], *METRIC, "--ignore", "seconds",
-                                 json_path=tmp_path / "v.json")
+    code, verdict, out = compare(
+        capsys, runs["base"], runs["slow"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
+    )
     assert code == 1 and verdict["verdict"] == "regression"
     assert verdict["counts"] == {"regression": 2, "improvement": 0, "unchanged": 0, "missing": 0, "new": 0}
     for config in verdict["configs"]:
@@ -65,8 +72,9 @@ def test_real_slowdown_is_a_regression(runs, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_speedup_is_an_improvement_and_the_same_data_is_unchanged(runs, capsys, tmp_path):
-    code, verdict, _ = compare(capsys, runs["slow"], runs["base"], *METRIC, "--ignore", "seconds",
-                               json_path=tmp_path / "v.json")
+    code, verdict, _ = compare(
+        capsys, runs["slow"], runs["base"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
+    )
     assert code == 0 and verdict["counts"]["improvement"] == 2
     code, verdict, _ = compare(capsys, runs["base"], runs["base"], *METRIC, json_path=tmp_path / "v.json")
     assert code == 0 and verdict["counts"]["unchanged"] == 2 and verdict["verdict"] == "ok"
@@ -89,14 +97,15 @@ def test_change_inside_the_repeats_spread_is_ignored(runs, capsys, tmp_path):
     current = tmp_path / "current"
     shutil.copytree(runs["base"], current)
     scale_metric(current, {"none": [0.9, 1.2, 1.25], "jax": [1.2, 1.2, 1.2]})
-    code, verdict, out = compare(capsys, runs["base"], current, *METRIC, json_path=tmp_path / "v.json")
+    code, verdict, _out = compare(capsys, runs["base"], current, *METRIC, json_path=tmp_path / "v.json")
     assert code == 1
     configs = by_backend(verdict)
     assert configs["jax"]["kind"] == "regression"
     assert configs["none"]["kind"] == "unchanged" and configs["none"]["change_pct"] > 15
     assert configs["none"]["reason"] == "beyond 5%, inside the repeats' spread"
-    code, verdict, _ = compare(capsys, runs["base"], current, *METRIC, "--threshold", "25%",
-                               json_path=tmp_path / "v.json")
+    code, verdict, _ = compare(
+        capsys, runs["base"], current, *METRIC, "--threshold", "25%", json_path=tmp_path / "v.json"
+    )
     assert code == 0 and by_backend(verdict)["jax"]["reason"] == "within 25%"
 
 
@@ -123,8 +132,9 @@ def test_sweeps_are_picked_by_name(runs, capsys, tmp_path):
     run_sweep(tmp_path, both, "--set", "name=renamed")
     code, _, out = compare(capsys, runs["base"], both, *METRIC)
     assert code == 2 and "holds sweeps cmp, renamed: pick one with --sweep" in out
-    code, verdict, _ = compare(capsys, runs["base"], both, *METRIC, "--current-sweep", "renamed",
-                               json_path=tmp_path / "v.json")
+    code, verdict, _ = compare(
+        capsys, runs["base"], both, *METRIC, "--current-sweep", "renamed", json_path=tmp_path / "v.json"
+    )
     assert code == 0 and verdict["current"]["sweep"] == "renamed" and verdict["counts"]["unchanged"] == 2
     code, _, out = compare(capsys, runs["base"], both, *METRIC, "--sweep", "nope")
     assert code == 2 and "baseline sweep: received 'nope', expected one of cmp" in out

@@ -8,15 +8,24 @@ from pathlib import Path
 import pytest
 
 from grid.cli import main
-from grid.results import ResultStore
+from grid.results.store import ResultStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SMALL = ["--set", "epochs=2", "--set", "samples=1200"]
 
 
 def run_example(name: str, results: Path, *sets: str) -> list[dict]:
-    argv = ["run", str(EXAMPLES / name / "grid.yaml"), "--results", str(results), "--runner", "local", "--plain",
-            *SMALL, *sets]
+    argv = [
+        "run",
+        str(EXAMPLES / name / "grid.yaml"),
+        "--results",
+        str(results),
+        "--runner",
+        "local",
+        "--plain",
+        *SMALL,
+        *sets,
+    ]
     assert main(argv) == 0
     rows = ResultStore(str(results)).latest().to_pylist()
     failed = [(r["status"], r["error_message"], r["error_tail"]) for r in rows if r["status"] != "ok"]

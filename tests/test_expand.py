@@ -5,20 +5,24 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from grid.expand import expand, trial_id
-from grid.spec import parse_spec
+from grid.spec.expand import expand, trial_id
+from grid.spec.parse import parse_spec
 
 
 def _spec(**extra):
-    data = {"name": "e", "workload": "sleep",
-            "axes": {"backend": ["none", "jax"], "batch_size": [1, 2, 3], "memory_fraction": [None, 0.5]}}
+    data = {
+        "name": "e",
+        "workload": "sleep",
+        "axes": {"backend": ["none", "jax"], "batch_size": [1, 2, 3], "memory_fraction": [None, 0.5]},
+    }
     data.update(extra)
     return parse_spec(data)
 
 
 def test_counts_with_excludes_and_repeats():
-    exp = expand(_spec(exclude=[{"backend": "jax", "batch_size": [2, 3]}, {"memory_fraction": 0.5, "batch_size": 1}],
-                       repeats=3))
+    exp = expand(
+        _spec(exclude=[{"backend": "jax", "batch_size": [2, 3]}, {"memory_fraction": 0.5, "batch_size": 1}], repeats=3)
+    )
     assert exp.combinations == 12
     # rule 0 drops jax x {2,3} x 2 fractions = 4; rule 1 drops {none,jax} x bs1 x 0.5 = 2
     assert exp.excluded == 6
@@ -42,19 +46,41 @@ def test_repeat_changes_id_and_defaults_resolved():
 
 
 def test_ids_independent_of_key_order():
-    a = parse_spec({"name": "e", "workload": "sleep", "axes": {"batch_size": [1, 2], "backend": ["none"]},
-                    "params": {"seconds": 0.5, "hold_mib": 1}})
-    b = parse_spec({"params": {"hold_mib": 1, "seconds": 0.5}, "axes": {"backend": ["none"], "batch_size": [1, 2]},
-                    "workload": "sleep", "name": "other-name"})
+    a = parse_spec(
+        {
+            "name": "e",
+            "workload": "sleep",
+            "axes": {"batch_size": [1, 2], "backend": ["none"]},
+            "params": {"seconds": 0.5, "hold_mib": 1},
+        }
+    )
+    b = parse_spec(
+        {
+            "params": {"hold_mib": 1, "seconds": 0.5},
+            "axes": {"backend": ["none"], "batch_size": [1, 2]},
+            "workload": "sleep",
+            "name": "other-name",
+        }
+    )
     assert {t.trial_id for t in expand(a).trials} == {t.trial_id for t in expand(b).trials}
 
 
 def test_ids_stable_across_processes():
-    code = ("from grid.spec import parse_spec; from grid.expand import expand;"
-            "s = parse_spec({'name': 'e', 'workload': 'sleep', 'axes': {'batch_size': [1, 2]}});"
-            "print(','.join(t.trial_id for t in expand(s).trials))")
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout for seed in ("1", "2")}
+    code = (
+        "from grid.spec.parse import parse_spec; from grid.spec.expand import expand;"
+        "s = parse_spec({'name': 'e', 'workload': 'sleep', 'axes': {'batch_size': [1, 2]}});"
+        "print(','.join(t.trial_id for t in expand(s).trials))"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert len(outs) == 1
     assert outs.pop().strip().split(",") == [t.trial_id for t in expand(_spec_bs()).trials]
 

@@ -1,5 +1,7 @@
-"""The report page in a real headless Chromium: it loads with every image decoded, no script error
-and no request blocked, and the page's own check does catch a broken image or an outside request."""
+"""The report page in a real headless Chromium: it loads with every image decoded and no request
+blocked. The page itself has no script (its CSP forbids any); the test loads a copy with a probe
+script added that marks <body> with what it saw, and checks that the probe does catch a broken
+image or an outside request."""
 
 from __future__ import annotations
 
@@ -15,24 +17,69 @@ import pytest
 import yaml
 
 from grid.cli import main
+from grid.reports.page import CSP
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)"),
+]
 
-SPEC = {"name": "page", "workload": "sleep", "params": {"seconds": 0.02}, "timeout_s": 30,
-        "axes": {"memory_fraction": [None, 0.5], "batch_size": [8, 32], "fail": ["none", "oom"]}}
+SPEC = {
+    "name": "page",
+    "workload": "sleep",
+    "params": {"seconds": 0.02},
+    "timeout_s": 30,
+    "axes": {"memory_fraction": [None, 0.5], "batch_size": [8, 32], "fail": ["none", "oom"]},
+}
 
 
 def chromium(user_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={user_dir}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={user_dir}",
+    ]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
+# In <head>, so it hears every error: script errors, blocked requests, undecoded images; after load it
+# marks <body data-ok>.
+PROBE = """
+var problems = [];
+window.addEventListener('error', function (ev) {
+  problems.push('error: ' + (ev.message || ev.target.src || '?'));
+}, true);
+document.addEventListener('securitypolicyviolation', function (ev) { problems.push('blocked: ' + ev.blockedURI); });
+window.addEventListener('load', function () {
+  Array.prototype.forEach.call(document.images, function (img) {
+    if (!img.complete || img.naturalWidth === 0) { problems.push('image not decoded: ' + img.alt); }
+  });
+  document.body.setAttribute('data-images', String(document.images.length));
+  document.body.setAttribute('data-problems', problems.join(' | '));
+  document.body.setAttribute('data-ok', problems.length === 0 ? 'true' : 'false');
+});
+"""
+
+
+def probed(html: str, path: Path) -> Path:
+    """A copy of the page whose policy lets the probe (and only inline script) run."""
+    assert CSP in html and "<script" not in html, "the report page must carry its CSP and no script"
+    allowed = CSP.replace("script-src 'none'", "script-src 'unsafe-inline'")
+    path.write_text(html.replace(CSP, allowed).replace("</head>", f"<script>{PROBE}</script></head>", 1))
+    return path
+
+
 def body_of(user_dir: Path, page: Path) -> dict[str, str]:
-    dom = chromium(user_dir, "--dump-dom", page.as_uri()).stdout
+    dom = chromium(
+        user_dir, "--dump-dom", probed(page.read_text(), page.with_name("probed-" + page.name)).as_uri()
+    ).stdout
     body = re.search(r"<body([^>]*)>", dom)
     assert body, f"no <body> in chromium's DOM dump: {dom[:500]!r}"
     return dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
@@ -51,8 +98,12 @@ def page(tmp_path_factory) -> Path:
         table = pq.read_table(path)
         row = table.to_pylist()[0]
         if row["status"] == "ok":
-            row.update(steady_epoch_s=row["first_epoch_s"] * 40, images_per_s=row["batch_size"] / row["first_epoch_s"],
-                       gpu_mem_peak_mib=16000 * (row["memory_fraction"] or 1.0), framework_peak_mib=800.0)
+            row.update(
+                steady_epoch_s=row["first_epoch_s"] * 40,
+                images_per_s=row["batch_size"] / row["first_epoch_s"],
+                gpu_mem_peak_mib=16000 * (row["memory_fraction"] or 1.0),
+                framework_peak_mib=800.0,
+            )
             pq.write_table(pa.Table.from_pylist([row], schema=table.schema), path)
     assert main(["report", str(results), "--out", str(tmp / "report")]) == 0
     return tmp / "report" / "index.html"

@@ -1,4 +1,5 @@
-"""The child process: own process group, timeout kills the whole group, signals recorded, RSS budget, dies with its parent."""
+"""The child process: own process group, timeout kills the whole group, signals recorded, RSS budget,
+dies with its parent."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 
-from grid.isolate import run_child
+from grid.trial.isolate import run_child
 
 
 def _alive(pid: int) -> bool:
@@ -24,16 +26,22 @@ def _alive(pid: int) -> bool:
 def _wait_for_file(path, timeout=15.0) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if os.path.exists(path) and open(path).read().strip():
-            return open(path).read()
+        text = Path(path).read_text() if os.path.exists(path) else ""
+        if text.strip():
+            return text
         time.sleep(0.05)
     raise AssertionError(f"{path} never written")
 
 
 def test_ok_exit_and_log(tmp_path):
     log = tmp_path / "log"
-    out = run_child([sys.executable, "-c", "print('hello from child')"], env=dict(os.environ), cwd=str(tmp_path),
-                    log_path=str(log), timeout_s=30)
+    out = run_child(
+        [sys.executable, "-c", "print('hello from child')"],
+        env=dict(os.environ),
+        cwd=str(tmp_path),
+        log_path=str(log),
+        timeout_s=30,
+    )
     assert out.exit_code == 0 and out.signal is None and not out.timed_out
     assert "hello from child" in log.read_text()
     assert out.peak_rss_mib > 0
@@ -42,7 +50,9 @@ def test_ok_exit_and_log(tmp_path):
 def test_child_has_own_process_group(tmp_path):
     pids = tmp_path / "pids"
     code = f"import os; open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{os.getpgid(0)}} {{os.getsid(0)}}')"
-    run_child([sys.executable, "-c", code], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"), timeout_s=30)
+    run_child(
+        [sys.executable, "-c", code], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"), timeout_s=30
+    )
     pid, pgid, sid = map(int, pids.read_text().split())
     assert pid == pgid == sid != os.getpgid(0)
 
@@ -51,8 +61,14 @@ def test_timeout_kills_whole_group(tmp_path):
     pids = tmp_path / "pids"
     script = f"sleep 60 & echo $$ $! > {pids}; sleep 60"
     t0 = time.time()
-    out = run_child(["/bin/bash", "-c", script], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"),
-                    timeout_s=2, grace_s=1)
+    out = run_child(
+        ["/bin/bash", "-c", script],
+        env=dict(os.environ),
+        cwd=None,
+        log_path=str(tmp_path / "log"),
+        timeout_s=2,
+        grace_s=1,
+    )
     assert out.timed_out and out.exit_code is None and out.signal in ("SIGTERM", "SIGKILL")
     assert time.time() - t0 < 10
     for pid in map(int, pids.read_text().split()):
@@ -64,8 +80,17 @@ def test_kill_minus_9_recorded(tmp_path):
     pidfile = tmp_path / "pid"
     code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     result = {}
-    thread = threading.Thread(target=lambda: result.update(out=run_child(
-        [sys.executable, "-c", code], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"), timeout_s=60)))
+    thread = threading.Thread(
+        target=lambda: result.update(
+            out=run_child(
+                [sys.executable, "-c", code],
+                env=dict(os.environ),
+                cwd=None,
+                log_path=str(tmp_path / "log"),
+                timeout_s=60,
+            )
+        )
+    )
     thread.start()
     os.kill(int(_wait_for_file(pidfile)), signal.SIGKILL)
     thread.join(30)
@@ -74,9 +99,18 @@ def test_kill_minus_9_recorded(tmp_path):
 
 
 def test_memory_budget_ends_tree(tmp_path):
-    code = "import time; b = bytearray(400 * 1024 * 1024); [b.__setitem__(i, 1) for i in range(0, len(b), 4096)]; time.sleep(30)"
-    out = run_child([sys.executable, "-c", code], env=dict(os.environ), cwd=None, log_path=str(tmp_path / "log"),
-                    timeout_s=60, memory_limit_mib=150)
+    code = (
+        "import time; b = bytearray(400 * 1024 * 1024); [b.__setitem__(i, 1) for i in range(0, len(b), 4096)]; "
+        "time.sleep(30)"
+    )
+    out = run_child(
+        [sys.executable, "-c", code],
+        env=dict(os.environ),
+        cwd=None,
+        log_path=str(tmp_path / "log"),
+        timeout_s=60,
+        memory_limit_mib=150,
+    )
     assert out.over_budget and not out.timed_out
     assert out.peak_rss_mib > 150
     assert "over memory_limit_mib=150" in (tmp_path / "log").read_text()
@@ -86,9 +120,11 @@ def test_child_dies_with_its_launcher(tmp_path):
     """A lost worker must not leave its trial running: the child is tied to the launching thread."""
     pidfile = tmp_path / "pid"
     code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
-    launcher = ("import os, sys; from grid.isolate import run_child;"
-                f"run_child([sys.executable, '-c', {code!r}], env=dict(os.environ), cwd=None, "
-                f"log_path={str(tmp_path / 'log')!r}, timeout_s=60)")
+    launcher = (
+        "import os, sys; from grid.trial.isolate import run_child;"
+        f"run_child([sys.executable, '-c', {code!r}], env=dict(os.environ), cwd=None, "
+        f"log_path={str(tmp_path / 'log')!r}, timeout_s=60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", launcher])
     child = int(_wait_for_file(pidfile))
     proc.kill()
@@ -101,7 +137,13 @@ def test_child_dies_with_its_launcher(tmp_path):
 
 def test_timeout_of_a_child_that_obeys_sigterm_is_prompt(tmp_path):
     t0 = time.time()
-    out = run_child([sys.executable, "-c", "import time; time.sleep(60)"], env=dict(os.environ), cwd=None,
-                    log_path=str(tmp_path / "log"), timeout_s=0.5, grace_s=5)
+    out = run_child(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env=dict(os.environ),
+        cwd=None,
+        log_path=str(tmp_path / "log"),
+        timeout_s=0.5,
+        grace_s=5,
+    )
     assert out.timed_out and out.signal == "SIGTERM"
     assert time.time() - t0 < 3, "waited out the grace period although the child had ended"

@@ -11,12 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from gridtrial import memcap
 from trials import MXNET_PYTHON, REPO, SITE
 
-CAP_VARIABLES = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
-                 "MXNET_GPU_MEM_POOL_RESERVE")
+from gridtrial import memcap
+
+CAP_VARIABLES = (
+    "XLA_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "MXNET_GPU_MEM_POOL_RESERVE",
+)
 
 
 def child(code: str, python: str = sys.executable, **env: str) -> dict:
@@ -28,12 +32,15 @@ def child(code: str, python: str = sys.executable, **env: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("version, name", [
-    ("0.4.31", "XLA_PYTHON_CLIENT_MEM_FRACTION"),
-    ("0.4.32", "XLA_CLIENT_MEM_FRACTION"),
-    ("0.4.32.dev20240901", "XLA_CLIENT_MEM_FRACTION"),
-    ("0.10.2", "XLA_CLIENT_MEM_FRACTION"),
-])
+@pytest.mark.parametrize(
+    "version, name",
+    [
+        ("0.4.31", "XLA_PYTHON_CLIENT_MEM_FRACTION"),
+        ("0.4.32", "XLA_CLIENT_MEM_FRACTION"),
+        ("0.4.32.dev20240901", "XLA_CLIENT_MEM_FRACTION"),
+        ("0.10.2", "XLA_CLIENT_MEM_FRACTION"),
+    ],
+)
 def test_jax_fraction_variable_follows_the_jaxlib_version(version, name):
     assert memcap.jax_fraction_variable(version) == name
 
@@ -54,8 +61,13 @@ def test_jax_cap_reaches_jaxlib_before_import_in_a_child():
         " 'sum': float(jnp.ones(3).sum())}))"
     )
     out = child(code, KERAS_BACKEND="jax")
-    assert out == {"method": "jax: XLA_CLIENT_MEM_FRACTION=0.25, XLA_PYTHON_CLIENT_PREALLOCATE=false",
-                   "fraction": 0.25, "preallocate": False, "old": None, "sum": 3.0}
+    assert out == {
+        "method": "jax: XLA_CLIENT_MEM_FRACTION=0.25, XLA_PYTHON_CLIENT_PREALLOCATE=false",
+        "fraction": 0.25,
+        "preallocate": False,
+        "old": None,
+        "sum": 3.0,
+    }
 
 
 def test_jax_cap_refuses_to_set_both_names():
@@ -89,7 +101,9 @@ def test_tensorflow_cap_on_a_cpu_slot_applies_nothing_and_says_so():
 
 
 def test_torch_cap_texts():
-    assert memcap.torch_method(0.05, None) == "torch: set_per_process_memory_fraction(0.05) (no GPU visible: not applied)"
+    assert (
+        memcap.torch_method(0.05, None) == "torch: set_per_process_memory_fraction(0.05) (no GPU visible: not applied)"
+    )
     assert memcap.torch_method(0.05, 2) == "torch: set_per_process_memory_fraction(0.05) on 2 device(s)"
     assert memcap.torch(None, None, [0]) == memcap.DEFAULT
 
@@ -104,14 +118,17 @@ def test_mxnet_reserve_is_the_part_not_used(fraction, reserve):
     env: dict[str, str] = {}
     method = memcap.mxnet(fraction, ["0"], env=env)
     assert env == {"MXNET_GPU_MEM_POOL_RESERVE": reserve}
-    assert method == (f"mxnet: MXNET_GPU_MEM_POOL_RESERVE={reserve} "
-                      "(closest documented control; no per-process fraction)")
+    assert method == (
+        f"mxnet: MXNET_GPU_MEM_POOL_RESERVE={reserve} (closest documented control; no per-process fraction)"
+    )
 
 
 @pytest.mark.skipif(not MXNET_PYTHON.exists(), reason=f"no MXNet interpreter at {MXNET_PYTHON}: run `make mxnet-env`")
 def test_mxnet_cap_is_set_before_mxnet_is_imported_in_its_interpreter():
-    code = ("import json, os\nfrom gridtrial import memcap\nm = memcap.mxnet(0.2, [])\nimport mxnet\n"
-            "print(json.dumps({'m': m, 'env': os.environ['MXNET_GPU_MEM_POOL_RESERVE'], 'v': mxnet.__version__}))")
+    code = (
+        "import json, os\nfrom gridtrial import memcap\nm = memcap.mxnet(0.2, [])\nimport mxnet\n"
+        "print(json.dumps({'m': m, 'env': os.environ['MXNET_GPU_MEM_POOL_RESERVE'], 'v': mxnet.__version__}))"
+    )
     out = child(code, python=str(MXNET_PYTHON))
     assert out["env"] == "80" and out["v"] == "1.9.1"
     assert out["m"].endswith("(no GPU visible: not applied)")
@@ -140,7 +157,8 @@ def test_jax_cap_sets_the_allocator_limit_on_a_gpu():
         "import json\nfrom gridtrial import memcap, devmem\nm = memcap.jax(0.2, True, ['0'])\n"
         "import jax, jax.numpy as jnp\nx = jnp.ones((1024, 1024)).block_until_ready()\n"
         "d = jax.devices()[0]\npeak, mem = devmem.jax([d])\n"
-        "import pynvml\npynvml.nvmlInit()\ntotal = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total\n"
+        "import pynvml\npynvml.nvmlInit()\n"
+        "total = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total\n"
         "print(json.dumps({'m': m, 'limit': d.memory_stats()['bytes_limit'], 'total': total, 'peak': peak}))"
     )
     out = child(code, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="0")
@@ -150,8 +168,10 @@ def test_jax_cap_sets_the_allocator_limit_on_a_gpu():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                    reason="tensorflow is not installed here (the GPU machine cannot carry it)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="tensorflow is not installed here (the GPU machine cannot carry it)",
+)
 def test_tensorflow_cap_makes_a_capped_logical_device_on_a_gpu():
     code = (
         "import json\nimport tensorflow as tf\nfrom gridtrial import memcap, devmem\n"
@@ -163,17 +183,23 @@ def test_tensorflow_cap_makes_a_capped_logical_device_on_a_gpu():
     )
     out = child(code, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="0")
     assert out["limit"] == out["expected"]
-    assert out["m"] == f"tensorflow: logical device memory_limit={out['expected']} MiB (0.25 x device memory) on 1 GPU(s)"
+    assert (
+        out["m"] == f"tensorflow: logical device memory_limit={out['expected']} MiB (0.25 x device memory) on 1 GPU(s)"
+    )
     assert out["peak"] >= 4.0
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                    reason="tensorflow is not installed here (the GPU machine cannot carry it)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="tensorflow is not installed here (the GPU machine cannot carry it)",
+)
 def test_tensorflow_memory_growth_on_a_gpu():
-    code = ("import json\nimport tensorflow as tf\nfrom gridtrial import memcap\n"
-            "m = memcap.tensorflow(tf, None, True, ['0'])\n"
-            "g = tf.config.experimental.get_memory_growth(tf.config.list_physical_devices('GPU')[0])\n"
-            "print(json.dumps({'m': m, 'growth': g}))")
+    code = (
+        "import json\nimport tensorflow as tf\nfrom gridtrial import memcap\n"
+        "m = memcap.tensorflow(tf, None, True, ['0'])\n"
+        "g = tf.config.experimental.get_memory_growth(tf.config.list_physical_devices('GPU')[0])\n"
+        "print(json.dumps({'m': m, 'growth': g}))"
+    )
     out = child(code, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="0")
     assert out == {"m": "tensorflow: set_memory_growth(True) on 1 GPU(s)", "growth": True}

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from grid.oom import is_oom
 from trials import run_spec_trial
+
+from grid.trial.oom import is_oom
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "oom").glob("*.txt"))
 
@@ -41,13 +41,16 @@ def test_is_oom_on_real_error_texts(path):
     assert is_oom(None, f"Traceback (most recent call last):\n  ...\n{log_line}") is expected
 
 
-@pytest.mark.parametrize("error_type, message", [
-    ("builtins.ValueError", "images=16 is fewer than one global batch of 32"),
-    ("builtins.KeyError", "'memory'"),
-    ("builtins.RuntimeError", "gpus=2 needs 2 visible GPUs; CUDA_VISIBLE_DEVICES=''"),
-    (None, ""),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "error_type, message",
+    [
+        ("builtins.ValueError", "images=16 is fewer than one global batch of 32"),
+        ("builtins.KeyError", "'memory'"),
+        ("builtins.RuntimeError", "gpus=2 needs 2 visible GPUs; CUDA_VISIBLE_DEVICES=''"),
+        (None, ""),
+        (None, None),
+    ],
+)
 def test_other_errors_are_not_oom(error_type, message):
     assert not is_oom(error_type, message)
 

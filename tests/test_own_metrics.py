@@ -10,13 +10,13 @@ import yaml
 
 from grid.cli import main
 
-TRAIN = '''
+TRAIN = """
 import os
 
 def train(config):
     shift = float(os.environ.get("SHIFT", "0"))
     return {"test_acc": 0.9 + shift, "widgets": 3.0 + shift, "gadgets": 5.0 + shift, "kind": "demo"}
-'''
+"""
 
 
 @pytest.fixture
@@ -24,21 +24,48 @@ def runs(tmp_path):
     """The same two trials run twice: the second run's values are 0.5 lower."""
     (tmp_path / "mytrain.py").write_text(TRAIN)
     for name, shift in (("base", "0"), ("cur", "-0.5")):
-        spec = {"name": "own", "function": "mytrain:train", "axes": {"lr": [0.1, 0.2]}, "env": {"SHIFT": shift},
-                "metrics": {"widgets": {"goal": "max"}}}
+        spec = {
+            "name": "own",
+            "function": "mytrain:train",
+            "axes": {"lr": [0.1, 0.2]},
+            "env": {"SHIFT": shift},
+            "metrics": {"widgets": {"goal": "max"}},
+        }
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
-        assert main(["run", str(tmp_path / f"{name}.yaml"), "--results", str(tmp_path / name), "--runner", "local",
-                     "--plain"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    str(tmp_path / f"{name}.yaml"),
+                    "--results",
+                    str(tmp_path / name),
+                    "--runner",
+                    "local",
+                    "--plain",
+                ]
+            )
+            == 0
+        )
     return tmp_path
 
 
 def test_query_and_report_see_the_trials_own_columns(runs, capsys):
     capsys.readouterr()
-    assert main(["query", str(runs / "base"), "select lr, test_acc, widgets, kind, metric_goals_json from trials "
-                                              "order by lr", "--csv"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(runs / "base"),
+                "select lr, test_acc, widgets, kind, metric_goals_json from trials order by lr",
+                "--csv",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("0.1,0.9,3,demo,") and json.loads(lines[1].split(",", 4)[4].strip('"').replace('""', '"')) \
-        == {"widgets": "max", "test_acc": "max", "gadgets": None, "kind": None}
+    assert lines[1].startswith("0.1,0.9,3,demo,") and json.loads(
+        lines[1].split(",", 4)[4].strip('"').replace('""', '"')
+    ) == {"widgets": "max", "test_acc": "max", "gadgets": None, "kind": None}
     assert main(["report", str(runs / "base"), "--no-html", "--rows", "lr", "--metric", "widgets"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "sweep own: widgets, median (min-max)" in out and "test_acc" in out  # pivot, and the default table's column

@@ -6,10 +6,10 @@ import io
 
 from rich.console import Console
 
-from grid.attempt import Placement
-from grid.expand import expand
-from grid.progress import LiveProgress, PlainProgress
-from grid.spec import parse_spec
+from grid.scheduler.progress import LiveProgress, PlainProgress
+from grid.shared import Placement
+from grid.spec.expand import expand
+from grid.spec.parse import parse_spec
 
 SPEC = parse_spec({"name": "p", "workload": "sleep", "axes": {"batch_size": [1, 2, 3]}})
 TRIALS = expand(SPEC).trials
@@ -42,8 +42,9 @@ def test_plain_lines():
 
 def test_live_view_shows_workers_and_totals():
     buf = io.StringIO()
-    progress = LiveProgress(lambda t: t.describe(["batch_size"]),
-                            console=Console(file=buf, force_terminal=True, width=120))
+    progress = LiveProgress(
+        lambda t: t.describe(["batch_size"]), console=Console(file=buf, force_terminal=True, width=120)
+    )
     _drive(progress)
     text = buf.getvalue()
     assert "n0/gpu0" in text and "batch_size=1" in text and "elapsed" in text

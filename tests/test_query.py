@@ -6,14 +6,19 @@ import csv
 import io
 
 import pytest
-
 from sweep_data import retried_dataset
-from grid.cli import main
-from grid.query import run_query
-from grid.results import ResultStore
 
-SPEC = {"name": "q", "workload": "sleep", "params": {"seconds": 0.05}, "timeout_s": 30,
-        "axes": {"batch_size": [1, 2], "fail": ["none", "error"]}}
+from grid.cli import main
+from grid.results.query import run_query
+from grid.results.store import ResultStore
+
+SPEC = {
+    "name": "q",
+    "workload": "sleep",
+    "params": {"seconds": 0.05},
+    "timeout_s": 30,
+    "axes": {"batch_size": [1, 2], "fail": ["none", "error"]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +33,10 @@ def test_views_hold_latest_trials_and_every_attempt_once(retried):
     assert run_query(store, "select count(*) n from attempts").to_pylist() == [{"n": 6}]
     assert run_query(store, "select count(*) n from trials").to_pylist() == [{"n": 4}]
     rows = run_query(store, "select fail, status, max(attempt) a, count(*) n from trials group by all order by 1")
-    assert rows.to_pylist() == [{"fail": "error", "status": "error", "a": 1, "n": 2},
-                                {"fail": "none", "status": "ok", "a": 0, "n": 2}]
+    assert rows.to_pylist() == [
+        {"fail": "error", "status": "error", "a": 1, "n": 2},
+        {"fail": "none", "status": "ok", "a": 0, "n": 2},
+    ]
 
 
 @pytest.mark.slow
@@ -38,7 +45,11 @@ def test_csv_and_table_output(retried, capsys):
     assert main(["query", str(retried), sql, "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["batch_size"], r["fail"], r["status"]) for r in rows] == [
-        ("1", "error", "error"), ("1", "none", "ok"), ("2", "error", "error"), ("2", "none", "ok")]
+        ("1", "error", "error"),
+        ("1", "none", "ok"),
+        ("2", "error", "error"),
+        ("2", "none", "ok"),
+    ]
     assert rows[1]["epoch_times"].startswith("[0.05")  # lists as JSON
     assert main(["query", str(retried), "select status, count(*) as n from attempts group by 1 order by 1"]) == 0
     out = capsys.readouterr().out

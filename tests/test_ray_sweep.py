@@ -15,17 +15,18 @@ import psutil
 import pytest
 import yaml
 
-from grid.results import ResultStore
-from grid.sweep import RunOptions, run_sweep
-from grid.spec import parse_spec
+from grid.results.store import ResultStore
+from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.spec.parse import parse_spec
 from tests.test_scheduler import assert_no_gpu_shared, intervals_by_gpu
 
 pytestmark = pytest.mark.slow
 
 
 def sleep_spec(name, seconds, axes, **extra):
-    return parse_spec({"name": name, "workload": "sleep", "params": {"seconds": seconds}, "axes": axes,
-                       "timeout_s": 60, **extra})
+    return parse_spec(
+        {"name": name, "workload": "sleep", "params": {"seconds": seconds}, "axes": axes, "timeout_s": 60, **extra}
+    )
 
 
 def ray_opts(results) -> RunOptions:
@@ -60,8 +61,12 @@ def test_twenty_trials_on_four_gpus(ray_local, tmp_path):
 
 
 def test_gang_trial_on_two_workers_of_one_node_while_singles_flow(ray_local, tmp_path):
-    spec = sleep_spec("gang", 1.5, {"batch_size": [1, 2, 3, 4, 5, 6], "gpus": [1, 2]},
-                      exclude=[{"gpus": 2, "batch_size": [1, 3, 5, 6]}])
+    spec = sleep_spec(
+        "gang",
+        1.5,
+        {"batch_size": [1, 2, 3, 4, 5, 6], "gpus": [1, 2]},
+        exclude=[{"gpus": 2, "batch_size": [1, 3, 5, 6]}],
+    )
     run_sweep(spec, ray_opts(tmp_path))
     rows = ResultStore(str(tmp_path)).latest("gang").to_pylist()
     assert len(rows) == 8 and {r["status"] for r in rows} == {"ok"}
@@ -69,7 +74,7 @@ def test_gang_trial_on_two_workers_of_one_node_while_singles_flow(ray_local, tmp
     singles = [r for r in rows if r["gpus"] == 1]
     for gang in gangs:
         assert len(set(gang["gpu_ids"])) == 2 and len(gang["workers"]) == 2
-        assert '"CUDA_VISIBLE_DEVICES": "%s"' % ",".join(gang["gpu_ids"]) in gang["child_env_json"]
+        assert '"CUDA_VISIBLE_DEVICES": "{}"'.format(",".join(gang["gpu_ids"])) in gang["child_env_json"]
         overlapping = [s for s in singles if s["started_at"] < gang["ended_at"] and s["ended_at"] > gang["started_at"]]
         assert overlapping, "1-GPU trials should keep running beside the gang trial"
     assert_no_gpu_shared(rows)
@@ -116,8 +121,17 @@ def _session_processes(sid: int) -> list[psutil.Process]:
 def test_resume_after_driver_killed(tmp_path):
     """kill -9 the driver (its own local Ray) mid-sweep, run again: every trial once, none re-run."""
     spec_path = tmp_path / "resume.yaml"
-    spec_path.write_text(yaml.safe_dump({"name": "resume", "workload": "sleep", "params": {"seconds": 1.5},
-                                         "axes": {"batch_size": list(range(1, 11))}, "timeout_s": 60}))
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "resume",
+                "workload": "sleep",
+                "params": {"seconds": 1.5},
+                "axes": {"batch_size": list(range(1, 11))},
+                "timeout_s": 60,
+            }
+        )
+    )
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "grid", "run", str(spec_path), "--results", str(results), "--num-gpus", "2", "--plain"]
     driver = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -145,7 +159,7 @@ def test_resume_after_driver_killed(tmp_path):
 
 
 def test_workers_report_their_pins(ray_local, tmp_path):
-    from grid.raypool import RayPool
+    from grid.scheduler.raypool import RayPool
 
     pool = RayPool(sleep_spec("pins", 0.1, {"batch_size": [1]}), ResultStore(str(tmp_path)))
     try:

@@ -17,24 +17,44 @@ import yaml
 
 from grid.cli import main
 from grid.errors import UsageError
-from grid.plots import sweep_plots
-from grid.report import ReportOptions, build_report, fmt_number, metric_cell
-from grid.results import SCHEMA_VERSION, ResultStore
+from grid.reports.build import ReportOptions, build_report
+from grid.reports.plots import sweep_plots
+from grid.reports.table import fmt_number, metric_cell
+from grid.results.schema import SCHEMA_VERSION
+from grid.results.store import ResultStore
 
 pytestmark = pytest.mark.slow
 
-MIXED = {"name": "mix", "workload": "sleep", "params": {"seconds": 0.05}, "timeout_s": 30, "repeats": 2,
-         "axes": {"backend": ["none", "jax"], "memory_fraction": [None, 0.5], "fail": ["none", "oom"]}}
+MIXED = {
+    "name": "mix",
+    "workload": "sleep",
+    "params": {"seconds": 0.05},
+    "timeout_s": 30,
+    "repeats": 2,
+    "axes": {"backend": ["none", "jax"], "memory_fraction": [None, 0.5], "fail": ["none", "oom"]},
+}
 # the same sweep name, two trials that outlive their timeout
-TIMEOUTS = ["--set", "backend=[torch]", "--set", "memory_fraction=[null]", "--set", "fail=[none]",
-            "--set", "seconds=0.6", "--set", "timeout_s=0.2"]
+TIMEOUTS = [
+    "--set",
+    "backend=[torch]",
+    "--set",
+    "memory_fraction=[null]",
+    "--set",
+    "fail=[none]",
+    "--set",
+    "seconds=0.6",
+    "--set",
+    "timeout_s=0.2",
+]
 
 
 def run_sweep(tmp: Path, spec: dict, results: Path, *args: str) -> None:
     path = tmp / f"{spec['name']}-{len(list(tmp.glob('*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    assert main(["run", str(path), "--results", str(results), "--runner", "local", "--plain",
-                 "--cpu-slots", "2", *args]) == 0
+    assert (
+        main(["run", str(path), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2", *args])
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +124,9 @@ def test_only_latest_attempts_count(mixed, tmp_path):
 def test_partial_failures_show_the_median_of_the_ok_repeats(mixed):
     (report,) = build_report(ResultStore(str(mixed)), ReportOptions())
     group_rows = [r for r in report.rows if r["_config"]["backend"] == "none" and r["_config"]["fail"] == "none"]
-    from grid.report import Group
+    from grid.reports.table import Group
 
-    mixed_group = Group(("x",), group_rows[:1] + [dict(group_rows[1], status="oom")])
+    mixed_group = Group(("x",), [*group_rows[:1], dict(group_rows[1], status="oom")])
     cell = metric_cell(mixed_group, "first_epoch_s")
     assert cell.text == f"{fmt_number(group_rows[0]['first_epoch_s'])} +oom" and cell.kind == "value"
 
@@ -151,9 +171,12 @@ def derived(report, **per_row):
 
 def test_plots_drawn_where_axes_vary_and_skipped_with_a_reason(mixed, tmp_path):
     (report,) = build_report(ResultStore(str(mixed)), ReportOptions())
-    derived(report, steady_epoch_s=lambda r: r["first_epoch_s"] * (2 if r["memory_fraction"] else 1),
-            gpu_mem_peak_mib=lambda r: 16000 * (r["memory_fraction"] or 1.0),
-            framework_peak_mib=lambda r: 900.0)
+    derived(
+        report,
+        steady_epoch_s=lambda r: r["first_epoch_s"] * (2 if r["memory_fraction"] else 1),
+        gpu_mem_peak_mib=lambda r: 16000 * (r["memory_fraction"] or 1.0),
+        framework_peak_mib=lambda r: 900.0,
+    )
     plots = {p.name: p for p in sweep_plots(report.rows, report.axes, tmp_path, "mix")}
     assert plots["memory-vs-fraction"].path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots["epoch-vs-fraction"].path.stat().st_size > 10_000
@@ -165,8 +188,13 @@ def test_plots_drawn_where_axes_vary_and_skipped_with_a_reason(mixed, tmp_path):
 
 
 def test_gpu_scaling_plot_with_ideal_line(tmp_path):
-    spec = {"name": "scale", "workload": "sleep", "params": {"seconds": 0.05}, "timeout_s": 30,
-            "axes": {"batch_size": [8, 32], "gpus": [1, 2]}}
+    spec = {
+        "name": "scale",
+        "workload": "sleep",
+        "params": {"seconds": 0.05},
+        "timeout_s": 30,
+        "axes": {"batch_size": [8, 32], "gpus": [1, 2]},
+    }
     run_sweep(tmp_path, spec, tmp_path / "results", "--num-gpus", "2")
     (report,) = build_report(ResultStore(str(tmp_path / "results")), ReportOptions())
     derived(report, images_per_s=lambda r: 100.0 * r["batch_size"] * r["gpus"] ** 0.8)
@@ -178,8 +206,12 @@ def test_gpu_scaling_plot_with_ideal_line(tmp_path):
 
 @pytest.mark.slow
 def test_real_training_report(tmp_path):
-    spec = {"name": "tiny", "workload": "keras_tiny", "params": {"epochs": 2, "images": 256, "backend": "torch"},
-            "timeout_s": 300}
+    spec = {
+        "name": "tiny",
+        "workload": "keras_tiny",
+        "params": {"epochs": 2, "images": 256, "backend": "torch"},
+        "timeout_s": 300,
+    }
     run_sweep(tmp_path, spec, tmp_path / "results")
     (report,) = build_report(ResultStore(str(tmp_path / "results")), ReportOptions())
     (row,) = report.tables[0].rows
@@ -190,16 +222,27 @@ def test_real_training_report(tmp_path):
     assert "keras 3." in page and "torch 2." in page
 
 
-OLD_SCHEMA_DROPS = ("config_json", "framework_peak_mib", "framework_mem_json", "gpu_mem_peak_per_gpu_mib",
-                    "versions_json", "child_env_json", "memory_cap_method", "epoch_times")
+OLD_SCHEMA_DROPS = (
+    "config_json",
+    "framework_peak_mib",
+    "framework_mem_json",
+    "gpu_mem_peak_per_gpu_mib",
+    "versions_json",
+    "child_env_json",
+    "memory_cap_method",
+    "epoch_times",
+)
 
 
 def make_old_schema(results: Path) -> int:
     """Rewrite one config's files of a real sweep as one file of an older schema (version 0): columns
     missing (`config_json` among them), and `timeout_s`/`peak_rss_mib` still integers."""
-    paths = [p for p in results.glob("sweep=mix/*.parquet")
-             if pq.read_table(p).select(["backend", "memory_fraction", "fail"]).to_pylist()
-             == [{"backend": "none", "memory_fraction": 0.5, "fail": "none"}]]
+    paths = [
+        p
+        for p in results.glob("sweep=mix/*.parquet")
+        if pq.read_table(p).select(["backend", "memory_fraction", "fail"]).to_pylist()
+        == [{"backend": "none", "memory_fraction": 0.5, "fail": "none"}]
+    ]
     table = pa.concat_tables(pq.read_table(p) for p in paths).drop_columns(list(OLD_SCHEMA_DROPS))
     table = table.set_column(0, "schema_version", pa.array([0] * table.num_rows, pa.int32()))
     for name in ("timeout_s", "peak_rss_mib"):
@@ -222,8 +265,17 @@ def test_old_schema_files_read_with_new_ones(mixed, tmp_path, capsys):
     assert row_of(report.tables[0], backend="none", memory_fraction="0.5", fail="none")[-1].text == "ok x2"
     page = render_page(report)
     assert f"<dt>schema versions</dt><dd>0, {SCHEMA_VERSION}</dd>" in page
-    assert main(["query", str(results), "select schema_version v, count(*) n, count(framework_peak_mib) f "
-                                        "from trials group by 1 order by 1", "--csv"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(results),
+                "select schema_version v, count(*) n, count(framework_peak_mib) f from trials group by 1 order by 1",
+                "--csv",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines()[1:] == ["0,2,0", f"{SCHEMA_VERSION},16,0"]
     # joined on the config rebuilt from the old rows' columns: nothing missing, nothing new
     assert main(["compare", str(mixed), str(results), "--metric", "first_epoch_s"]) == 0
@@ -234,6 +286,6 @@ def test_old_schema_files_read_with_new_ones(mixed, tmp_path, capsys):
 
 
 def render_page(report) -> str:
-    from grid.html import render
+    from grid.reports.page import render
 
     return render([report], "test")

@@ -7,11 +7,13 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from grid.attempt import base_row
 from grid.errors import ResultsError
-from grid.expand import expand
-from grid.results import SCHEMA_VERSION, ResultStore, latest_attempts
-from grid.spec import parse_spec
+from grid.results.dedupe import latest_attempts
+from grid.results.rows import base_row
+from grid.results.schema import SCHEMA_VERSION
+from grid.results.store import ResultStore
+from grid.spec.expand import expand
+from grid.spec.parse import parse_spec
 
 
 def _rows(n=3):

@@ -4,12 +4,12 @@ exception is the row's error (an out-of-memory one becomes `oom`), and nothing i
 from __future__ import annotations
 
 import pytest
-
-from grid.errors import SpecError
-from grid.spec import parse_spec
 from trials import log_of, ok, run_spec_trial
 
-MODULE = '''
+from grid.errors import SpecError
+from grid.spec.parse import parse_spec
+
+MODULE = """
 import time
 
 def train(config):
@@ -22,7 +22,7 @@ def train(config):
         return [1, 2]
     return {"epoch_times": [2.0, 1.0, 1.2], "images_per_epoch": 600, "score": config["lr"] * 10, "tag": "fine",
             "status": "hijack"}
-'''
+"""
 
 
 @pytest.fixture

@@ -8,18 +8,21 @@ import time
 
 import pyarrow.fs as pafs
 import pytest
+import s3server
 from rich.console import Console
 
-import s3server
-from grid.attempt import Placement, base_row
 from grid.errors import ResultsError
-from grid.expand import expand
-from grid.pools import LocalPool
-from grid.progress import PlainProgress
-from grid.results import ResultStore
-from grid.sweep import RunOptions, run_sweep
-from grid.scheduler import Pending, Running, Scheduler
-from grid.spec import GridSpec, parse_spec
+from grid.results.rows import base_row
+from grid.results.store import ResultStore
+from grid.scheduler.driver import Running, Scheduler
+from grid.scheduler.pool import LocalPool
+from grid.scheduler.progress import PlainProgress
+from grid.scheduler.resume import Pending
+from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.shared import Placement
+from grid.spec.expand import expand
+from grid.spec.model import GridSpec
+from grid.spec.parse import parse_spec
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +41,15 @@ def aws_env(s3, monkeypatch):
 
 
 def spec_of(name: str, **axes) -> GridSpec:
-    return parse_spec({"name": name, "workload": "sleep", "params": {"seconds": 0.1}, "timeout_s": 30,
-                       "axes": axes or {"batch_size": [1, 2]}})
+    return parse_spec(
+        {
+            "name": name,
+            "workload": "sleep",
+            "params": {"seconds": 0.1},
+            "timeout_s": 30,
+            "axes": axes or {"batch_size": [1, 2]},
+        }
+    )
 
 
 def everything_written(s3, prefix: str) -> bytes:
@@ -69,8 +79,11 @@ def test_endpoint_from_the_standard_environment(aws_env, monkeypatch):
 def test_secret_never_in_rows_logs_or_report(aws_env):
     spec = spec_of("secret", batch_size=[1, 2], fail=["none", "error"])
     out = io.StringIO()
-    run_sweep(spec, RunOptions(results=aws_env.uri("secret"), runner="local", num_gpus=2, live=False),
-              console=Console(file=out, width=200))
+    run_sweep(
+        spec,
+        RunOptions(results=aws_env.uri("secret"), runner="local", num_gpus=2, live=False),
+        console=Console(file=out, width=200),
+    )
     rows = ResultStore(aws_env.uri("secret")).latest("secret").to_pylist()
     assert sorted(r["status"] for r in rows) == ["error", "error", "ok", "ok"]
     assert all(r["log_path"].startswith("s3://") for r in rows)
@@ -103,7 +116,7 @@ def test_lost_marker_never_replaces_a_written_outcome(aws_env):
 
 
 def test_driver_without_access_is_refused_before_anything_runs(aws_env, monkeypatch, ray_local):
-    from grid.storage_check import check_results_location
+    from grid.results.storage_check import check_results_location
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(ResultsError, match="this driver .* cannot write to s3://"):

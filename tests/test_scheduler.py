@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import collections
+import itertools
 
 import pytest
 
 from grid.errors import UsageError
-from grid.expand import expand
-from grid.results import ResultStore
-from grid.sweep import RunOptions, run_sweep
-from grid.spec import parse_spec
+from grid.results.store import ResultStore
+from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.spec.expand import expand
+from grid.spec.parse import parse_spec
 
 
 def sleep_spec(name="s", seconds=0.3, **extra):
@@ -30,7 +31,7 @@ def intervals_by_gpu(rows):
 def assert_no_gpu_shared(rows):
     for gpu, spans in intervals_by_gpu(rows).items():
         spans.sort()
-        for (s0, e0, t0), (s1, e1, t1) in zip(spans, spans[1:]):
+        for (_s0, e0, t0), (s1, _e1, t1) in itertools.pairwise(spans):
             assert s1 >= e0, f"GPU {gpu} ran {t0} and {t1} at once"
 
 
@@ -46,8 +47,11 @@ def test_every_trial_once_no_gpu_shared(tmp_path):
 
 def test_gang_trial_is_not_starved(tmp_path):
     # queue: bs1 g1, bs2 g1, bs2 g2 (gang), bs3..bs6 g1 on two GPUs: the gang trial must run before bs3+.
-    spec = sleep_spec(seconds=0.5, axes={"batch_size": [1, 2, 3, 4, 5, 6], "gpus": [1, 2]},
-                      exclude=[{"gpus": 2, "batch_size": [1, 3, 4, 5, 6]}])
+    spec = sleep_spec(
+        seconds=0.5,
+        axes={"batch_size": [1, 2, 3, 4, 5, 6], "gpus": [1, 2]},
+        exclude=[{"gpus": 2, "batch_size": [1, 3, 4, 5, 6]}],
+    )
     run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", num_gpus=2, live=False))
     rows = ResultStore(str(tmp_path)).latest("s").to_pylist()
     gang = [r for r in rows if r["gpus"] == 2]
@@ -80,8 +84,9 @@ def test_resume_skips_terminal_and_retry_failed_reruns(tmp_path):
     assert sorted(r["status"] for r in first.rows) == ["error", "ok", "oom"]
     again = run_sweep(spec, opts)
     assert again.rows == [] and again.skipped == 3
-    retried = run_sweep(spec, RunOptions(results=str(tmp_path), runner="local", cpu_slots=2, live=False,
-                                         retry_failed=True))
+    retried = run_sweep(
+        spec, RunOptions(results=str(tmp_path), runner="local", cpu_slots=2, live=False, retry_failed=True)
+    )
     assert [(r["fail"], r["attempt"]) for r in retried.rows] == [("error", 1)]  # oom is a finding, not retried
     store = ResultStore(str(tmp_path))
     assert store.read("s").num_rows == 4 and store.latest("s").num_rows == 3
@@ -133,15 +138,21 @@ class _ShrunkPool:
 
 def test_trials_no_node_can_place_any_more_end_the_sweep_with_a_clear_error(tmp_path):
     from grid.errors import ClusterError
-    from grid.pools import LocalPool
-    from grid.progress import PlainProgress
-    from grid.scheduler import Scheduler, plan_attempts
+    from grid.scheduler.driver import Scheduler
+    from grid.scheduler.pool import LocalPool
+    from grid.scheduler.progress import PlainProgress
+    from grid.scheduler.resume import plan_attempts
 
     spec = sleep_spec(seconds=0.1, axes={"gpus": [1, 2]})
     store = ResultStore(str(tmp_path))
     pending, skipped = plan_attempts(spec, expand(spec).trials, store)
-    scheduler = Scheduler(spec, store, _ShrunkPool(LocalPool(spec, store, gpus=["0", "1"])),
-                          PlainProgress(lambda t: t.trial_id), stall_timeout_s=1.0)
+    scheduler = Scheduler(
+        spec,
+        store,
+        _ShrunkPool(LocalPool(spec, store, gpus=["0", "1"])),
+        PlainProgress(lambda t: t.trial_id),
+        stall_timeout_s=1.0,
+    )
     scheduler.check_fits = lambda pending: None  # the node shrank after the start-up check
     with pytest.raises(ClusterError, match=r"1 queued trial\(s\) cannot run.*largest node has 1, a trial needs 2"):
         scheduler.run(pending, skipped)

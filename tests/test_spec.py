@@ -6,7 +6,8 @@ import pytest
 
 from grid.cli import main
 from grid.errors import SpecError
-from grid.spec import apply_overrides, parse_spec
+from grid.spec.overrides import apply_overrides
+from grid.spec.parse import parse_spec
 
 BASE = {
     "name": "t",
@@ -23,17 +24,26 @@ def _spec(**changes):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"axes": {"memory_fraction": [0.5, 1.5]}}, "axes.memory_fraction[1]: received 1.5, expected 0 < f <= 1 or null"),
+        (
+            {"axes": {"memory_fraction": [0.5, 1.5]}},
+            "axes.memory_fraction[1]: received 1.5, expected 0 < f <= 1 or null",
+        ),
         ({"axes": {"memory_fraction": [0]}}, "axes.memory_fraction[0]: received 0, expected 0 < f <= 1 or null"),
         ({"axes": {"batch_size": [0]}}, "axes.batch_size[0]: received 0, expected an integer >= 1"),
         ({"axes": {"batch_size": ["32"]}}, 'axes.batch_size[0]: received "32", expected an integer >= 1'),
         ({"axes": {"gpus": [1.5]}}, "axes.gpus[0]: received 1.5, expected an integer >= 1"),
-        ({"axes": {"backend": ["caffe"]}}, "axes.backend[0]: received \"caffe\", expected one of"),
-        ({"axes": {"epochz": [1]}}, 'axes.epochz: unknown parameter "epochz" for workload \'sleep\'; valid parameters are'),
+        ({"axes": {"backend": ["caffe"]}}, 'axes.backend[0]: received "caffe", expected one of'),
+        (
+            {"axes": {"epochz": [1]}},
+            "axes.epochz: unknown parameter \"epochz\" for workload 'sleep'; valid parameters are",
+        ),
         ({"axes": {"batch_size": [32, 32]}}, "axes.batch_size: repeated value(s) 32"),
         ({"axes": {"batch_size": []}}, "axes.batch_size: received [], expected a non-empty list of values"),
         ({"params": {"seconds": -1}}, "params.seconds: received -1, expected a number >= 0"),
-        ({"params": {"seconds": [1, 2]}}, "params.seconds: received [1, 2], expected one value (put lists of values under axes)"),
+        (
+            {"params": {"seconds": [1, 2]}},
+            "params.seconds: received [1, 2], expected one value (put lists of values under axes)",
+        ),
         ({"params": {"batch_size": 8}}, "batch_size: set both in params and in axes; keep one"),
         ({"repeats": 0}, "repeats: received 0, expected an integer >= 1"),
         ({"timeout_s": "soon"}, 'timeout_s: received "soon", expected a number of seconds > 0'),
@@ -42,7 +52,10 @@ def _spec(**changes):
         ({"workload": "nope"}, 'workload: received "nope", expected one of'),
         ({"exclude": [{"batch_size": 7, "colour": "red"}]}, 'exclude[0].colour: unknown parameter "colour"'),
         ({"exclude": "torch"}, 'exclude: received "torch", expected a list of rules'),
-        ({"interpreters": {"caffe": "/x"}}, 'interpreters.caffe: received "caffe", expected a backend of this workload'),
+        (
+            {"interpreters": {"caffe": "/x"}},
+            'interpreters.caffe: received "caffe", expected a backend of this workload',
+        ),
         ({"colour": "red"}, "unknown key(s) ['colour']; valid keys are ['axes', 'command', 'description'"),
     ],
 )

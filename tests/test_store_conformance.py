@@ -16,12 +16,13 @@ from datetime import datetime, timezone
 
 import pyarrow.fs as pafs
 import pytest
-
 import s3server
-from grid.attempt import base_row
-from grid.expand import expand
-from grid.results import ResultStore, latest_attempts
-from grid.spec import parse_spec
+
+from grid.results.dedupe import latest_attempts
+from grid.results.rows import base_row
+from grid.results.store import ResultStore
+from grid.spec.expand import expand
+from grid.spec.parse import parse_spec
 
 SPEC = parse_spec({"name": "conf", "workload": "sleep", "axes": {"batch_size": list(range(1, 41))}})
 TRIALS = expand(SPEC).trials
@@ -52,7 +53,12 @@ def test_row_reads_back_unchanged(store):
     store.write_row(row(0, 0, wall_s=1.25, epoch_times=[0.5, 0.25], ended_at=ended, workers=["n0/gpu1"]))
     (got,) = store.read("conf").to_pylist()
     assert (got["trial_id"], got["attempt"], got["status"]) == (TRIALS[0].trial_id, 0, "ok")
-    assert (got["wall_s"], got["epoch_times"], got["ended_at"], got["workers"]) == (1.25, [0.5, 0.25], ended, ["n0/gpu1"])
+    assert (got["wall_s"], got["epoch_times"], got["ended_at"], got["workers"]) == (
+        1.25,
+        [0.5, 0.25],
+        ended,
+        ["n0/gpu1"],
+    )
     assert got["batch_size"] == 1
     assert store.read_row("conf", TRIALS[0].trial_id, 0)["wall_s"] == 1.25
     assert store.read_row("conf", TRIALS[0].trial_id, 1) is None

@@ -10,9 +10,10 @@ import yaml
 
 from grid.cli import main
 from grid.errors import SpecError
-from grid.expand import expand
-from grid.spec import apply_overrides, load_spec, parse_spec
-from grid.target import render, split_command
+from grid.spec.expand import expand
+from grid.spec.overrides import apply_overrides
+from grid.spec.parse import load_spec, parse_spec
+from grid.spec.target import render, split_command
 
 SCRIPT = "import sys\nprint('args', sys.argv[1:])\n"
 
@@ -28,35 +29,56 @@ def spec(project, **data):
     return parse_spec({**base, **data}, base_dir=project)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"command": "python train.py --bs {batchsize}"},
-     "command: placeholder {batchsize} names no axis or param; known names: batch_size, trial_id, attempt, repeat"),
-    ({"command": "python train.py {0}"}, "placeholder {0} in '{0}' is not a plain name"),
-    ({"command": "python train.py {bs"}, "has a malformed placeholder"),
-    ({"command": "python 'train.py"}, "does not split into words"),
-    ({"command": {"run": "x"}}, 'command: received {"run": "x"}, expected a string or a list of strings'),
-    ({"command": ""}, "command: received an empty command"),
-    ({"workload": "sleep"}, "give exactly one of workload (a built-in), command (your script) or function"),
-    ({"metrics": ["acc"]}, 'metrics: received ["acc"], expected a mapping of metric name'),
-    ({"metrics": {"acc": "acc: ([0-9.]+"}}, "metrics.acc: the pattern 'acc: ([0-9.]+' does not compile"),
-    ({"metrics": {"acc": {"pattern": "acc (\\d+)", "goal": "up"}}}, 'metrics.acc.goal: received "up", expected max or min'),
-    ({"metrics": {"acc": {"pattern": "(a) (b)"}}}, "has 2 groups; keep one group around the value"),
-    ({"metrics": {"acc": {"regex": "a", "goal": "max"}}}, "unknown key(s) ['regex']"),
-    ({"metrics": {"acc": {}}}, "expected a regular expression, {pattern: ..., goal: max|min} or {goal: max|min}"),
-    ({"axes": {"memory_fraction": [0.5, 1.5]}, "command": "python train.py"},
-     "axes.memory_fraction[1]: received 1.5, expected 0 < f <= 1 or null"),
-    ({"axes": {"memory_fraction": ["abc"]}, "command": "python train.py"},
-     'axes.memory_fraction[0]: received "abc", expected 0 < f <= 1 or null'),
-    ({"axes": {"backend": ["caffe"]}, "command": "python train.py"}, 'axes.backend[0]: received "caffe", expected one of'),
-    ({"axes": {"lr": [0.1, "fast"]}, "command": "python train.py"},
-     "axes.lr: expected one type for every value (received float, str)"),
-    ({"axes": {"layers": [[64, 64]]}, "command": "python train.py"}, "axes.layers: expected a string, number"),
-    ({"params": {"batch-size": 8}, "command": "python train.py"}, 'params.batch-size: received "batch-size", expected a name'),
-    ({"params": {"trial_id": "x"}, "command": "python train.py"}, "'trial_id' is reserved"),
-    ({"params": {"status": "x"}, "command": "python train.py"}, "'status' is the name of a results column"),
-    ({"workdir": "nowhere"}, 'workdir: received "nowhere", expected an existing directory'),
-    ({"interpreters": {"caffe": "/x"}}, 'interpreters.caffe: received "caffe", expected a backend'),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"command": "python train.py --bs {batchsize}"},
+            "command: placeholder {batchsize} names no axis or param; known names: batch_size, trial_id, attempt, "
+            "repeat",
+        ),
+        ({"command": "python train.py {0}"}, "placeholder {0} in '{0}' is not a plain name"),
+        ({"command": "python train.py {bs"}, "has a malformed placeholder"),
+        ({"command": "python 'train.py"}, "does not split into words"),
+        ({"command": {"run": "x"}}, 'command: received {"run": "x"}, expected a string or a list of strings'),
+        ({"command": ""}, "command: received an empty command"),
+        ({"workload": "sleep"}, "give exactly one of workload (a built-in), command (your script) or function"),
+        ({"metrics": ["acc"]}, 'metrics: received ["acc"], expected a mapping of metric name'),
+        ({"metrics": {"acc": "acc: ([0-9.]+"}}, "metrics.acc: the pattern 'acc: ([0-9.]+' does not compile"),
+        (
+            {"metrics": {"acc": {"pattern": "acc (\\d+)", "goal": "up"}}},
+            'metrics.acc.goal: received "up", expected max or min',
+        ),
+        ({"metrics": {"acc": {"pattern": "(a) (b)"}}}, "has 2 groups; keep one group around the value"),
+        ({"metrics": {"acc": {"regex": "a", "goal": "max"}}}, "unknown key(s) ['regex']"),
+        ({"metrics": {"acc": {}}}, "expected a regular expression, {pattern: ..., goal: max|min} or {goal: max|min}"),
+        (
+            {"axes": {"memory_fraction": [0.5, 1.5]}, "command": "python train.py"},
+            "axes.memory_fraction[1]: received 1.5, expected 0 < f <= 1 or null",
+        ),
+        (
+            {"axes": {"memory_fraction": ["abc"]}, "command": "python train.py"},
+            'axes.memory_fraction[0]: received "abc", expected 0 < f <= 1 or null',
+        ),
+        (
+            {"axes": {"backend": ["caffe"]}, "command": "python train.py"},
+            'axes.backend[0]: received "caffe", expected one of',
+        ),
+        (
+            {"axes": {"lr": [0.1, "fast"]}, "command": "python train.py"},
+            "axes.lr: expected one type for every value (received float, str)",
+        ),
+        ({"axes": {"layers": [[64, 64]]}, "command": "python train.py"}, "axes.layers: expected a string, number"),
+        (
+            {"params": {"batch-size": 8}, "command": "python train.py"},
+            'params.batch-size: received "batch-size", expected a name',
+        ),
+        ({"params": {"trial_id": "x"}, "command": "python train.py"}, "'trial_id' is reserved"),
+        ({"params": {"status": "x"}, "command": "python train.py"}, "'status' is the name of a results column"),
+        ({"workdir": "nowhere"}, 'workdir: received "nowhere", expected an existing directory'),
+        ({"interpreters": {"caffe": "/x"}}, 'interpreters.caffe: received "caffe", expected a backend'),
+    ],
+)
 def test_mistakes_are_spec_errors(project, changes, message):
     with pytest.raises(SpecError) as info:
         spec(project, **changes)
@@ -65,8 +87,9 @@ def test_mistakes_are_spec_errors(project, changes, message):
 
 def test_an_unknown_placeholder_exits_2_and_writes_nothing(project, capsys):
     path = project / "grid.yaml"
-    path.write_text(yaml.safe_dump({"name": "mine", "command": "python train.py --bs {batchsize}",
-                                    "axes": {"batch_size": [8]}}))
+    path.write_text(
+        yaml.safe_dump({"name": "mine", "command": "python train.py --bs {batchsize}", "axes": {"batch_size": [8]}})
+    )
     assert main(["run", str(path), "--results", str(project / "results"), "--runner", "local"]) == 2
     assert "placeholder {batchsize} names no axis or param" in capsys.readouterr().err
     assert not (project / "results").exists()
@@ -79,8 +102,11 @@ def test_empty_spec_file_says_so(tmp_path):
 
 
 def test_params_are_typed_by_their_values_and_core_ones_checked(project):
-    s = spec(project, params={"epochs": 3, "tag": "a"}, axes={"batch_size": [8], "lr": [0.1, 1], "amp": [True, False],
-                                                            "memory_fraction": [None, 0.5]})
+    s = spec(
+        project,
+        params={"epochs": 3, "tag": "a"},
+        axes={"batch_size": [8], "lr": [0.1, 1], "amp": [True, False], "memory_fraction": [None, 0.5]},
+    )
     kinds = s.param_kinds()
     assert kinds["lr"] is float and kinds["amp"] is bool and kinds["tag"] is str and kinds["epochs"] is int
     assert s.axes["lr"] == [0.1, 1.0] and s.workload == "command" and "backend" not in kinds
@@ -114,8 +140,10 @@ def test_module_commands_are_hashed_and_commands_without_files_say_so(project):
 
 def test_overrides_reach_params_axes_and_core_params(project):
     data = {"name": "m", "command": "python train.py", "params": {"epochs": 2}, "axes": {"lr": [0.1]}}
-    s = parse_spec(apply_overrides(data, ["epochs=5", "lr=[0.1,0.2]", "memory_fraction=[0.5]", "metrics.acc=a(1)"]),
-                   base_dir=project)
+    s = parse_spec(
+        apply_overrides(data, ["epochs=5", "lr=[0.1,0.2]", "memory_fraction=[0.5]", "metrics.acc=a(1)"]),
+        base_dir=project,
+    )
     assert s.params["epochs"] == 5 and s.axes["lr"] == [0.1, 0.2] and s.axes["memory_fraction"] == [0.5]
     assert s.metrics["acc"].pattern.pattern == "a(1)"
     with pytest.raises(SpecError, match="unknown key 'colour'"):
@@ -132,9 +160,16 @@ def test_placeholders_render_like_the_spec_writes_values():
 
 def test_plan_shows_the_command_the_script_and_the_metrics(project, capsys):
     path = project / "grid.yaml"
-    path.write_text(yaml.safe_dump({"name": "mine", "command": "python train.py --bs {batch_size}",
-                                    "axes": {"batch_size": [8, 16]},
-                                    "metrics": {"acc": {"pattern": "acc ([0-9.]+)", "goal": "max"}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "mine",
+                "command": "python train.py --bs {batch_size}",
+                "axes": {"batch_size": [8, 16]},
+                "metrics": {"acc": {"pattern": "acc ([0-9.]+)", "goal": "max"}},
+            }
+        )
+    )
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "command python train.py --bs {batch_size}, 2 trial(s)" in out

@@ -4,17 +4,16 @@ interpreter, Keras measured with no change to the script, DDP ranks capped, a mi
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from trials import log_of, ok, run_spec_trial
 
 from grid.cli import main
-from grid.results import ResultStore
-from trials import log_of, ok, run_spec_trial
+from grid.results.store import ResultStore
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -31,9 +30,16 @@ def printed(row: dict) -> dict:
 
 
 def test_command_gets_placeholders_variables_trial_json_and_runs_in_the_workdir(project):
-    row = ok(run_spec_trial(project, {"command": "python echo_trial.py --lr {lr} --id {trial_id}",
-                                      "params": {"lr": 0.001, "tag": "a b"},
-                                      "metrics": {"score": "score: ([0-9.]+)", "missing": "nope (\\d)"}}))
+    row = ok(
+        run_spec_trial(
+            project,
+            {
+                "command": "python echo_trial.py --lr {lr} --id {trial_id}",
+                "params": {"lr": 0.001, "tag": "a b"},
+                "metrics": {"score": "score: ([0-9.]+)", "missing": "nope (\\d)"},
+            },
+        )
+    )
     seen = printed(row)
     assert seen["argv"] == ["--lr", "0.001", "--id", row["trial_id"]] and seen["lr"] == "0.001" and seen["tag"] == "a b"
     assert seen["trial_config"] == {"lr": 0.001, "tag": "a b"} and seen["trial_id"] == row["trial_id"]
@@ -48,17 +54,27 @@ def test_leading_python_is_the_backends_interpreter(project):
     venv = project / "venv" / "bin"
     venv.mkdir(parents=True)
     (venv / "python3.11").symlink_to(sys.executable)
-    row = ok(run_spec_trial(project, {"command": "python3 echo_trial.py", "params": {"backend": "torch"},
-                                      "interpreters": {"torch": "venv/bin/python3.11"}}))
+    row = ok(
+        run_spec_trial(
+            project,
+            {
+                "command": "python3 echo_trial.py",
+                "params": {"backend": "torch"},
+                "interpreters": {"torch": "venv/bin/python3.11"},
+            },
+        )
+    )
     seen = printed(row)
     assert seen["python"] == str(venv / "python3.11") and seen["path0"] == str(venv)
 
 
 def test_a_missing_program_ends_its_trial_as_error_and_the_sweep_goes_on(project, capsys):
-    (project / "grid.yaml").write_text(yaml.safe_dump({"name": "progs", "command": "{prog} hello",
-                                                       "axes": {"prog": ["echo", "no-such-trainer"]}}))
-    assert main(["run", str(project / "grid.yaml"), "--results", str(project / "r"), "--runner", "local",
-                 "--plain"]) == 0
+    (project / "grid.yaml").write_text(
+        yaml.safe_dump({"name": "progs", "command": "{prog} hello", "axes": {"prog": ["echo", "no-such-trainer"]}})
+    )
+    assert (
+        main(["run", str(project / "grid.yaml"), "--results", str(project / "r"), "--runner", "local", "--plain"]) == 0
+    )
     rows = {r["prog"]: r for r in ResultStore(str(project / "r")).latest().to_pylist()}
     assert rows["echo"]["status"] == "ok"
     bad = rows["no-such-trainer"]
@@ -87,8 +103,16 @@ def test_keras_fed_by_tf_data(project):
 
 @pytest.mark.slow
 def test_keras_with_the_scripts_own_callbacks(project):
-    row = ok(run_spec_trial(project, {"command": "python keras_own_callback.py", "params": {"backend": "torch"},
-                                      "metrics": {"cb_loss": r"callback epoch \d+ loss ([0-9.]+)"}}))
+    row = ok(
+        run_spec_trial(
+            project,
+            {
+                "command": "python keras_own_callback.py",
+                "params": {"backend": "torch"},
+                "metrics": {"cb_loss": r"callback epoch \d+ loss ([0-9.]+)"},
+            },
+        )
+    )
     assert "callback saw 4 epochs" in log_of(row) and len(row["epoch_times"]) == 4
     assert row["cb_loss"] == pytest.approx(row["loss"], abs=1e-6)
     assert json.loads(row["series_json"])["cb_loss"] == pytest.approx(json.loads(row["series_json"])["loss"], abs=1e-6)
@@ -98,8 +122,11 @@ def test_keras_with_the_scripts_own_callbacks(project):
 @pytest.mark.slow
 def test_torchrun_ranks_each_get_the_memory_cap(project):
     command = "python -m torch.distributed.run --standalone --nproc-per-node {nproc} ddp_caps.py"
-    row = ok(run_spec_trial(project, {"command": command,
-                                      "params": {"backend": "torch", "memory_fraction": 0.25, "nproc": 2}}))
+    row = ok(
+        run_spec_trial(
+            project, {"command": command, "params": {"backend": "torch", "memory_fraction": 0.25, "nproc": 2}}
+        )
+    )
     cap = "torch: set_per_process_memory_fraction(0.25) (no GPU visible: not applied)"
     assert row["cap_rank0"] == cap and row["cap_rank1"] == cap
     assert row["fraction_rank0"] == 0.25 and row["fraction_rank1"] == 0.25

@@ -8,13 +8,14 @@ import pickle
 
 import numpy as np
 import pytest
-
-from tasks import data
 from trials import MXNET_PYTHON, ok, run_trial
 
+from tasks import data
+
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
-needs_mxnet = pytest.mark.skipif(not MXNET_PYTHON.exists(),
-                                 reason=f"no MXNet interpreter at {MXNET_PYTHON}: run `make mxnet-env` (make test does)")
+needs_mxnet = pytest.mark.skipif(
+    not MXNET_PYTHON.exists(), reason=f"no MXNet interpreter at {MXNET_PYTHON}: run `make mxnet-env` (make test does)"
+)
 
 
 def write_cifar(folder, batches: int, per_batch: int) -> None:
@@ -22,9 +23,11 @@ def write_cifar(folder, batches: int, per_batch: int) -> None:
     rng = np.random.default_rng(1)
     folder.mkdir(parents=True)
     for i in range(1, batches + 1):
-        batch = {b"batch_label": f"training batch {i} of 5".encode(),
-                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
-                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)}
+        batch = {
+            b"batch_label": f"training batch {i} of 5".encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+        }
         with open(folder / f"data_batch_{i}", "wb") as f:
             pickle.dump(batch, f)
 
@@ -96,8 +99,15 @@ def test_mxnet_resnet50_runs_in_its_own_interpreter(tmp_path, mode):
 
 @pytest.mark.slow
 def test_jax_data_parallel_over_two_virtual_cpu_devices(tmp_path):
-    row = ok(run_trial(tmp_path, "keras_tiny", "jax", {"epochs": 2, "images": 256, "batch_size": 32, "gpus": 2},
-                       env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))
+    row = ok(
+        run_trial(
+            tmp_path,
+            "keras_tiny",
+            "jax",
+            {"epochs": 2, "images": 256, "batch_size": 32, "gpus": 2},
+            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        )
+    )
     assert row["global_batch"] == 64
     assert "DataParallel over ['cpu:0', 'cpu:1'] (weights replicated on 2 devices)" in row["parallelism"]
 
@@ -109,8 +119,9 @@ def test_torch_ddp_two_gloo_processes_on_cpu(tmp_path):
     assert row["global_batch"] == 64 and len(row["epoch_times"]) == 2 and row["images_per_epoch"] == 256
     assert row["parallelism"] == "torch DistributedDataParallel, 2 processes (gloo, CPU)"
     assert row["processes"] == 3  # the trial process and its two ranks, each under the bootstrap
-    assert row["memory_cap_method"] == ("torch: set_per_process_memory_fraction(0.5) (no GPU visible: not applied), "
-                                        "in each of 3 processes")
+    assert row["memory_cap_method"] == (
+        "torch: set_per_process_memory_fraction(0.5) (no GPU visible: not applied), in each of 3 processes"
+    )
 
 
 def _gpus2_error(tmp_path, workload: str, backend: str) -> str:
@@ -148,7 +159,7 @@ def test_attempt_row_carries_the_workload_fields(tmp_path):
 def test_synthetic_data_has_cifar10_shapes_and_is_seeded():
     a, b = data.synthetic(16), data.synthetic(16)
     assert a.x.shape == (16, 32, 32, 3) and a.x.dtype == np.float32
-    assert 0.0 <= a.x.min() and a.x.max() <= 1.0
+    assert a.x.min() >= 0.0 and a.x.max() <= 1.0
     assert a.y.dtype == np.int32 and set(a.y) <= set(range(10))
     assert np.array_equal(a.x, b.x) and a.source == "synthetic"
 

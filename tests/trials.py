@@ -1,4 +1,4 @@
-"""Run one trial the way grid does (grid/attempt.py: its trial JSON, environment, bootstrap,
+"""Run one trial the way grid does (grid/trial/attempt.py: its trial JSON, environment, bootstrap,
 records and row) on a CPU slot, and run code under the trial bootstrap in a child process."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from grid.attempt import AttemptTimes, run_attempt
-from grid.expand import expand
-from grid.launch import Placement
-from grid.results import ResultStore
-from grid.spec import parse_spec
+from grid.results.store import ResultStore
+from grid.shared import AttemptTimes, Placement
+from grid.spec.expand import expand
+from grid.spec.parse import parse_spec
+from grid.trial.attempt import run_attempt
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "tasks" / "site"
@@ -32,8 +32,9 @@ def run_spec_trial(tmp_path: Path, data: dict, base_dir: Path | None = None) -> 
 
 def run_trial(tmp_path: Path, workload: str, backend: str, params: dict, env: dict | None = None) -> dict:
     """One built-in workload trial; returns its row."""
-    return run_spec_trial(tmp_path, {"workload": workload, "params": params, "axes": {"backend": [backend]},
-                                     "env": env or {}})
+    return run_spec_trial(
+        tmp_path, {"workload": workload, "params": params, "axes": {"backend": [backend]}, "env": env or {}}
+    )
 
 
 def ok(row: dict) -> dict:
@@ -46,18 +47,34 @@ def log_of(row: dict) -> str:
     return Path(row["log_path"]).read_text()
 
 
-def boot_child(tmp_path: Path, code: str, config: dict, python: str = sys.executable, gpu_ids=(),
-               returncode: int = 0, **env: str) -> tuple[dict, list[dict]]:
+def boot_child(
+    tmp_path: Path, code: str, config: dict, python: str = sys.executable, gpu_ids=(), returncode: int = 0, **env: str
+) -> tuple[dict, list[dict]]:
     """Run `code` in a fresh interpreter as a process of a trial with this config: the bootstrap
     starts there through sitecustomize, as in every trial. Returns the JSON the code printed last
     and the records the trial's processes left."""
     records = tmp_path / "records"
     trial = tmp_path / "trial.json"
-    trial.write_text(json.dumps({"trial_id": "t", "attempt": 0, "config": config, "gpu_ids": list(gpu_ids),
-                                 "records_dir": str(records), "workdir": str(tmp_path)}))
+    trial.write_text(
+        json.dumps(
+            {
+                "trial_id": "t",
+                "attempt": 0,
+                "config": config,
+                "gpu_ids": list(gpu_ids),
+                "records_dir": str(records),
+                "workdir": str(tmp_path),
+            }
+        )
+    )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "MXNET_", "GRID_", "KERAS_"))}
-    full = {**base, "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids), "PYTHONPATH": f"{SITE}{os.pathsep}{REPO}",
-            "GRID_TRIAL": str(trial), **env}
+    full = {
+        **base,
+        "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids),
+        "PYTHONPATH": f"{SITE}{os.pathsep}{REPO}",
+        "GRID_TRIAL": str(trial),
+        **env,
+    }
     proc = subprocess.run([python, "-c", code], env=full, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == returncode, proc.stderr[-3000:]
     found = [json.loads(path.read_text()) for path in sorted(records.glob("*.json"))]

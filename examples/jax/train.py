@@ -8,6 +8,7 @@ own, under noise), so it runs offline.
 """
 
 import argparse
+import itertools
 import time
 
 import jax
@@ -21,13 +22,13 @@ def digits(n, seed):
     x = rng.normal(0.2, 0.3, size=(n, 28, 28)).astype("float32")
     for k in range(10):
         row, col = 3 + (k // 5) * 12, 2 + (k % 5) * 5
-        x[y == k, row:row + 4, col:col + 4] += 0.4
+        x[y == k, row : row + 4, col : col + 4] += 0.4
     return x.reshape(n, -1), y
 
 
 def init(key, sizes):
     params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         key, sub = jax.random.split(key)
         params.append((jax.random.normal(sub, (fan_in, fan_out)) * jnp.sqrt(2.0 / fan_in), jnp.zeros(fan_out)))
     return params
@@ -74,7 +75,7 @@ def main():
         order = np.random.default_rng(epoch).permutation(len(x_train))
         start = time.perf_counter()
         for i in range(steps):
-            idx = order[i * args.batch_size:(i + 1) * args.batch_size]
+            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
             params, loss = step(params, x_train[idx], y_train[idx], args.lr)
         loss = float(loss)  # waits for the device
         seconds = time.perf_counter() - start

@@ -26,7 +26,7 @@ def synthetic_digits(n, seed):
     x = rng.normal(0.2, 0.3, size=(n, 28, 28)).astype("float32")
     for k in range(NUM_CLASSES):
         row, col = 3 + (k // 5) * 12, 2 + (k % 5) * 5
-        x[y == k, row:row + 4, col:col + 4] += 0.4
+        x[y == k, row : row + 4, col : col + 4] += 0.4
     return np.clip(x, 0, 1), y
 
 
@@ -41,21 +41,25 @@ def load_data(samples):
         x_test, y_test = synthetic_digits(samples // 5, seed=1)
         print(f"data: {samples} synthetic digit-like images (no MNIST in the Keras cache)")
     x_train, x_test = x_train[:samples, ..., None], x_test[..., None]
-    return (x_train, keras.utils.to_categorical(y_train[:samples], NUM_CLASSES)), \
-        (x_test, keras.utils.to_categorical(y_test, NUM_CLASSES))
+    return (x_train, keras.utils.to_categorical(y_train[:samples], NUM_CLASSES)), (
+        x_test,
+        keras.utils.to_categorical(y_test, NUM_CLASSES),
+    )
 
 
 def build_model():
-    return keras.Sequential([
-        keras.Input(shape=INPUT_SHAPE),
-        keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
-        keras.layers.MaxPooling2D(pool_size=(2, 2)),
-        keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
-        keras.layers.MaxPooling2D(pool_size=(2, 2)),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(NUM_CLASSES, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            keras.layers.MaxPooling2D(pool_size=(2, 2)),
+            keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            keras.layers.MaxPooling2D(pool_size=(2, 2)),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(NUM_CLASSES, activation="softmax"),
+        ]
+    )
 
 
 def main():

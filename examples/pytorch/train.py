@@ -40,7 +40,7 @@ def digits(n, seed):
     x = rng.normal(0.2, 0.3, size=(n, 1, 28, 28)).astype("float32")
     for k in range(10):
         row, col = 3 + (k // 5) * 12, 2 + (k % 5) * 5
-        x[y == k, :, row:row + 4, col:col + 4] += 0.4
+        x[y == k, :, row : row + 4, col : col + 4] += 0.4
     return torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
 
 
@@ -90,8 +90,9 @@ def main():
 
     train_set, test_set = digits(args.samples, seed=0), digits(args.samples // 5, seed=1)
     sampler = torch.utils.data.distributed.DistributedSampler(train_set) if distributed else None
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None,
-                                               sampler=sampler)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler
+    )
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=1000)
     model = Net().to(device)
     if distributed:

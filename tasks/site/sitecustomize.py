@@ -19,8 +19,11 @@ def _start_trial() -> None:
         boot.start()
     except Exception as exc:
         # Running on without the cap would make an uncapped run look capped: end the process.
-        print(f"[gpu-grid] trial bootstrap failed in pid {os.getpid()}: {type(exc).__name__}: {exc}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[gpu-grid] trial bootstrap failed in pid {os.getpid()}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(1) from None
 
 

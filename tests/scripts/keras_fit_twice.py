@@ -1,4 +1,5 @@
 """A Keras script that trains in two phases: two `fit` calls, the second with validation."""
+
 import keras
 import numpy as np
 

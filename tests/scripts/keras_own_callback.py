@@ -1,4 +1,5 @@
 """A Keras script that brings its own callbacks: one prints every epoch's loss, one may stop early."""
+
 import keras
 import numpy as np
 
@@ -20,5 +21,11 @@ x = rng.normal(size=(200, 8)).astype("float32")
 y = (x[:, 0] > 0).astype("int32")
 model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
 model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-model.fit(x, y, batch_size=20, epochs=4, verbose=0,
-          callbacks=[Printer(), keras.callbacks.EarlyStopping(monitor="loss", patience=50)])
+model.fit(
+    x,
+    y,
+    batch_size=20,
+    epochs=4,
+    verbose=0,
+    callbacks=[Printer(), keras.callbacks.EarlyStopping(monitor="loss", patience=50)],
+)

@@ -1,4 +1,5 @@
 """A Keras script fed by tf.data pipelines (no batch_size argument to fit), then evaluated."""
+
 import keras
 import numpy as np
 import tensorflow as tf

@@ -37,8 +37,10 @@ def _check(name: Any, value: Any) -> Any:
     if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return [float(v) for v in value]
     if not isinstance(value, _SCALARS):
-        raise TypeError(f"report: {name}={value!r} is a {type(value).__name__}; expected a number, a string, "
-                        f"true/false, null or a list of numbers")
+        raise TypeError(
+            f"report: {name}={value!r} is a {type(value).__name__}; expected a number, a string, "
+            f"true/false, null or a list of numbers"
+        )
     return value
 
 

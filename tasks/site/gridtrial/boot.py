@@ -42,9 +42,12 @@ def _version(package: str) -> str | None:
 
 def error_fields(exc: BaseException) -> dict[str, str]:
     """An exception as the record keeps it; grid decides whether it was an out-of-memory error."""
-    return {"type": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc)[-4000:],
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
-            "at": time.time()}
+    return {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc)[-4000:],
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
+        "at": time.time(),
+    }
 
 
 class Boot:
@@ -71,10 +74,13 @@ class Boot:
         cfg = self.config
         if self.caps("jax") and (self.fraction is not None or cfg.get("preallocate") is False):
             inherited = self.fraction is not None and f"{self.fraction:g}" in (
-                os.environ.get("XLA_CLIENT_MEM_FRACTION"), os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"))
+                os.environ.get("XLA_CLIENT_MEM_FRACTION"),
+                os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"),
+            )
             if self.backend == "jax" or inherited or _version("jaxlib") is not None:
-                self._env_caps["jax"] = memcap.jax(self.fraction, cfg.get("preallocate", True) is not False,
-                                                   self.gpu_ids)
+                self._env_caps["jax"] = memcap.jax(
+                    self.fraction, cfg.get("preallocate", True) is not False, self.gpu_ids
+                )
         if self.caps("mxnet") and self.fraction is not None:
             self._env_caps["mxnet"] = memcap.mxnet(self.fraction, self.gpu_ids)
 
@@ -114,12 +120,13 @@ class Boot:
         self._imported("tensorflow", tf, seconds)
         try:
             versions = {"cuda": tf.sysconfig.get_build_info().get("cuda_version")}
-        except Exception:  # noqa: BLE001 - build info is optional
+        except Exception:
             versions = {}
         self.record.merge("versions", versions)
         if self.caps("tensorflow"):
-            method = memcap.tensorflow(tf, self.fraction, bool(self.config.get("memory_growth")), self.gpu_ids,
-                                       self.trial.get("gpu_total_mib"))
+            method = memcap.tensorflow(
+                tf, self.fraction, bool(self.config.get("memory_growth")), self.gpu_ids, self.trial.get("gpu_total_mib")
+            )
             self.record.merge("caps", {"tensorflow": method})
 
     def on_torch(self, torch, seconds: float) -> None:
@@ -129,8 +136,13 @@ class Boot:
         if not self.gpu_ids:
             self.record.merge("caps", {"torch": memcap.torch_method(self.fraction, None)})
             return
-        self.record.merge("caps", {"torch": f"torch: set_per_process_memory_fraction({self.fraction:g}) when "
-                                            f"CUDA starts (it did not start in this process)"})
+        self.record.merge(
+            "caps",
+            {
+                "torch": f"torch: set_per_process_memory_fraction({self.fraction:g}) when "
+                f"CUDA starts (it did not start in this process)"
+            },
+        )
         self._patch_set_device(torch)
         lazy = getattr(torch.cuda, "_lazy_call", None)
         if lazy is None:  # a torch without lazy init calls: cap now (this starts CUDA)
@@ -179,9 +191,11 @@ class Boot:
         self._imported("keras", keras, seconds)
         env = os.environ.get("KERAS_BACKEND")
         if self.backend in KERAS_BACKENDS and env != self.backend:
-            raise RuntimeError(f"the trial's backend is {self.backend!r} but KERAS_BACKEND={env!r} in this process; "
-                               f"keras picks its backend from KERAS_BACKEND at import, so run the trial with "
-                               f"KERAS_BACKEND={self.backend} (grid sets it from the trial's config)")
+            raise RuntimeError(
+                f"the trial's backend is {self.backend!r} but KERAS_BACKEND={env!r} in this process; "
+                f"keras picks its backend from KERAS_BACKEND at import, so run the trial with "
+                f"KERAS_BACKEND={self.backend} (grid sets it from the trial's config)"
+            )
         from gridtrial import keras_probe
 
         keras_probe.install(keras, sys.modules["numpy"], self)
@@ -194,7 +208,7 @@ class Boot:
                 continue
             try:
                 found = devmem.peak_now(name, module, bool(self.gpu_ids))
-            except Exception as exc:  # noqa: BLE001 - a counter that fails is reported, not fatal
+            except Exception as exc:
                 found = (None, {"error": f"{type(exc).__name__}: {exc}"})
             if found is not None:
                 peak, detail = found
@@ -215,12 +229,20 @@ class Boot:
             self.record.update(error=error_fields(value))
             self.record.write()
             previous(kind, value, tb)
+
         return hook
 
     def install(self) -> None:
         self.set_env_caps()
-        hooks.install({"tensorflow": self.on_tensorflow, "torch": self.on_torch, "jax": self.on_jax,
-                       "mxnet": self.on_mxnet, "keras": self.on_keras})
+        hooks.install(
+            {
+                "tensorflow": self.on_tensorflow,
+                "torch": self.on_torch,
+                "jax": self.on_jax,
+                "mxnet": self.on_mxnet,
+                "keras": self.on_keras,
+            }
+        )
         sys.excepthook = self.excepthook(sys.excepthook)
         atexit.register(self.finish)
 

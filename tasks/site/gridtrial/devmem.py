@@ -4,7 +4,7 @@ Each function returns `(framework_peak_mib, framework_mem)`: the peak summed ove
 devices (None where the framework keeps no device counter, e.g. on CPU) and the raw per-device
 figures. `peak_now` reads whichever framework a process has started, and never starts one: the
 bootstrap calls it after each Keras call and at exit. NVML figures measured from outside the
-child are a separate column (grid/nvml.py). Stdlib only at import time.
+child are a separate column (grid/trial/nvml.py). Stdlib only at import time.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ def jax(devices: list) -> tuple[float | None, dict]:
 def torch_device(torch_module, device: int) -> dict:
     """One CUDA device's caching-allocator peaks: allocated (tensors) and reserved (held from CUDA)."""
     cuda = torch_module.cuda
-    return {"max_memory_allocated": cuda.max_memory_allocated(device),
-            "max_memory_reserved": cuda.max_memory_reserved(device),
-            "memory_allocated": cuda.memory_allocated(device)}
+    return {
+        "max_memory_allocated": cuda.max_memory_allocated(device),
+        "max_memory_reserved": cuda.max_memory_reserved(device),
+        "memory_allocated": cuda.memory_allocated(device),
+    }
 
 
 def torch_summary(per: dict) -> tuple[float | None, dict]:

@@ -13,7 +13,7 @@ import importlib.machinery
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # module name -> called with (module, seconds its import took)
 Hook = Callable[[object, float], None]

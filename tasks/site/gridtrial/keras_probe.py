@@ -5,9 +5,10 @@ it times every epoch and the validation inside it, counts the epoch's steps on t
 iteration counter (right for arrays, `tf.data`, generators and `steps_per_execution` alike) and
 keeps the epoch's logs, which hold every History metric. Nothing runs per batch: reading the
 step counter at the end of training and of the epoch is the only device synchronisation, where
-Keras waits anyway, so that asynchronous dispatch (jax) cannot move training time into validation. The batch size comes from `fit(batch_size=...)`, the
-dataset's static batch dimension, Keras' default of 32 for arrays, or the trial's `batch_size`,
-and the record says which. Validation that `fit` runs through `evaluate` is not counted twice.
+Keras waits anyway, so that asynchronous dispatch (jax) cannot move training time into validation.
+The batch size comes from `fit(batch_size=...)`, the dataset's static batch dimension, Keras'
+default of 32 for arrays, or the trial's `batch_size`, and the record says which. Validation
+that `fit` runs through `evaluate` is not counted twice.
 """
 
 from __future__ import annotations
@@ -172,9 +173,12 @@ class KerasProbe:
                 return original(*bound.args, **bound.kwargs)
             finally:
                 _inside.fit = False
-                self.boot.record.add("fits", {"batch_size": batch, "batch_source": source,
-                                              "epochs": probe.epochs, "history": probe.history})
+                self.boot.record.add(
+                    "fits",
+                    {"batch_size": batch, "batch_source": source, "epochs": probe.epochs, "history": probe.history},
+                )
                 self.boot.after_keras_call()
+
         return fit
 
     def _evaluate(self, original, signature):
@@ -188,6 +192,7 @@ class KerasProbe:
             finally:
                 self.boot.record.add("evaluates", {"s": time.perf_counter() - t0, "logs": probe.test_logs})
                 self.boot.after_keras_call()
+
         return evaluate
 
     def _predict(self, original, signature):
@@ -198,9 +203,17 @@ class KerasProbe:
             try:
                 return original(model, *args, **kwargs)
             finally:
-                self.boot.record.add("predicts", {"s": time.perf_counter() - t0, "batch_size": batch,
-                                                  "batch_source": source, "images": _rows(bound.arguments.get("x"))})
+                self.boot.record.add(
+                    "predicts",
+                    {
+                        "s": time.perf_counter() - t0,
+                        "batch_size": batch,
+                        "batch_source": source,
+                        "images": _rows(bound.arguments.get("x")),
+                    },
+                )
                 self.boot.after_keras_call()
+
         return predict
 
 

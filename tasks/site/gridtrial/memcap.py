@@ -39,14 +39,19 @@ def jax(fraction: float | None, preallocate: bool, gpu_ids: list[str], env=os.en
 
     A process whose parent already set the fraction variable to this value keeps its name (no
     package metadata to read in every process of a trial)."""
-    inherited = [v for v in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
-                 if fraction is not None and env.get(v) == f"{fraction:g}"]
+    inherited = [
+        v
+        for v in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+        if fraction is not None and env.get(v) == f"{fraction:g}"
+    ]
     name = inherited[0] if len(inherited) == 1 else jax_fraction_variable()
     other = ({"XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION"} - {name}).pop()
     if other in env:
-        raise RuntimeError(f"{other} is set in the trial's environment, but gpu-grid sets {name} for "
-                           f"memory_fraction and jax raises when both are set; remove {other} from the "
-                           f"spec's env")
+        raise RuntimeError(
+            f"{other} is set in the trial's environment, but gpu-grid sets {name} for "
+            f"memory_fraction and jax raises when both are set; remove {other} from the "
+            f"spec's env"
+        )
     applied = []
     if fraction is not None:
         env[name] = f"{fraction:g}"
@@ -59,8 +64,9 @@ def jax(fraction: float | None, preallocate: bool, gpu_ids: list[str], env=os.en
     return "jax: " + ", ".join(applied) + ("" if gpu_ids else NO_GPU)
 
 
-def tensorflow(tf, fraction: float | None, memory_growth: bool, gpu_ids: list[str],
-               totals_mib: list[float] | None = None) -> str:
+def tensorflow(
+    tf, fraction: float | None, memory_growth: bool, gpu_ids: list[str], totals_mib: list[float] | None = None
+) -> str:
     """One logical device per visible GPU, capped at `fraction` of its memory, or memory growth.
 
     `totals_mib` is each GPU's memory as the worker read it from NVML; without it NVML is asked here."""
@@ -75,8 +81,10 @@ def tensorflow(tf, fraction: float | None, memory_growth: bool, gpu_ids: list[st
     if not gpus:
         return f"tensorflow: logical device memory_limit={fraction:g} x device memory" + NO_GPU
     if len(gpu_ids) < len(gpus):
-        raise RuntimeError(f"tensorflow sees {len(gpus)} GPU(s) but the trial lists gpu_ids={gpu_ids}; the cap "
-                           f"needs each GPU's NVML id: run the trial through grid, or set gpu_ids in trial.json")
+        raise RuntimeError(
+            f"tensorflow sees {len(gpus)} GPU(s) but the trial lists gpu_ids={gpu_ids}; the cap "
+            f"needs each GPU's NVML id: run the trial through grid, or set gpu_ids in trial.json"
+        )
     totals = list(totals_mib or []) if len(totals_mib or []) >= len(gpus) else gpu_total_mib(gpu_ids)
     limits = [int(fraction * total) for total in totals[: len(gpus)]]
     for gpu, limit in zip(gpus, limits):
@@ -118,8 +126,12 @@ def gpu_total_mib(gpu_ids: list[str]) -> list[float]:
 
     pynvml.nvmlInit()
     try:
-        handles = [pynvml.nvmlDeviceGetHandleByUUID(g) if g.startswith(("GPU-", "MIG-"))
-                   else pynvml.nvmlDeviceGetHandleByIndex(int(g)) for g in gpu_ids]
+        handles = [
+            pynvml.nvmlDeviceGetHandleByUUID(g)
+            if g.startswith(("GPU-", "MIG-"))
+            else pynvml.nvmlDeviceGetHandleByIndex(int(g))
+            for g in gpu_ids
+        ]
         return [pynvml.nvmlDeviceGetMemoryInfo(h).total / (1024 * 1024) for h in handles]
     finally:
         pynvml.nvmlShutdown()

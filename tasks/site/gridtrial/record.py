@@ -1,6 +1,6 @@
 """One process's record: what the bootstrap saw and measured in it, as a JSON file in the trial's
 records folder. The worker merges the records of every process of a trial into the row
-(grid/collect.py). The file is rewritten whole (temporary name, then rename) after each Keras
+(grid/trial/collect.py). The file is rewritten whole (temporary name, then rename) after each Keras
 call, each explicit report and at exit, so a process killed later still leaves what it measured.
 """
 
@@ -38,10 +38,22 @@ class Record:
         self._lock = threading.Lock()
         self._worth_writing = False
         self.data: dict[str, Any] = {
-            "pid": os.getpid(), "ppid": os.getppid(), "argv": list(getattr(sys, "argv", [])),
-            "rank": os.environ.get("RANK"), "local_rank": os.environ.get("LOCAL_RANK"),
-            "started": time.time(), "import_s": None, "versions": {}, "caps": {}, "memory": {},
-            "fits": [], "evaluates": [], "predicts": [], "reports": {}, "returned": None, "error": None,
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "argv": list(getattr(sys, "argv", [])),
+            "rank": os.environ.get("RANK"),
+            "local_rank": os.environ.get("LOCAL_RANK"),
+            "started": time.time(),
+            "import_s": None,
+            "versions": {},
+            "caps": {},
+            "memory": {},
+            "fits": [],
+            "evaluates": [],
+            "predicts": [],
+            "reports": {},
+            "returned": None,
+            "error": None,
         }
 
     def update(self, **fields: Any) -> None:

@@ -12,7 +12,8 @@ import importlib
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gridtrial import boot
 
@@ -39,14 +40,16 @@ def run_function(function: Callable[[dict], Any] | str, trial_path: str | None =
         fn = resolve(function) if isinstance(function, str) else function
         out = fn(dict(state.config))
         if out is not None and not isinstance(out, dict):
-            raise TypeError(f"a trial function returns a dict of results or None; "
-                            f"{getattr(fn, '__qualname__', fn)} returned a {type(out).__name__}")
+            raise TypeError(
+                f"a trial function returns a dict of results or None; "
+                f"{getattr(fn, '__qualname__', fn)} returned a {type(out).__name__}"
+            )
         state.record.update(returned=out or {})
     except SystemExit as exc:
         if exc.code not in (None, 0):
             state.record.update(error=boot.error_fields(exc))
             code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes data
+    except BaseException as exc:
         state.record.update(error=boot.error_fields(exc))
         traceback.print_exc()
         code = 1

@@ -1,0 +1,240 @@
+"""Each sweep's report from the latest attempt of every trial: the shoot-out table (the question
+gpu-grid answers, one column per measurement), a pivot by any axis and metric, the workers'
+busy time, and the failures. Only repeats of one config are ever aggregated: an axis that varies
+but is neither a row nor a column is added to the rows.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from grid.errors import ResultsError, UsageError
+from grid.reports.table import (
+    EXTRA_METRICS,
+    Cell,
+    Group,
+    TableView,
+    describe,
+    fmt_number,
+    group_rows,
+    metric_cell,
+    own_metrics,
+    show,
+    sort_key,
+    status_cell,
+    trial_config,
+)
+from grid.results.dedupe import latest_attempts
+from grid.results.schema import metric_columns
+from grid.results.store import ResultStore
+
+# The shoot-out: the question gpu-grid answers, one column per measurement.
+SHOOTOUT_ROWS = ("backend", "memory_fraction")
+SHOOTOUT_METRICS = (
+    ("gpu_mem_peak_mib", "NVML MiB"),
+    ("framework_peak_mib", "framework MiB"),
+    ("steady_epoch_s", "epoch s"),
+    ("images_per_s", "images/s"),
+)
+# Numeric columns that are settings or bookkeeping, not measurements.
+
+
+def shootout_table(rows: list[dict[str, Any]], row_axes: list[str], title: str) -> TableView:
+    own = own_metrics(rows)
+    metrics = [*SHOOTOUT_METRICS, *((m, m) for m in own[:EXTRA_METRICS])]
+    headers = [*row_axes, *(label for _, label in metrics), "status"]
+    body = [
+        [*(Cell(show(v), "label") for v in g.key), *(metric_cell(g, m) for m, _ in metrics), status_cell(g)]
+        for g in group_rows(rows, row_axes)
+    ]
+    view = TableView(title, headers, body, len(row_axes))
+    if len(own) > EXTRA_METRICS:
+        view.notes.append(f"more metrics: {', '.join(own[EXTRA_METRICS:])} (pivot one with --metric NAME)")
+    return view
+
+
+def pivot_table(
+    rows: list[dict[str, Any]], row_axes: list[str], col_axes: list[str], metric: str, title: str
+) -> TableView:
+    columns = group_rows(rows, col_axes)
+    headers = [*row_axes, *(" ".join(f"{a}={show(v)}" for a, v in zip(col_axes, c.key)) or metric for c in columns)]
+    body = []
+    for group in group_rows(rows, row_axes):
+        cells = {c.key: Group(c.key) for c in columns}
+        for row in group.rows:
+            cells[tuple(row["_config"].get(a) for a in col_axes)].rows.append(row)
+        body.append(
+            [
+                *(Cell(show(v), "label") for v in group.key),
+                *(metric_cell(cells[c.key], metric) if cells[c.key].rows else Cell("", "none") for c in columns),
+            ]
+        )
+    return TableView(title, headers, body, len(row_axes))
+
+
+def busy_table(rows: list[dict[str, Any]], title: str) -> TableView | None:
+    """How busy each worker (one GPU or CPU slot) was between the sweep's first start and last end."""
+    spans = [(r["started_at"], r["ended_at"]) for r in rows if r.get("started_at") and r.get("ended_at")]
+    if not spans:
+        return None
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    wall = max((last - first).total_seconds(), 1e-9)
+    busy: dict[tuple, list[float]] = collections.defaultdict(list)
+    for row in rows:
+        if row.get("started_at") and row.get("ended_at"):
+            for worker in row.get("workers") or ["-"]:
+                busy[(row.get("host") or "-", worker)].append((row["ended_at"] - row["started_at"]).total_seconds())
+    body = [
+        [
+            Cell(host, "label"),
+            Cell(worker, "label"),
+            Cell(str(len(times))),
+            Cell(fmt_number(sum(times))),
+            Cell(f"{100 * sum(times) / wall:.0f}%"),
+        ]
+        for (host, worker), times in sorted(busy.items())
+    ]
+    view = TableView(title, ["host", "worker", "trials", "busy s", "busy % of sweep"], body, 2)
+    view.notes.append(
+        f"sweep span {fmt_number(wall)} s, from the first trial's start to the last one's end "
+        f"(a resumed sweep's span includes the time between its runs)"
+    )
+    return view
+
+
+# -- one sweep's report
+
+
+@dataclass
+class Failure:
+    config: str
+    status: str
+    error_type: str
+    rows: list[dict[str, Any]]
+
+    @property
+    def label(self) -> str:
+        return self.status if len(self.rows) == 1 else f"{self.status} x{len(self.rows)}"
+
+
+@dataclass
+class SweepReport:
+    sweep: str
+    workload: str
+    rows: list[dict[str, Any]]
+    axes: list[str]  # config keys that vary
+    fixed: dict[str, Any]
+    tables: list[TableView] = field(default_factory=list)
+    plots: list = field(default_factory=list)  # grid.plots.Plot
+
+    def failures(self) -> list[Failure]:
+        """Failed trials, one entry per config and outcome: repeats that failed alike are one finding."""
+        found: dict[tuple, Failure] = {}
+        for row in sorted(self.rows, key=lambda r: tuple(sort_key(r["_config"].get(a)) for a in self.axes)):
+            if row["status"] != "ok":
+                key = (describe(row, self.axes), row["status"], row.get("error_type") or "")
+                found.setdefault(key, Failure(*key, rows=[])).rows.append(row)
+        return list(found.values())
+
+    def status_counts(self) -> collections.Counter:
+        return collections.Counter(r["status"] for r in self.rows)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    sweep: str | None = None
+    rows: list[str] | None = None
+    cols: list[str] | None = None
+    metric: str | None = None
+
+
+def config_keys(table: pa.Table) -> set[str]:
+    """Every config key of the trials in a table (from `config_json`)."""
+    if "config_json" not in table.column_names:
+        return set()
+    return {k for text in set(table.column("config_json").to_pylist()) if text for k in json.loads(text)}
+
+
+def metrics_of(table: pa.Table) -> list[str]:
+    """Numeric measurements, the trials' own metrics included: what --metric and
+    `grid compare --metric` accept."""
+    return metric_columns(table.schema, config_keys(table))
+
+
+def _axes(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    keys: dict[str, set] = {}
+    for row in rows:
+        for k, v in row["_config"].items():
+            keys.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    varying = [k for k, vals in keys.items() if len(vals) > 1]
+    fixed = {k: json.loads(next(iter(vals))) for k, vals in keys.items() if len(vals) == 1}
+    return varying, fixed
+
+
+def _check_axes(names: list[str], known: list[str], flag: str) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(
+            f"{flag}: received {','.join(unknown)}, expected axes of the trials' config: {', '.join(known)}"
+        )
+
+
+def _with_rest(row_axes: list[str], col_axes: list[str], varying: list[str]) -> tuple[list[str], list[str]]:
+    """Rows plus every varying axis not placed, so that a cell only ever holds repeats of one config."""
+    rest = [a for a in varying if a not in row_axes and a not in col_axes]
+    return row_axes + rest, rest
+
+
+def sweep_report(sweep: str, rows: list[dict[str, Any]], opts: ReportOptions, metrics: list[str]) -> SweepReport:
+    for row in rows:
+        row["_config"] = trial_config(row)
+    varying, fixed = _axes(rows)
+    config_keys = list(dict.fromkeys(k for r in rows for k in r["_config"]))
+    workloads = sorted(
+        {
+            (r.get("target") if r.get("workload") in ("command", "function") else None) or r.get("workload") or "?"
+            for r in rows
+        }
+    )
+    report = SweepReport(sweep, ", ".join(workloads), rows, varying, fixed)
+    default_rows = [a for a in SHOOTOUT_ROWS if a in config_keys]
+    row_axes = opts.rows if opts.rows is not None else default_rows
+    _check_axes(row_axes + (opts.cols or []), config_keys, "--rows/--cols")
+    shoot_rows, added = _with_rest(list(row_axes), [], varying)
+    table = shootout_table(rows, shoot_rows, f"sweep {sweep}: median (min-max) of ok repeats, latest attempts")
+    table.notes += [f"also varying, added to rows: {', '.join(added)}"] if added else []
+    report.tables.append(table)
+    if opts.cols or opts.metric:
+        metric = opts.metric or "steady_epoch_s"
+        if metric not in metrics:
+            raise UsageError(f"--metric: received {metric!r}, expected one of: {', '.join(metrics)}")
+        cols = list(opts.cols or [])
+        pivot_rows, added = _with_rest([a for a in row_axes if a not in cols], cols, varying)
+        pivot = pivot_table(rows, pivot_rows, cols, metric, f"sweep {sweep}: {metric}, median (min-max)")
+        pivot.notes += [f"also varying, added to rows: {', '.join(added)}"] if added else []
+        report.tables.append(pivot)
+    busy = busy_table(rows, f"sweep {sweep}: worker busy time")
+    if busy is not None:
+        report.tables.append(busy)
+    return report
+
+
+def build_report(store: ResultStore, opts: ReportOptions) -> list[SweepReport]:
+    """Every sweep's report (or the one asked for), from the latest attempt of each trial."""
+    table = store.read(opts.sweep)
+    if table.num_rows == 0:
+        sweeps = store.sweeps()
+        if opts.sweep and sweeps:
+            raise UsageError(f"--sweep: no sweep {opts.sweep!r} in {store.uri}; sweeps there: {', '.join(sweeps)}")
+        raise ResultsError(f"no results in {store.uri}: run a sweep first (grid run SPEC --results {store.uri})")
+    metrics = metrics_of(table)
+    latest = latest_attempts(table).to_pylist()
+    by_sweep: dict[str, list[dict]] = collections.defaultdict(list)
+    for row in latest:
+        by_sweep[row["sweep"]].append(row)
+    return [sweep_report(name, by_sweep[name], opts, metrics) for name in sorted(by_sweep)]

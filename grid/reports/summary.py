@@ -1,0 +1,92 @@
+"""Terminal tables over result rows: the end-of-run summary and `grid status`."""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from grid.reports.table import EXTRA_METRICS, failure_line, own_metrics
+from grid.shared import TrialStatus
+
+_METRICS = (
+    ("steady epoch s", "steady_epoch_s", "{:.3f}"),
+    ("first epoch s", "first_epoch_s", "{:.2f}"),
+    ("images/s", "images_per_s", "{:.0f}"),
+    ("GPU MiB (NVML)", "gpu_mem_peak_mib", "{:.0f}"),
+    ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
+    ("wall s", "wall_s", "{:.1f}"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def summary_table(rows: list[dict[str, Any]], axes: list[str], title: str) -> Table:
+    """One line per trial: its axis values, status and the main measurements."""
+    own = [(name, name, "{:.4g}") for name in own_metrics(rows)[:EXTRA_METRICS]]
+    metrics = [m for m in (*_METRICS, *own) if any(r.get(m[1]) is not None for r in rows)]
+    table = Table(title=title, title_justify="left")
+    for axis in axes:
+        table.add_column(axis)
+    table.add_column("repeat", justify="right")
+    table.add_column("status")
+    for label, _, _ in metrics:
+        table.add_column(label, justify="right")
+    for row in rows:
+        status = row["status"]
+        style = "green" if status == "ok" else "red"
+        table.add_row(
+            *(json.dumps(row.get(a)) if not isinstance(row.get(a), str) else row[a] for a in axes),
+            str(row.get("repeat", 0)),
+            f"[{style}]{status}[/]",
+            *(
+                _cell(row.get(key), fmt) if status == "ok" or key in ("wall_s", "peak_rss_mib") else status
+                for _, key, fmt in metrics
+            ),
+        )
+    return table
+
+
+def print_summary(rows: list[dict[str, Any]], axes: list[str], title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(summary_table(rows, axes, title))
+    failures = [r for r in rows if r["status"] != TrialStatus.OK.value]
+    for row in failures:
+        console.print(
+            f"[red]{row['status']}[/] {row['trial_id']} attempt {row['attempt']}: "
+            f"{row.get('error_type') or ''}  log: {row.get('log_path')}"
+        )
+
+
+def status_report(
+    latest_rows: list[dict[str, Any]], all_rows: list[dict[str, Any]], console: Console | None = None
+) -> None:
+    """Per sweep: trials by status (latest attempt), attempts, and failures with their logs."""
+    console = console or Console()
+    by_sweep: dict[str, list[dict]] = collections.defaultdict(list)
+    for row in latest_rows:
+        by_sweep[row["sweep"]].append(row)
+    attempts = collections.Counter(r["sweep"] for r in all_rows)
+    table = Table(title="sweeps", title_justify="left")
+    table.add_column("sweep")
+    table.add_column("trials", justify="right")
+    for status in TrialStatus:
+        table.add_column(status.value, justify="right")
+    table.add_column("attempts", justify="right")
+    for sweep, rows in sorted(by_sweep.items()):
+        counts = collections.Counter(r["status"] for r in rows)
+        table.add_row(sweep, str(len(rows)), *(str(counts.get(s.value, 0)) for s in TrialStatus), str(attempts[sweep]))
+    console.print(table)
+    for sweep, rows in sorted(by_sweep.items()):
+        for row in rows:
+            if row["status"] != TrialStatus.OK.value:
+                last = failure_line(row)
+                console.print(
+                    f"[red]{row['status']}[/] {sweep} {row['trial_id']} attempt {row['attempt']} "
+                    f"{row.get('error_type') or ''}: {last}\n    log: {row.get('log_path')}"
+                )

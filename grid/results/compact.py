@@ -1,0 +1,138 @@
+"""Compaction: a sweep's many one-row files merged into one file of large row groups, with no
+row lost or doubled in the readers' view, whenever the process dies.
+
+The order of the steps is the whole argument:
+
+1. list the sweep's files (per-attempt ones and earlier compacted ones) and read exactly those;
+2. write their de-duplicated rows under a temporary name not ending in `.parquet` (readers skip it);
+3. rename it to `compacted-<uuid>.parquet`: the commit; from here on every row is in that file;
+4. delete the listed files. A death during 4 leaves files whose rows are also in the merged one:
+   readers de-duplicate on `(sweep, trial_id, attempt)`, and the next compaction merges them away.
+
+Files written after step 1 were not listed, so a sweep may keep running while it is compacted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from grid.errors import ResultsError, UsageError
+from grid.results.dedupe import dedupe
+from grid.results.store import ResultStore
+
+ROW_GROUP_ROWS = 65536
+COMPACTED_PREFIX = "compacted-"
+_TMP_PREFIX = ".tmp-compact-"
+_STALE_TMP_S = 3600.0
+
+# Called with ("committed", merged_path), then ("deleted", path) per input removed; tests use it to
+# stop the process at a chosen point.
+Hook = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Compaction:
+    sweep: str
+    files_before: int
+    rows_read: int
+    rows_written: int
+    merged_path: str | None  # None: nothing to merge
+    deleted: int
+    seconds: float
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self.rows_read - self.rows_written
+
+
+def compact(store: ResultStore, sweep: str | None = None, hook: Hook | None = None) -> list[Compaction]:
+    """Compact one sweep, or every sweep of the results."""
+    sweeps = store.sweeps()
+    if sweep is not None and sweep not in sweeps:
+        raise UsageError(f"--sweep: received {sweep!r}, expected a sweep of {store.uri}: {', '.join(sweeps) or 'none'}")
+    return [compact_sweep(store, name, hook) for name in ([sweep] if sweep else sweeps)]
+
+
+def compact_sweep(store: ResultStore, sweep: str, hook: Hook | None = None) -> Compaction:
+    started = time.perf_counter()
+    _remove_stale_temporaries(store, sweep)
+    files = store.files(sweep)
+    if len(files) < 2:
+        return Compaction(sweep, len(files), 0, 0, None, 0, time.perf_counter() - started)
+    try:
+        table = store.read_files(files)
+    except FileNotFoundError as exc:
+        raise ResultsError(
+            f"a file of sweep {sweep!r} vanished while compacting ({exc}); another compaction "
+            f"is probably running on {store.uri}: let it finish"
+        ) from None
+    rows_read = table.num_rows
+    table = dedupe(table)
+    merged = _commit(store, sweep, table)
+    _call(hook, "committed", merged)
+    deleted = 0
+    for path in files:
+        try:
+            store.fs.delete_file(path)
+            deleted += 1
+        except FileNotFoundError:
+            pass  # a concurrent compaction covered and removed it too
+        _call(hook, "deleted", path)
+    return Compaction(sweep, len(files), rows_read, table.num_rows, merged, deleted, time.perf_counter() - started)
+
+
+def _commit(store: ResultStore, sweep: str, table: pa.Table) -> str:
+    """Write the merged file so that it appears whole under its final name, or not at all."""
+    token = uuid.uuid4().hex
+    final = f"{store.sweep_dir(sweep)}/{COMPACTED_PREFIX}{token}.parquet"
+    if not store.is_local:
+        pq.write_table(table, final, filesystem=store.fs, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+        return final  # one PUT: the object appears whole
+    tmp = f"{store.sweep_dir(sweep)}/{_TMP_PREFIX}{token}"
+    try:
+        pq.write_table(table, tmp, filesystem=store.fs, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+        _fsync(tmp)
+        store.fs.move(tmp, final)
+        _fsync(store.sweep_dir(sweep))  # the rename is durable before any input is deleted
+    finally:
+        if _exists(store, tmp):
+            store.fs.delete_file(tmp)
+    return final
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exists(store: ResultStore, path: str) -> bool:
+    return store.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _call(hook: Hook | None, step: str, path: str) -> None:
+    if hook is not None:
+        hook(step, path)
+
+
+def _remove_stale_temporaries(store: ResultStore, sweep: str) -> None:
+    """Merged files that a killed compaction never committed; readers ignore them, this tidies up."""
+    selector = pafs.FileSelector(store.sweep_dir(sweep), allow_not_found=True)
+    now = time.time()
+    for entry in store.fs.get_file_info(selector):
+        if (
+            entry.base_name.startswith(_TMP_PREFIX)
+            and entry.mtime is not None
+            and now - entry.mtime.timestamp() > _STALE_TMP_S
+        ):
+            store.fs.delete_file(entry.path)

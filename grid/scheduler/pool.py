@@ -1,0 +1,94 @@
+"""Where trials run: a pool of workers, each owning one GPU (or one CPU slot).
+
+Two pools share one interface: `LocalPool` (threads of the driver launching the same isolated
+child processes; no Ray, for debugging and cheap tests) and `RayPool` (raypool.py: one pinned
+`GpuWorker` actor per GPU on every node). The driver (driver.py) sees only this.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Protocol
+
+from grid.results.store import ResultStore
+from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerInfo, hostname
+from grid.spec.model import GridSpec
+from grid.trial.attempt import run_attempt
+from grid.trial.nvml import gpu_samplers
+
+
+class Pool(Protocol):
+    on_gpu: bool
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def submit(self, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes) -> int: ...
+
+    def wait(self, timeout: float) -> list[Finished]: ...
+
+    def refresh(self) -> tuple[list[WorkerInfo], list[str]]:
+        """Workers added (nodes that joined) and names of workers lost since the last call."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalPool:
+    """Slots in this process's threads, each launching the trial's own child process.
+
+    `gpus` names fake or real GPU ids to hand out (one slot each); with none, `cpu_slots` CPU
+    slots. No Ray: the same isolation and results, for debugging and cheap tests.
+    """
+
+    def __init__(self, spec: GridSpec, store: ResultStore, gpus: list[str] | None = None, cpu_slots: int = 1):
+        self.spec, self.store = spec, store
+        self.on_gpu = bool(gpus)
+        host = hostname()
+        ids = [(g,) for g in gpus] if gpus else [() for _ in range(cpu_slots)]
+        self._workers = [
+            WorkerInfo(f"{'gpu' if g else 'cpu'}{g[0] if g else i}", "local", host, g) for i, g in enumerate(ids)
+        ]
+        self._done: queue.Queue[Finished] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._next = 0
+
+    def workers(self) -> list[WorkerInfo]:
+        return list(self._workers)
+
+    def submit(self, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes) -> int:
+        self._next += 1
+        ticket = self._next
+
+        def work() -> None:
+            try:
+                samplers, gpu_info = gpu_samplers(placement.gpu_ids)
+                self._done.put(
+                    Finished(
+                        ticket, run_attempt(self.spec, trial, attempt, placement, self.store, times, samplers, gpu_info)
+                    )
+                )
+            except BaseException as exc:
+                self._done.put(Finished(ticket, None, exc))
+
+        thread = threading.Thread(target=work, name=f"slot-{ticket}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return ticket
+
+    def wait(self, timeout: float) -> list[Finished]:
+        out = []
+        try:
+            out.append(self._done.get(timeout=timeout))
+            while True:
+                out.append(self._done.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def refresh(self) -> tuple[list[WorkerInfo], list[str]]:
+        return [], []
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=0)

@@ -1,0 +1,196 @@
+"""The Ray pool: one pinned `GpuWorker` actor per GPU on every node (or CPU slots when the
+cluster has no GPUs), nodes that join during a sweep get workers, lost workers are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from grid.errors import ClusterError
+from grid.results.storage_check import NodeProbes
+from grid.results.store import ResultStore
+from grid.scheduler.worker import RemoteGpuWorker
+from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerInfo
+from grid.spec.model import GridSpec
+
+NAMESPACE = "gpu-grid"
+log = logging.getLogger("grid")
+
+
+def connect(address: str | None, num_gpus: int | None = None, num_cpus: int | None = None) -> bool:
+    """Start a local Ray on loopback (address None) or join a cluster. True if we started it."""
+    if ray.is_initialized():
+        return False
+    common: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address:
+            if num_gpus is not None:
+                raise ClusterError("--num-gpus fakes GPUs on a local Ray only; drop it with --address")
+            ray.init(address=address, **common)
+            return False
+        if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+            raise ClusterError(
+                "a local Ray must bind 127.0.0.1 only: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                "before ray is imported (grid run does this)"
+            )
+        ray.init(
+            address="local",
+            num_gpus=num_gpus,
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=256 * 1024 * 1024,
+            **common,
+        )
+        return True
+    except ClusterError:
+        raise
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+        where = address or "a local Ray"
+        raise ClusterError(f"could not start or reach {where}: {type(exc).__name__}: {exc}") from None
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+class RayPool:
+    def __init__(self, spec: GridSpec, store: ResultStore, cpu_slots: int = 1, start_timeout_s: float = 120.0):
+        self.spec, self.store, self.cpu_slots = spec, store, cpu_slots
+        self.start_timeout_s = start_timeout_s
+        nodes = alive_nodes()
+        self.on_gpu = any(n["Resources"].get("GPU", 0) >= 1 for n in nodes)
+        self._actors: dict[str, Any] = {}
+        self._infos: dict[str, WorkerInfo] = {}
+        self._node_index: dict[str, int] = {}
+        self._starting: dict[Any, Any] = {}  # info ref -> actor
+        self._refs: dict[Any, int] = {}
+        self._tickets: dict[int, Placement] = {}
+        self._dead: set[str] = set()
+        self._next = 0
+        self._probes = NodeProbes(store)  # nodes that join later prove they can write results first
+        self._probed: set[str] = {n["NodeID"] for n in nodes}
+        for node in nodes:
+            self._start_workers(node)
+        self._collect_started(timeout=start_timeout_s)
+        if not self._infos:
+            raise ClusterError("Ray offers no node to run on")
+
+    def _start_workers(self, node: dict[str, Any]) -> None:
+        node_id = node["NodeID"]
+        if node_id in self._node_index:
+            return
+        self._node_index[node_id] = idx = len(self._node_index)
+        gpus = int(node["Resources"].get("GPU", 0))
+        count, kind = (gpus, "gpu") if self.on_gpu else (self.cpu_slots, "cpu")
+        strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        concurrency = (1 if self.spec.exclusive else self.spec.trials_per_gpu) + 2
+        for i in range(count):
+            actor: Any = RemoteGpuWorker.options(  # an ActorHandle; its methods are called with .remote()
+                num_gpus=1 if kind == "gpu" else 0,
+                num_cpus=0,
+                scheduling_strategy=strategy,
+                max_concurrency=concurrency,
+                max_restarts=0,
+            ).remote(self.spec, self.store.uri, f"n{idx}", i)
+            self._starting[actor.info.remote()] = actor
+
+    def _collect_started(self, timeout: float) -> list[WorkerInfo]:
+        if not self._starting:
+            return []
+        ready, _ = ray.wait(list(self._starting), num_returns=len(self._starting), timeout=timeout)
+        if timeout and not ready:
+            raise ClusterError(f"no worker actor started within {timeout:.0f} s; is the cluster busy?")
+        added = []
+        for ref in ready:
+            actor = self._starting.pop(ref)
+            try:
+                info = ray.get(ref)
+            except RayError:
+                continue
+            self._actors[info.name], self._infos[info.name] = actor, info
+            added.append(info)
+        return added
+
+    def workers(self) -> list[WorkerInfo]:
+        return [self._infos[n] for n in self._infos if n not in self._dead]
+
+    def submit(self, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes) -> int:
+        self._next += 1
+        ref = self._actors[placement.workers[0]].run.remote(trial, attempt, placement, times)
+        self._refs[ref] = self._next
+        self._tickets[self._next] = placement
+        return self._next
+
+    def wait(self, timeout: float) -> list[Finished]:
+        if not self._refs:
+            return []
+        ready, _ = ray.wait(list(self._refs), num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+        out, suspects = [], set()
+        for ref in ready:
+            ticket = self._refs.pop(ref)
+            placement = self._tickets.pop(ticket)
+            try:
+                out.append(Finished(ticket, ray.get(ref)))
+            except RayActorError as exc:
+                self._dead.add(placement.workers[0])
+                suspects.add(placement.node_id)
+                out.append(Finished(ticket, None, exc))
+            except (RayError, GetTimeoutError) as exc:
+                out.append(Finished(ticket, None, exc))
+        for node_id in suspects:
+            self._check_node(node_id)
+        return out
+
+    def _check_node(self, node_id: str, timeout_s: float = 5.0) -> None:
+        """After a worker was lost, ping the others on its node. Ray declares a dead node dead only
+        after its health checks fail; until then its idle workers would take trials and lose them."""
+        pings = {
+            self._actors[name].ping.remote(): name
+            for name, info in self._infos.items()
+            if info.node_id == node_id and name not in self._dead
+        }
+        ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=timeout_s) if pings else ([], [])
+        for ref, name in pings.items():
+            try:
+                if ref in ready:
+                    ray.get(ref)
+                    continue
+            except RayError:
+                pass
+            self._dead.add(name)
+
+    def refresh(self) -> tuple[list[WorkerInfo], list[str]]:
+        nodes = alive_nodes()
+        alive = {n["NodeID"] for n in nodes}
+        for node in nodes:
+            if node["NodeID"] not in self._probed:
+                self._probed.add(node["NodeID"])
+                self._probes.start(node)
+        for node, problem in self._probes.done():
+            if problem:
+                log.warning("[grid] no workers on a node that joined: it cannot write the results: %s", problem)
+            else:
+                self._start_workers(node)
+        added = self._collect_started(timeout=0)
+        lost = [n for n, info in self._infos.items() if n in self._dead or info.node_id not in alive]
+        for name in lost:
+            self._infos.pop(name, None)
+            self._actors.pop(name, None)
+        self._dead.clear()
+        return added, lost
+
+    def close(self) -> None:
+        self._probes.close()
+        for actor in self._actors.values():
+            try:
+                ray.kill(actor)
+            except RayError:
+                pass

@@ -1,0 +1,43 @@
+"""Resume: what of a sweep still has to run, numbered after the attempts already recorded."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from grid.results.store import ResultStore
+from grid.shared import Trial, TrialStatus
+from grid.spec.model import GridSpec
+
+
+@dataclass
+class Pending:
+    trial: Trial
+    attempt: int
+    retries_left: int
+    queued_at: float = field(default_factory=time.time)
+
+
+def plan_attempts(
+    spec: GridSpec, trials: list[Trial], store: ResultStore, retry_failed: bool = False
+) -> tuple[list[Pending], int]:
+    """What still has to run, with attempt numbers after those already recorded; and how many are done."""
+    table = store.read(spec.name)
+    last: dict[str, tuple[int, str]] = {}
+    for tid, attempt, status in zip(
+        table.column("trial_id").to_pylist(), table.column("attempt").to_pylist(), table.column("status").to_pylist()
+    ):
+        if tid not in last or attempt > last[tid][0]:
+            last[tid] = (attempt, status)
+    todo, skipped = [], 0
+    for trial in trials:
+        if trial.trial_id in last:
+            attempt, status = last[trial.trial_id]
+            state = TrialStatus(status)
+            if state.is_terminal and not (retry_failed and state.is_retryable):
+                skipped += 1
+                continue
+            todo.append(Pending(trial, attempt + 1, spec.retries))
+        else:
+            todo.append(Pending(trial, 0, spec.retries))
+    return todo, skipped

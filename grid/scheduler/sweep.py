@@ -1,0 +1,144 @@
+"""`grid run`: spec -> trials -> pool -> scheduler -> rows, with progress and a summary (grid.api.run from Python)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from grid.errors import UsageError
+from grid.reports.summary import print_summary
+from grid.results.store import ResultStore
+from grid.scheduler.driver import Scheduler, SweepOutcome
+from grid.scheduler.pool import LocalPool, Pool
+from grid.scheduler.progress import make_progress
+from grid.scheduler.resume import plan_attempts
+from grid.shared import Trial
+from grid.spec.expand import Expansion, expand
+from grid.spec.model import GridSpec
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    results: str = "results"
+    runner: str = "ray"  # "ray" | "local"
+    address: str | None = None
+    num_gpus: int | None = None  # local Ray / local runner: GPUs to offer (fake on a CPU box)
+    cpu_slots: int = 1
+    retry_failed: bool = False
+    shared_results: bool = False  # a local --results directory is shared by every node (NFS, ...)
+    live: bool | None = None  # None: live display when stdout is a terminal
+
+    def check(self) -> None:
+        if self.runner not in ("ray", "local"):
+            raise UsageError(f"--runner: received {self.runner!r}, expected 'ray' or 'local'")
+        if self.cpu_slots < 1:
+            raise UsageError(f"--cpu-slots: received {self.cpu_slots}, expected an integer >= 1")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise UsageError(f"--num-gpus: received {self.num_gpus}, expected an integer >= 0")
+        if self.runner == "local" and self.address:
+            raise UsageError("--address needs --runner ray")
+
+
+def describe_with(axes: list[str]) -> Callable[[Trial], str]:
+    return lambda trial: trial.describe(axes)
+
+
+def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions) -> tuple[Pool, bool]:
+    if opts.runner == "local":
+        gpus = [str(i) for i in range(opts.num_gpus)] if opts.num_gpus else None
+        return LocalPool(spec, store, gpus=gpus, cpu_slots=opts.cpu_slots), False
+    if opts.address is None:
+        # Ray's single-node mode binds 127.0.0.1 only; Ray reads this when it is first imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from grid.results.storage_check import check_results_location
+    from grid.scheduler.raypool import RayPool, connect  # Ray only when it is used
+
+    started = connect(opts.address, opts.num_gpus)
+    try:
+        check_results_location(store, opts.shared_results)
+        return RayPool(spec, store, cpu_slots=opts.cpu_slots), started
+    except BaseException:
+        if started:
+            import ray
+
+            ray.shutdown()
+        raise
+
+
+def run_sweep(
+    spec: GridSpec, opts: RunOptions, console: Console | None = None, expansion: Expansion | None = None
+) -> SweepOutcome:
+    opts.check()
+    console = console or Console()
+    expansion = expansion or expand(spec)
+    store = ResultStore(opts.results)
+    pending, skipped = plan_attempts(spec, expansion.trials, store, opts.retry_failed)
+    axes = list(spec.axes)
+    if not pending:
+        console.print(
+            f"[grid] all {len(expansion.trials)} trials of sweep {spec.name!r} already have terminal "
+            f"results in {opts.results}; nothing to run (--retry-failed reruns error/timeout/killed)"
+        )
+        return SweepOutcome(rows=[], total=len(expansion.trials), skipped=skipped)
+    pool, started_ray = _open_pool(spec, store, opts)
+    try:
+        if not pool.on_gpu:
+            console.print(
+                f"[grid] no GPUs found: running on {len(pool.workers())} CPU slot(s) "
+                f"(--cpu-slots); GPU memory columns stay empty"
+            )
+        else:
+            console.print(
+                f"[grid] {len(pool.workers())} GPU worker(s): "
+                + ", ".join(f"{w.name}={','.join(w.gpu_ids)}" for w in pool.workers())
+            )
+        scheduler = Scheduler(spec, store, pool, make_progress(describe_with(axes), opts.live))
+        outcome = scheduler.run(pending, skipped)
+    finally:
+        pool.close()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    rows = sorted((r for r in outcome.rows if r["status"] != "lost"), key=lambda r: r["trial_id"])
+    order = {t.trial_id: t.index for t in expansion.trials}
+    rows.sort(key=lambda r: order.get(r["trial_id"], 0))
+    print_summary(
+        rows,
+        axes,
+        f"sweep {spec.name}: {len(rows)} trial(s) run now, {skipped} from earlier runs; results in {opts.results}",
+        console,
+    )
+    return outcome
+
+
+def plan_lines(spec: GridSpec, expansion: Expansion) -> list[str]:
+    axes = list(spec.axes)
+    what = spec.workload if spec.workload_def.builtin else spec.workload_def.target.text()
+    lines = [
+        f"sweep {spec.name!r}: {what}, {len(expansion.trials)} trial(s) = "
+        f"{expansion.combinations} combination(s) - {expansion.excluded} excluded, x {spec.repeats} repeat(s)"
+    ]
+    if not spec.workload_def.builtin:
+        lines.append(f"runs in {spec.workdir}; script: {spec.script.note()}")
+    fixed = {k: v for k, v in {**spec.workload_def.defaults(), **spec.params}.items() if k not in axes}
+    lines.append("fixed: " + (", ".join(f"{k}={json.dumps(v)}" for k, v in fixed.items()) or "-"))
+    if spec.metrics:
+        lines.append(
+            "metrics: "
+            + ", ".join(
+                m.name
+                + (f" /{m.pattern.pattern}/" if m.pattern else " (reported)")
+                + (f" ({m.goal})" if m.goal else "")
+                for m in spec.metrics.values()
+            )
+        )
+    for i in expansion.unused_excludes:
+        lines.append(f"warning: exclude[{i}] matches no trial; check its values")
+    for trial in expansion.trials:
+        lines.append(f"  {trial.trial_id}  gpus={trial.gpus}  {trial.describe(axes)}")
+    return lines

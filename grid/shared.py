@@ -1,0 +1,108 @@
+"""The types every stage of a sweep shares: a trial, where an attempt runs, a worker, an outcome.
+
+spec -> `Trial` -> scheduler (`WorkerInfo`, `Placement`, `AttemptTimes`) -> trial process ->
+row with a `TrialStatus` -> results. A failed trial is a record with a state, not a crash.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+class TrialStatus(str, enum.Enum):
+    OK = "ok"
+    OOM = "oom"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    KILLED = "killed"
+    # The worker or node running the attempt was lost: infrastructure, not the trial's doing.
+    LOST = "lost"
+
+    @property
+    def is_terminal(self) -> bool:
+        """A terminal attempt is not re-run by a resumed sweep."""
+        return self is not TrialStatus.LOST
+
+    @property
+    def is_failure(self) -> bool:
+        return self is not TrialStatus.OK
+
+    @property
+    def is_retryable(self) -> bool:
+        """What `--retry-failed` runs again (an OOM is a finding, not a failure to retry)."""
+        return self in (TrialStatus.ERROR, TrialStatus.TIMEOUT, TrialStatus.KILLED, TrialStatus.LOST)
+
+
+STATUS_VALUES = tuple(s.value for s in TrialStatus)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the grid: what runs (the workload), with which config, which repeat."""
+
+    trial_id: str
+    workload: str
+    config: dict[str, Any]
+    repeat: int
+    index: int
+
+    @property
+    def gpus(self) -> int:
+        return int(self.config.get("gpus", 1))
+
+    def describe(self, axes: list[str]) -> str:
+        parts = [f"{k}={json.dumps(self.config[k])}" for k in axes]
+        return " ".join(parts) + (f" #{self.repeat}" if self.repeat else "")
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker that owns one GPU (or one CPU slot) for the sweep."""
+
+    name: str
+    node_id: str
+    host: str
+    gpu_ids: tuple[str, ...]  # () for a CPU slot
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an attempt runs: the node, the workers holding its GPUs, and those GPUs' ids."""
+
+    node_id: str
+    host: str
+    workers: tuple[str, ...]
+    gpu_ids: tuple[str, ...]  # empty on CPU slots
+
+    @property
+    def on_gpu(self) -> bool:
+        return bool(self.gpu_ids)
+
+
+@dataclass
+class AttemptTimes:
+    queued_at: float
+    dispatched_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Finished:
+    """What a pool hands back for a submitted attempt: its row, or why the worker could not give one."""
+
+    ticket: int
+    row: dict[str, Any] | None
+    error: BaseException | None = None
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def utc_time(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)

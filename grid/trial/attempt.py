@@ -1,0 +1,146 @@
+"""One attempt of one trial, start to finish: its process (launch) in isolation (isolate), what
+the trial's processes recorded (collect), the `metrics:` patterns over its output (output), how
+it ended (classify), and the row written to the results dataset.
+
+Called by a `GpuWorker` actor or a local slot (grid/scheduler); never imports a framework or tasks/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from grid.results.rows import base_row
+from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
+from grid.results.store import ResultStore
+from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
+from grid.spec.model import GridSpec
+from grid.trial import collect
+from grid.trial.classify import classify
+from grid.trial.isolate import ChildOutcome, run_child
+from grid.trial.launch import Launch, prepare
+from grid.trial.output import log_tail, scan
+
+
+def measured_fields(spec: GridSpec, trial: Trial, records: list[dict], log_file: str, offset: int) -> dict[str, Any]:
+    """What the trial measured and reported, as row columns, with its notes and metric directions.
+    The `metrics:` patterns read the output from `offset` on (this attempt's own lines)."""
+    fields, notes = collect.measurements(records, trial.config)
+    found = scan(log_file, offset, spec.metrics, len(fields.get("epoch_times") or []) or trial.config.get("epochs"))
+    history, series = collect.history(records)
+    values = {**history, **found.values, **collect.reported(records)}
+    notes += found.notes
+    taken = (BASE_NAMES | set(trial.config)) - REPORTABLE
+    metrics = collect.apply_values(fields, values, taken, notes)
+    series.update(found.series)
+    declared = {name: m.goal for name, m in spec.metrics.items()}
+
+    def rank(name: str) -> int:  # the spec's own metrics first, then reported ones, then History's
+        return 0 if name in declared or name in found.values else 1 if name not in history else 2
+
+    goals = {name: declared.get(name) or known_goal(name) for name in sorted(metrics, key=rank)}
+    fields.update(
+        series_json=json.dumps(series, sort_keys=True) if series else None,
+        metric_goals_json=json.dumps(goals) if goals else None,
+        notes=notes,
+    )
+    return fields
+
+
+def _start(
+    launch: Launch, spec: GridSpec, trial: Trial, attempt: int, placement: Placement, log_file: str, samplers: list
+) -> tuple[ChildOutcome | None, int]:
+    """Run the attempt's process; also where its own output starts in the log."""
+    with open(log_file, "ab") as log:
+        log.write(
+            f"[gpu-grid] trial {trial.trial_id} attempt {attempt} on {placement.host} "
+            f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'} in {launch.cwd}\n"
+            f"[gpu-grid] {launch.command}\n".encode()
+        )
+        if launch.missing:
+            log.write(f"[gpu-grid] cannot start: {launch.missing}\n".encode())
+            return None, log.tell()
+        offset = log.tell()
+    return run_child(
+        launch.argv,
+        env=launch.env,
+        cwd=launch.cwd,
+        log_path=log_file,
+        timeout_s=spec.timeout_s,
+        samplers=samplers,
+        interval_s=spec.sample_interval_ms / 1000,
+        memory_limit_mib=spec.memory_limit_mib,
+    ), offset
+
+
+def run_attempt(
+    spec: GridSpec,
+    trial: Trial,
+    attempt: int,
+    placement: Placement,
+    store: ResultStore,
+    times: AttemptTimes,
+    samplers: list | None = None,
+    gpu_info: dict | None = None,
+) -> dict[str, Any]:
+    """Run one attempt in an isolated process tree and write its row. Returns the row."""
+    scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
+    try:
+        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info)
+        log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
+        outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [])
+        records = collect.read_records(os.path.join(scratch, "records"))
+        measured = measured_fields(spec, trial, records, log_file, offset)
+        tail = log_tail(log_file)
+        log_path = store.commit_log(log_file, spec.name, trial.trial_id, attempt)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    row = base_row(spec, trial, attempt, placement)
+    row.update(gpu_info or {})
+    for sampler in samplers or []:
+        row.update(sampler.columns())
+    row.update(
+        {
+            "child_env_json": json.dumps(launch.explicit, sort_keys=True),
+            "log_path": log_path,
+            "command": launch.command,
+            "queued_at": utc_time(times.queued_at),
+            "dispatched_at": utc_time(times.dispatched_at),
+        }
+    )
+    row.update(measured)
+    error = collect.first_error(records)
+    if outcome is None:
+        kind, _, message = (launch.missing or "").partition(": ")
+        row.update(
+            {"status": TrialStatus.ERROR.value, "error_type": kind, "error_message": message, "error_tail": message}
+        )
+        row["started_at"] = row["ended_at"] = utc_time(time.time())
+    else:
+        verdict = classify(outcome, error, tail)
+        if verdict["status"] is TrialStatus.OK and error:
+            row["notes"].append(
+                f"a process of the trial raised {error['type']}: {error['message'][:200]} (the trial exited 0)"
+            )
+        row.update(
+            {
+                "status": verdict["status"].value,
+                "error_type": verdict["error_type"],
+                "error_tail": verdict["error_tail"],
+                "error_message": verdict.get("error_message"),
+                "exit_code": outcome.exit_code,
+                "signal": outcome.signal,
+                "wall_s": outcome.wall_s,
+                "peak_rss_mib": outcome.peak_rss_mib,
+                "started_at": utc_time(outcome.started_at),
+                "ended_at": utc_time(outcome.ended_at),
+            }
+        )
+    row["notes"] = row["notes"] or None
+    store.write_row(row, spec.param_kinds())
+    return row

@@ -1,0 +1,153 @@
+"""Launch one trial as a child process in its own process group, watch it, and end it.
+
+The parent owns the timeout and the CPU memory budget and kills the whole group; the child is
+also tied to the launching thread (PR_SET_PDEATHSIG) so a lost worker does not leave it running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from grid.trial.measure import RssSampler, process_tree
+
+# Sets "kill me when my parent thread exits", then becomes the real child. Done in a separate
+# exec rather than preexec_fn, which is unsafe in a threaded parent (a Ray actor is one).
+_PDEATHSIG_EXEC = (
+    "import ctypes, os, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"
+    "except Exception:\n"
+    "    pass\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+
+
+class Sampler(Protocol):
+    def sample(self, tree: list[int]) -> None:
+        """Called every interval with the pids of the child's process tree."""
+
+
+@dataclass
+class ChildOutcome:
+    pid: int
+    exit_code: int | None
+    signal: str | None
+    timed_out: bool
+    over_budget: bool
+    started_at: float
+    ended_at: float
+    peak_rss_mib: float
+    stray_killed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        return self.ended_at - self.started_at
+
+
+def _kill_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def end_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after `grace_s`.
+
+    The leader is reaped first: an unreaped (zombie) leader keeps its group "alive" to killpg.
+    """
+    if not _kill_group(proc.pid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_s
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        time.sleep(0.05)
+    _kill_group(proc.pid, signal.SIGKILL)
+
+
+def run_child(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: str | None,
+    log_path: str,
+    timeout_s: float,
+    samplers: Sequence[Sampler] = (),
+    interval_s: float = 0.02,
+    memory_limit_mib: float | None = None,
+    grace_s: float = 5.0,
+) -> ChildOutcome:
+    """Run `argv` to completion, timeout or budget; always leaves no process of its group alive."""
+    rss = RssSampler()
+    with open(log_path, "ab", buffering=0) as log:
+        started = time.time()
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", _PDEATHSIG_EXEC, *argv],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        timed_out = over_budget = False
+        while proc.poll() is None:
+            tree = process_tree(proc.pid)
+            rss.sample(tree)
+            for sampler in samplers:
+                sampler.sample(tree)
+            if memory_limit_mib is not None and rss.current_mib > memory_limit_mib:
+                over_budget = True
+                log.write(
+                    f"\n[gpu-grid] process tree RSS {rss.current_mib:.0f} MiB is over "
+                    f"memory_limit_mib={memory_limit_mib}; ending the trial\n".encode()
+                )
+                end_group(proc, grace_s=0)
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                log.write(f"\n[gpu-grid] timeout_s={timeout_s} reached; ending the process group\n".encode())
+                end_group(proc, grace_s)
+                break
+            try:
+                proc.wait(timeout=interval_s)
+            except subprocess.TimeoutExpired:
+                pass
+        code = proc.wait()
+        ended = time.time()
+        stray = _group_alive(proc.pid)
+        if stray:
+            end_group(proc, grace_s=1.0)
+    return ChildOutcome(
+        pid=proc.pid,
+        exit_code=code if code >= 0 else None,
+        signal=signal.Signals(-code).name if code < 0 else None,
+        timed_out=timed_out,
+        over_budget=over_budget,
+        started_at=started,
+        ended_at=ended,
+        peak_rss_mib=rss.peak_mib,
+        stray_killed=int(stray),
+    )

@@ -1,0 +1,140 @@
+"""How one attempt's process is started: its trial JSON, its explicit environment and its argv.
+
+- The trial JSON (its path in GRID_TRIAL) holds the config, the GPUs, where each Python process
+  of the trial leaves its record, and what to run. Every config value is also a GRID_<NAME>
+  variable; GRID_TRIAL_ID and GRID_ATTEMPT name the attempt.
+- PYTHONPATH starts with tasks/site, so every Python process of the trial runs the bootstrap;
+  PATH starts with the trial interpreter's folder, so `python`, `torchrun` and friends inside the
+  trial are that interpreter's.
+- A function runs as `<interpreter> -m gridtrial`; a command runs as written, a leading
+  `python`/`python3` replaced by the trial's interpreter, other programs found on that PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from grid.shared import Placement, Trial
+from grid.spec.model import GridSpec
+from grid.spec.target import is_python, render, render_value, resolve_program
+from grid.spec.workloads import KERAS_BACKENDS, PROJECT_ROOT, TRIAL_SITE
+
+# Variables the worker sets itself, or that Ray sets for its own processes and a trial must not inherit.
+_NOT_INHERITED = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "KERAS_BACKEND", "OMP_NUM_THREADS", "PYTHONPATH")
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+    explicit: dict[str, str]  # the variables gpu-grid set (recorded in the row)
+    cwd: str
+    command: str  # the argv as one shell-quoted line, for logs and the row
+    missing: str | None = None  # why it cannot start: the program or interpreter is not there
+
+
+def interpreter_for(spec: GridSpec, backend: str | None) -> str:
+    """The Python that runs this backend's trials: the spec's `interpreters`, else the one running
+    gpu-grid (its virtualenv); mxnet defaults to the project's .venv-mxnet."""
+    path = spec.interpreters.get(backend or "")
+    if path is None and backend == "mxnet":
+        path = str(PROJECT_ROOT / ".venv-mxnet" / "bin" / "python")
+    return path or sys.executable
+
+
+def config_env(config: dict[str, Any]) -> dict[str, str]:
+    return {f"GRID_{name.upper()}": render_value(value) for name, value in config.items()}
+
+
+def child_env(
+    spec: GridSpec, trial: Trial, attempt: int, placement: Placement, interpreter: str, trial_path: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The child's whole environment, and the part gpu-grid set explicitly."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "GRID_")) and k not in _NOT_INHERITED}
+    explicit = {
+        "CUDA_VISIBLE_DEVICES": ",".join(placement.gpu_ids),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(TRIAL_SITE), str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p
+        ),
+        "PATH": os.pathsep.join(p for p in (os.path.dirname(interpreter), os.environ.get("PATH")) if p),
+        "PYTHONUNBUFFERED": "1",
+        "GRID_TRIAL": trial_path,
+        "GRID_TRIAL_ID": trial.trial_id,
+        "GRID_ATTEMPT": str(attempt),
+        **config_env(trial.config),
+    }
+    if placement.on_gpu:
+        explicit["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's device numbering = NVML's = Ray's
+    backend = trial.config.get("backend")
+    if backend in KERAS_BACKENDS:
+        explicit["KERAS_BACKEND"] = backend
+    explicit.update(spec.env)
+    return {**inherited, **explicit}, explicit
+
+
+def trial_document(
+    spec: GridSpec, trial: Trial, attempt: int, placement: Placement, records_dir: str, gpu_info: dict[str, Any]
+) -> dict[str, Any]:
+    target = spec.workload_def.target_for(trial.config.get("backend"))
+    total = gpu_info.get("gpu_total_mib")
+    return {
+        "trial_id": trial.trial_id,
+        "attempt": attempt,
+        "sweep": spec.name,
+        "workload": trial.workload,
+        "repeat": trial.repeat,
+        "config": trial.config,
+        "gpu_ids": list(placement.gpu_ids),
+        "gpu_total_mib": [total] * len(placement.gpu_ids) if total else [],
+        "records_dir": records_dir,
+        "workdir": spec.workdir,
+        "function": target.function,
+        "command": list(target.command or []) or None,
+    }
+
+
+def prepare(
+    spec: GridSpec,
+    trial: Trial,
+    attempt: int,
+    placement: Placement,
+    scratch: str,
+    gpu_info: dict[str, Any] | None = None,
+) -> Launch:
+    """Write the trial JSON into `scratch` and say how to start the attempt's process."""
+    records_dir = os.path.join(scratch, "records")
+    os.makedirs(records_dir)
+    doc = trial_document(spec, trial, attempt, placement, records_dir, gpu_info or {})
+    trial_path = os.path.join(scratch, "trial.json")
+    interpreter = interpreter_for(spec, trial.config.get("backend"))
+    env, explicit = child_env(spec, trial, attempt, placement, interpreter, trial_path)
+    if doc["command"]:
+        argv = render(
+            tuple(doc["command"]),
+            {**trial.config, "trial_id": trial.trial_id, "attempt": attempt, "repeat": trial.repeat},
+        )
+        doc["command"] = argv
+        python = is_python(argv[0])
+        program = interpreter if python else resolve_program(argv[0], env["PATH"], spec.workdir)
+    else:
+        python, program = True, interpreter
+        argv = [interpreter, "-m", "gridtrial"]
+    with open(trial_path, "w") as f:
+        json.dump(doc, f)
+    missing = None
+    if python and not os.path.exists(interpreter):
+        missing = (
+            f"InterpreterNotFound: no interpreter at {interpreter} for backend "
+            f"{trial.config.get('backend')!r}; build it (make mxnet-env) or set interpreters.<backend> in the spec"
+        )
+    elif program is None:
+        missing = (
+            f"CommandNotFound: program {argv[0]!r} not found (not a file in {spec.workdir}, not on PATH={env['PATH']})"
+        )
+    argv = [program or argv[0], *argv[1:]]
+    return Launch(argv, env, explicit, spec.workdir, shlex.join(argv), missing)

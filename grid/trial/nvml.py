@@ -1,0 +1,115 @@
+"""GPU memory seen from outside the child, through NVML (nvidia-ml-py).
+
+Per GPU of the trial: the memory NVML attributes to the child's process tree (peak), and the
+device's used memory minus its value just before launch (peak). When NVML cannot attribute
+memory to our pids (no per-process accounting, or a container's pid namespace hides them),
+the device-level figure stands in and `gpu_mem_method` says so.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+MIB = 1024 * 1024
+_init_lock = threading.Lock()
+_init_error: str | None = None
+_initialised = False
+
+
+def _nvml() -> Any:
+    """pynvml, initialised once per process; raises RuntimeError with the reason if unusable."""
+    global _initialised, _init_error
+    import pynvml
+
+    with _init_lock:
+        if not _initialised and _init_error is None:
+            try:
+                pynvml.nvmlInit()
+                _initialised = True
+            except pynvml.NVMLError as exc:
+                _init_error = f"{type(exc).__name__}: {exc}"
+    if _init_error:
+        raise RuntimeError(_init_error)
+    return pynvml
+
+
+def _handle(nvml: Any, gpu_id: str) -> Any:
+    if gpu_id.startswith(("GPU-", "MIG-")):
+        return nvml.nvmlDeviceGetHandleByUUID(gpu_id)
+    return nvml.nvmlDeviceGetHandleByIndex(int(gpu_id))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def gpu_facts(nvml: Any, handles: dict[str, Any]) -> dict[str, Any]:
+    first = next(iter(handles.values()))
+    cuda = nvml.nvmlSystemGetCudaDriverVersion()
+    return {
+        "gpu_name": _text(nvml.nvmlDeviceGetName(first)),
+        "gpu_total_mib": nvml.nvmlDeviceGetMemoryInfo(first).total / MIB,
+        "driver_version": _text(nvml.nvmlSystemGetDriverVersion()),
+        "cuda_version": f"{cuda // 1000}.{cuda % 1000 // 10}",
+    }
+
+
+class NvmlSampler:
+    """Peak GPU memory of a process tree on each of its GPUs, sampled by the worker's watch loop."""
+
+    def __init__(self, nvml: Any, handles: dict[str, Any]) -> None:
+        self.nvml, self.handles = nvml, handles
+        self.baseline = {g: nvml.nvmlDeviceGetMemoryInfo(h).used for g, h in handles.items()}
+        self.process_peak = dict.fromkeys(handles, 0)
+        self.device_peak = dict.fromkeys(handles, 0)
+        self.attributed = False
+        self.errors: set[str] = set()
+
+    def _process_used(self, handle: Any, pids: set[int]) -> int:
+        used = 0
+        for getter in (self.nvml.nvmlDeviceGetComputeRunningProcesses, self.nvml.nvmlDeviceGetGraphicsRunningProcesses):
+            try:
+                for proc in getter(handle):
+                    if proc.pid in pids and proc.usedGpuMemory is not None:
+                        used += proc.usedGpuMemory
+                        self.attributed = True
+            except self.nvml.NVMLError as exc:
+                self.errors.add(str(exc))
+        return used
+
+    def sample(self, tree: list[int]) -> None:
+        pids = set(tree)
+        for gpu, handle in self.handles.items():
+            self.process_peak[gpu] = max(self.process_peak[gpu], self._process_used(handle, pids))
+            device = self.nvml.nvmlDeviceGetMemoryInfo(handle).used - self.baseline[gpu]
+            self.device_peak[gpu] = max(self.device_peak[gpu], device)
+
+    def columns(self) -> dict:
+        device = {g: max(0, v) / MIB for g, v in self.device_peak.items()}
+        if self.attributed:
+            per_gpu = {g: v / MIB for g, v in self.process_peak.items()}
+            method = "nvml per-process (child process tree), peak per GPU summed"
+        else:
+            per_gpu = device
+            method = "nvml device used minus pre-launch baseline (no per-process figures" + (
+                f": {sorted(self.errors)[0]})" if self.errors else " for the child's pids)"
+            )
+        return {
+            "gpu_mem_peak_per_gpu_mib": [per_gpu[g] for g in self.handles],
+            "gpu_mem_peak_mib": sum(per_gpu.values()),
+            "gpu_device_mem_peak_mib": sum(device.values()),
+            "gpu_mem_method": method,
+        }
+
+
+def gpu_samplers(gpu_ids: tuple[str, ...]) -> tuple[list, dict]:
+    """Samplers for these GPUs, and the GPU facts (name, memory, driver, CUDA) for the row."""
+    if not gpu_ids:
+        return [], {}
+    try:
+        nvml = _nvml()
+        handles = {g: _handle(nvml, g) for g in gpu_ids}
+        return [NvmlSampler(nvml, handles)], gpu_facts(nvml, handles)
+    except Exception as exc:  # NVML missing, fake GPU ids, driver errors: measure nothing, say why
+        return [], {"gpu_mem_method": f"unavailable ({type(exc).__name__}: {exc})"}
