@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from grid.spec.model import GridSpec
 
 from grid.errors import GridError
+from grid.results.spool import default_state_dir
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -56,6 +58,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         cpu_slots=args.cpu_slots,
         retry_failed=args.retry_failed,
         shared_results=args.shared_results,
+        state_dir=args.state_dir,
+        store_retry_s=args.store_retry,
         live=False if args.plain else None,
     )
     outcome = run_sweep(spec, opts, console, expansion)
@@ -234,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plain", action="store_true", help="one line per finished trial instead of the live display")
     p.add_argument("--strict", action="store_true", help="exit 1 if any trial did not end ok")
+    p.add_argument(
+        "--state-dir",
+        default=default_state_dir(),
+        help="this machine's gpu-grid state: rows kept while the store is down (written by the next run), "
+        "the processes of a local Ray it started (default: %(default)s)",
+    )
+    p.add_argument(
+        "--store-retry",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a worker retries a row the results store refuses before keeping it on its disk and "
+        "stopping the sweep (default: 60)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="per sweep: trials by status, failures with their log paths")
@@ -244,15 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warnings_to_stderr() -> None:
+    """gpu-grid's warnings (a skipped file, a replaced worker, a store retry) on stderr, plainly."""
+    logger = logging.getLogger("grid")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _warnings_to_stderr()
     # Logs and pipes get wide tables; a terminal gets its own width.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     err = Console(stderr=True)
     try:
         return args.func(args, console)
     except GridError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished trials are in the results; run again to resume")

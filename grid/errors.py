@@ -35,3 +35,9 @@ class ClusterError(GridError):
     """Ray could not be started or reached, or offers nothing to run on."""
 
     exit_code = 3
+
+
+class StorageError(GridError):
+    """The results store refused rows that had to be written; they are kept locally."""
+
+    exit_code = 4

@@ -93,11 +93,18 @@ class AttemptTimes:
 
 @dataclass
 class Finished:
-    """What a pool hands back for a submitted attempt: its row, or why the worker could not give one."""
+    """What a pool hands back for a submitted attempt: its row (and whether the store took it), or
+    the infrastructure failure (a dead worker or node) that kept the worker from giving one."""
 
     ticket: int
     row: dict[str, Any] | None
     error: BaseException | None = None
+    kept: str | None = None  # where the worker keeps the row when the store did not take it
+    store_error: str | None = None
+
+
+class WorkerBug(Exception):
+    """gpu-grid's own code failed on a worker (not the trial, not the infrastructure)."""
 
 
 def hostname() -> str:

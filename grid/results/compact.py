@@ -80,6 +80,8 @@ def compact_sweep(store: ResultStore, sweep: str, hook: Hook | None = None) -> C
     _call(hook, "committed", merged)
     deleted = 0
     for path in files:
+        if path in store.unreadable:
+            continue  # not merged: it stays for someone to look at
         try:
             store.fs.delete_file(path)
             deleted += 1

@@ -13,6 +13,7 @@ keep each trial's highest attempt.
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.parse
 import uuid
@@ -28,6 +29,7 @@ from grid.results.dedupe import dedupe, latest_attempts
 from grid.results.s3 import has_boto3, put_if_absent
 from grid.results.schema import rows_to_table
 
+log = logging.getLogger("grid")
 _READ_THREADS = 8
 _READ_TRIES = 3
 _S = pa.string()
@@ -55,6 +57,7 @@ class ResultStore:
         self.uri = uri
         self.fs, self.root = _split(uri)
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.unreadable: dict[str, str] = {}  # path -> why: files skipped by the readers
 
     def __reduce__(self) -> tuple[type[ResultStore], tuple[str]]:
         return (ResultStore, (self.uri,))
@@ -75,56 +78,56 @@ class ResultStore:
     # -- writing
     def write_row(self, row: dict[str, Any], kinds: dict[str, type] | None = None) -> str:
         """Write one attempt's row as its own Parquet file, atomically. `kinds`: the config columns' types."""
-        table = rows_to_table([row], kinds)
-        final = self.row_path(row["sweep"], row["trial_id"], row["attempt"])
-        self.fs.create_dir(self.sweep_dir(row["sweep"]), recursive=True)
+        return self.write_encoded(row["sweep"], row["trial_id"], row["attempt"], encode_row(row, kinds))
+
+    def write_encoded(self, sweep: str, trial_id: str, attempt: int, data: bytes) -> str:
+        """Write an encoded row (encode_row) under its attempt's name: whole or not at all."""
+        final = self.row_path(sweep, trial_id, attempt)
         if not self.is_local:
-            pq.write_table(table, final, filesystem=self.fs)  # the object appears whole when the upload completes
+            with self.fs.open_output_stream(final) as out:  # the object appears whole when the upload completes
+                out.write(data)
             return final
-        tmp = f"{self.sweep_dir(row['sweep'])}/.tmp-{row['trial_id']}-{row['attempt']}-{uuid.uuid4().hex}"
-        try:
-            pq.write_table(table, tmp, filesystem=self.fs)
-            self.fs.move(tmp, final)
-        finally:
-            if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
-                self.fs.delete_file(tmp)
+        os.makedirs(self.sweep_dir(sweep), exist_ok=True)
+        durable_write(final, data)
         return final
 
     def create_row(self, row: dict[str, Any], kinds: dict[str, type] | None = None) -> bool:
-        """Write an attempt's row only if none exists yet; False if one does (it is left as it is).
+        """Write an attempt's row only if none exists yet; False if one does (it is left as it is)."""
+        return self.create_encoded(row["sweep"], row["trial_id"], row["attempt"], encode_row(row, kinds))
 
-        For rows that must be written once: the driver's `lost` row must not replace the row that
+    def create_encoded(self, sweep: str, trial_id: str, attempt: int, data: bytes) -> bool:
+        """For rows that must be written once: the driver's `lost` row must not replace the row that
         a worker it gave up on wrote after all. A hard link on a local disk; on S3 a conditional
         PUT (If-None-Match: *) through boto3, as pyarrow's S3 filesystem cannot send one; on other
         filesystems a look before the write, which a concurrent writer can race.
         """
-        final = self.row_path(row["sweep"], row["trial_id"], row["attempt"])
-        data = _parquet_bytes(rows_to_table([row], kinds))
+        final = self.row_path(sweep, trial_id, attempt)
         if self.is_local:
-            self.fs.create_dir(self.sweep_dir(row["sweep"]), recursive=True)
-            tmp = f"{self.sweep_dir(row['sweep'])}/.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
+            os.makedirs(self.sweep_dir(sweep), exist_ok=True)
+            tmp = f"{self.sweep_dir(sweep)}/.tmp-{uuid.uuid4().hex}"
             try:
+                durable_write(tmp, data, replace=False)
                 os.link(tmp, final)
+                fsync_dir(self.sweep_dir(sweep))
                 return True
             except FileExistsError:
                 return False
             finally:
-                os.unlink(tmp)
+                _remove(tmp)
         if isinstance(self.fs, pafs.S3FileSystem) and has_boto3():
             return put_if_absent(self.uri, self.fs.region, final, data)
         if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
             return False
-        self.write_row(row, kinds)
+        self.write_encoded(sweep, trial_id, attempt, data)
         return True
 
     def read_row(self, sweep: str, trial_id: str, attempt: int) -> dict[str, Any] | None:
         """One attempt's row from its own file, or None if it has none (or was compacted away)."""
         try:
-            rows = self._read_file(self.row_path(sweep, trial_id, attempt)).to_pylist()
+            table = self._read_file(self.row_path(sweep, trial_id, attempt))
         except FileNotFoundError:
             return None
+        rows = table.to_pylist() if table is not None else []
         return rows[0] if rows else None
 
     def local_log_file(self, sweep: str, trial_id: str, attempt: int) -> str:
@@ -198,7 +201,9 @@ class ResultStore:
                     "status": pa.array([], _S),
                 }
             )
-        tables = self._read_many(paths)
+        tables = [t for t in self._read_many(paths) if t is not None]
+        if not tables:
+            return self.read_files([])
         try:
             table = pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -209,27 +214,73 @@ class ResultStore:
             ) from None
         return table.combine_chunks()
 
-    def _read_many(self, paths: list[str]) -> list[pa.Table]:
+    def _read_many(self, paths: list[str]) -> list[pa.Table | None]:
         """Opening a file costs more than its one row: many are read on threads (IO releases the GIL)."""
         if len(paths) < 2:
             return [self._read_file(p) for p in paths]
         with ThreadPoolExecutor(min(_READ_THREADS, len(paths))) as pool:
             return list(pool.map(self._read_file, paths))
 
-    def _read_file(self, path: str) -> pa.Table:
+    def _read_file(self, path: str) -> pa.Table | None:
+        """A file's rows; None (reported, and kept in `unreadable`) when it is not a readable Parquet
+        file: one bad file must not hide every other row."""
         try:
             with self.fs.open_input_file(path) as f:
                 return pq.ParquetFile(f).read(use_threads=False)
-        except pa.ArrowInvalid as exc:
-            raise ResultsError(
-                f"{self.display_path(path)} is not a readable Parquet file ({exc}); move it out of the results folder"
-            ) from None
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowInvalid, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if path not in self.unreadable:
+                log.warning(
+                    "[grid] skipped %s: not a readable Parquet file (%s); move it out of the results folder",
+                    self.display_path(path),
+                    reason,
+                )
+            self.unreadable[path] = reason
+            return None
 
     def latest(self, sweep: str | None = None) -> pa.Table:
         return latest_attempts(self.read(sweep))
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def encode_row(row: dict[str, Any], kinds: dict[str, type] | None = None) -> bytes:
+    """One row as the bytes of its Parquet file."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
+    pq.write_table(rows_to_table([row], kinds), sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or link in `path` durable (the directory entry itself)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def durable_write(path: str, data: bytes, replace: bool = True) -> None:
+    """Write `data` to `path` durably: through a temporary name not ending in `.parquet` (globbing
+    readers skip it), fsynced, renamed into place, the directory fsynced; nothing is left behind
+    when any step fails. With replace=False `path` itself is the file written (a temporary one)."""
+    folder = os.path.dirname(path) or "."
+    tmp = f"{folder}/.tmp-{uuid.uuid4().hex}" if replace else path
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+            fsync_dir(folder)
+    except BaseException:
+        _remove(tmp)
+        raise

@@ -8,24 +8,31 @@ several GPUs, until every trial has a terminal row.
   with the most idle workers is reserved for it: smaller trials stop taking that node's workers
   as they free up, so the gang trial is not starved, while other nodes keep flowing.
 - A lost worker (its node or actor died) is infrastructure: its attempt is recorded as `lost`
-  and re-queued as a new attempt, up to `retries` times.
+  and re-queued as a new attempt, up to `retries` times; the pool replaces the worker, and new
+  workers take trials at once. An attempt past `timeout_s` plus the worker's own grace (killing
+  the trial, retrying the store) has a hung worker: it is ended and the attempt is lost.
+- A row the results store would not take stays on the worker's disk; the driver then starts
+  nothing new, lets the running attempts end, and stops with the list of rows kept and where.
 """
 
 from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from grid.errors import ClusterError, UsageError
+from grid.errors import ClusterError, StorageError, UsageError
 from grid.results.rows import lost_row
-from grid.results.store import ResultStore
-from grid.scheduler.pool import Finished, Pool
+from grid.results.spool import DeliveryOptions, Spool, deliver
+from grid.results.store import ResultStore, encode_row
+from grid.scheduler.pool import Pool
 from grid.scheduler.progress import Progress
 from grid.scheduler.resume import Pending
-from grid.shared import AttemptTimes, Placement, TrialStatus, WorkerInfo
+from grid.shared import AttemptTimes, Finished, Placement, TrialStatus, WorkerBug, WorkerInfo
 from grid.spec.model import GridSpec
+
+KILL_GRACE_S = 30.0  # beyond timeout_s and the store retries, before a worker counts as hung
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Running:
     pending: Pending
     placement: Placement
     started: float
+    deadline: float  # time.monotonic() after which the worker is taken for hung
 
 
 @dataclass
@@ -41,6 +49,8 @@ class SweepOutcome:
     total: int
     skipped: int
     lost: int = 0
+    kept: list[str] = field(default_factory=list)  # rows the store refused, kept on a worker's disk
+    unusable: list[str] = field(default_factory=list)  # workers given up after dying again and again
 
 
 class Scheduler:
@@ -52,8 +62,13 @@ class Scheduler:
         progress: Progress,
         refresh_every_s: float = 2.0,
         stall_timeout_s: float = 60.0,
+        delivery: DeliveryOptions | None = None,
     ):
         self.spec, self.store, self.pool, self.progress = spec, store, pool, progress
+        self.delivery = delivery or DeliveryOptions()
+        self.spool = Spool(store, self.delivery.state_dir)
+        self.grace_s = self.delivery.retry_s + KILL_GRACE_S
+        self.store_down: str | None = None  # why, once the store refused a row
         self.capacity = 1 if spec.exclusive else spec.trials_per_gpu
         self.workers: dict[str, WorkerInfo] = {}
         self.load: dict[str, int] = {}
@@ -103,25 +118,34 @@ class Scheduler:
         return by_node
 
     def _dispatch(self) -> None:
+        if self.store_down:
+            return  # nothing new while rows cannot be stored
         for pending in list(self.queue):
             k = pending.trial.gpus
             reserved = self.reservation
             if reserved and reserved[0] is pending:
-                free = self._free().get(reserved[1], [])
-                if len(free) >= k:
+                # Re-evaluated every pass: any node that can take the gang now takes it, and the
+                # reservation moves when its node lost workers.
+                fits = [names for names in self._free().values() if len(names) >= k]
+                if fits:
                     self.reservation = None
-                    self._start(pending, free[:k])
+                    self._start(pending, min(fits, key=len)[:k])
+                else:
+                    self._reserve(pending)
                 continue
             by_node = self._free(exclude_node=reserved[1] if reserved else None)
             fits = [names for names in by_node.values() if len(names) >= k]
             if fits:
                 self._start(pending, min(fits, key=len)[:k] if k > 1 else max(fits, key=len)[:k])
             elif k > 1 and reserved is None:
-                sizes = collections.Counter(w.node_id for w in self.workers.values())
-                nodes = [n for n, size in sizes.items() if size >= k]
-                if nodes:
-                    all_free = self._free()
-                    self.reservation = (pending, max(nodes, key=lambda n: len(all_free.get(n, []))))
+                self._reserve(pending)
+
+    def _reserve(self, pending: Pending) -> None:
+        """Hold the node with the most idle workers among those big enough for the gang."""
+        sizes = collections.Counter(w.node_id for w in self.workers.values())
+        nodes = [n for n, size in sizes.items() if size >= pending.trial.gpus]
+        all_free = self._free()
+        self.reservation = (pending, max(nodes, key=lambda n: len(all_free.get(n, [])))) if nodes else None
 
     def _start(self, pending: Pending, names: list[str]) -> None:
         infos = [self.workers[n] for n in names]
@@ -132,32 +156,55 @@ class Scheduler:
             self.load[name] += 1
         self.queue.remove(pending)
         ticket = self.pool.submit(pending.trial, pending.attempt, placement, AttemptTimes(pending.queued_at))
-        self.running[ticket] = Running(pending, placement, time.time())
+        deadline = time.monotonic() + self.spec.timeout_s + self.grace_s
+        self.running[ticket] = Running(pending, placement, time.time(), deadline)
         self.progress.started(ticket, pending.trial, pending.attempt, placement)
 
     # -- outcomes
+    def _write(self, row: dict[str, Any], create: bool) -> bool:
+        """The driver's own rows (lost, or error for a worker bug), through the same spool as the
+        workers'. Returns False when the row is already there (create) or could only be kept."""
+        done = deliver(self.spool, row, encode_row(row, self.spec.param_kinds()), self.delivery.retry_s, create)
+        if not done.stored:
+            self._store_refused(done.kept, done.store_error)
+            return False
+        return True
+
+    def _store_refused(self, kept: str | None, error: str | None) -> None:
+        if kept:
+            self.outcome.kept.append(kept)
+        self.store_down = self.store_down or error or "the results store refused a row"
+
     def _lost(self, run: Running, error: BaseException) -> dict[str, Any]:
         """Record an attempt whose worker was lost, and re-queue the trial if retries remain."""
-        row = lost_row(
-            self.spec, run.pending.trial, run.pending.attempt, run.placement, error, run.started, run.pending.queued_at
-        )
-        if not self.store.create_row(row, self.spec.param_kinds()):
-            written = self.store.read_row(self.spec.name, run.pending.trial.trial_id, run.pending.attempt)
+        trial, attempt = run.pending.trial, run.pending.attempt
+        row = lost_row(self.spec, trial, attempt, run.placement, error, run.started, run.pending.queued_at)
+        if not self._write(row, create=True) and not self.store_down:
+            written = self.store.read_row(self.spec.name, trial.trial_id, attempt)
             if written is not None and written["status"] != TrialStatus.LOST.value:
                 return written  # the worker wrote its outcome after all: nothing to re-run
         if run.pending.retries_left > 0:
-            self.queue.appendleft(Pending(run.pending.trial, run.pending.attempt + 1, run.pending.retries_left - 1))
+            self.queue.appendleft(Pending(trial, attempt + 1, run.pending.retries_left - 1))
+        return row
+
+    def _worker_bug(self, run: Running, error: BaseException) -> dict[str, Any]:
+        """The worker's own code failed: an error row with the evidence, terminal like any error."""
+        row = lost_row(
+            self.spec, run.pending.trial, run.pending.attempt, run.placement, error, run.started, run.pending.queued_at
+        )
+        row.update(status=TrialStatus.ERROR.value, error_type=type(error).__name__, error_message=str(error)[:4000])
+        self._write(row, create=True)
         return row
 
     def run(self, pending: list[Pending], skipped: int) -> SweepOutcome:
         self.check_fits(pending)
         self.queue.extend(pending)
-        outcome = SweepOutcome(rows=[], total=len(pending) + skipped, skipped=skipped)
+        outcome = self.outcome = SweepOutcome(rows=[], total=len(pending) + skipped, skipped=skipped)
         self.progress.begin(outcome.total, skipped, list(self.workers.values()))
         next_refresh = time.monotonic() + self.refresh_every_s
         stalled_since = None
         try:
-            while self.queue or self.running:
+            while (self.queue and not self.store_down) or self.running:
                 self._dispatch()
                 if self.running or not self.queue:
                     stalled_since = None
@@ -166,16 +213,51 @@ class Scheduler:
                 elif time.monotonic() - stalled_since > self.stall_timeout_s:
                     raise ClusterError(self._stall_message())
                 for done in self.pool.wait(timeout=0.2):
-                    self._finish(done, outcome)
+                    if done.ticket in self.running:  # an abandoned attempt's late answer is not waited for
+                        self._finish(done, outcome)
+                self._end_hung()
                 if time.monotonic() >= next_refresh:
-                    added, lost = self.pool.refresh()
-                    self._add_workers(added)
-                    self._drop_workers(lost)
+                    self._refresh()
                     next_refresh = time.monotonic() + self.refresh_every_s
                 self.progress.tick()
         finally:
             self.progress.end()
+            outcome.unusable = list(self.pool.unusable)
+        if self.store_down:
+            raise StorageError(self._store_message(outcome))
         return outcome
+
+    def _refresh(self) -> None:
+        added, lost = self.pool.refresh()
+        self._drop_workers(lost)  # first: a replaced worker comes back under its old name
+        self._add_workers(added)
+
+    def _end_hung(self) -> None:
+        """An attempt far past its deadline has a hung worker: end the worker (the attempt comes back
+        lost and the worker is replaced) or, where that cannot be done, record it lost now."""
+        now = time.monotonic()
+        for ticket, run in list(self.running.items()):
+            if now > run.deadline and not self.pool.abandon(ticket):
+                self.running.pop(ticket)
+                self._release(run)
+                row = self._lost(
+                    run,
+                    TimeoutError(
+                        f"no answer from worker {','.join(run.placement.workers)} {self.grace_s:.0f} s after timeout_s"
+                    ),
+                )
+                self.outcome.lost += 1
+                self.progress.finished(ticket, row)
+            elif now > run.deadline:
+                run.deadline = float("inf")  # abandoned: its worker's death brings it back as lost
+
+    def _store_message(self, outcome: SweepOutcome) -> str:
+        kept = "\n".join(f"  {path}" for path in outcome.kept) or "  (none)"
+        return (
+            f"the results store {self.store.uri} refused rows ({self.store_down}); the sweep stopped starting "
+            f"trials. These finished rows are kept on the machine that ran them:\n{kept}\n"
+            f"When the store is back, run the same `grid run` again: it writes them first, then runs what is left."
+        )
 
     def _stall_message(self) -> str:
         need = max(p.trial.gpus for p in self.queue)
@@ -186,17 +268,26 @@ class Scheduler:
             f"run again when the cluster is back"
         )
 
-    def _finish(self, done: Finished, outcome: SweepOutcome) -> None:
-        run = self.running.pop(done.ticket)
+    def _release(self, run: Running) -> None:
         for name in run.placement.workers:
             if name in self.load:
                 self.load[name] -= 1
+
+    def _finish(self, done: Finished, outcome: SweepOutcome) -> None:
+        run = self.running.pop(done.ticket)
+        self._release(run)
         if done.row is not None:
+            if done.kept:
+                self._store_refused(done.kept, done.store_error)
             outcome.rows.append(done.row)
             self.progress.finished(done.ticket, done.row)
             return
-        _, lost = self.pool.refresh()
-        self._drop_workers(lost or [])
+        if isinstance(done.error, WorkerBug):
+            row = self._worker_bug(run, done.error)
+            outcome.rows.append(row)
+            self.progress.finished(done.ticket, row)
+            return
+        self._refresh()
         row = self._lost(run, done.error or RuntimeError("the worker returned no row"))
         if row["status"] == TrialStatus.LOST.value:
             outcome.lost += 1

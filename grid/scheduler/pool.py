@@ -11,15 +11,16 @@ import queue
 import threading
 from typing import Protocol
 
+from grid.results.spool import DeliveryOptions, Spool
 from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerInfo, hostname
 from grid.spec.model import GridSpec
 from grid.trial.attempt import run_attempt
-from grid.trial.nvml import gpu_samplers
 
 
 class Pool(Protocol):
     on_gpu: bool
+    unusable: list[str]  # workers given up on
 
     def workers(self) -> list[WorkerInfo]: ...
 
@@ -28,7 +29,15 @@ class Pool(Protocol):
     def wait(self, timeout: float) -> list[Finished]: ...
 
     def refresh(self) -> tuple[list[WorkerInfo], list[str]]:
-        """Workers added (nodes that joined) and names of workers lost since the last call."""
+        """Workers added (nodes that joined, replacements) and names of workers lost since the last call."""
+        ...
+
+    def abandon(self, ticket: int) -> bool:
+        """End the worker of a hung attempt (it then comes back as lost); False if it cannot be ended."""
+        ...
+
+    def flush(self, sweep: str) -> tuple[int, list[str]]:
+        """Write the rows the pool's machines kept while the store was down: (written, errors)."""
         ...
 
     def close(self) -> None: ...
@@ -41,8 +50,17 @@ class LocalPool:
     slots. No Ray: the same isolation and results, for debugging and cheap tests.
     """
 
-    def __init__(self, spec: GridSpec, store: ResultStore, gpus: list[str] | None = None, cpu_slots: int = 1):
+    def __init__(
+        self,
+        spec: GridSpec,
+        store: ResultStore,
+        gpus: list[str] | None = None,
+        cpu_slots: int = 1,
+        delivery: DeliveryOptions | None = None,
+    ):
         self.spec, self.store = spec, store
+        self.delivery = delivery or DeliveryOptions()
+        self.unusable: list[str] = []
         self.on_gpu = bool(gpus)
         host = hostname()
         ids = [(g,) for g in gpus] if gpus else [() for _ in range(cpu_slots)]
@@ -62,13 +80,9 @@ class LocalPool:
 
         def work() -> None:
             try:
-                samplers, gpu_info = gpu_samplers(placement.gpu_ids)
-                self._done.put(
-                    Finished(
-                        ticket, run_attempt(self.spec, trial, attempt, placement, self.store, times, samplers, gpu_info)
-                    )
-                )
-            except BaseException as exc:
+                done = run_attempt(self.spec, trial, attempt, placement, self.store, times, self.delivery)
+                self._done.put(Finished(ticket, done.row, None, done.kept, done.store_error))
+            except BaseException as exc:  # run_attempt turns failures into rows; this is a bug of gpu-grid's
                 self._done.put(Finished(ticket, None, exc))
 
         thread = threading.Thread(target=work, name=f"slot-{ticket}", daemon=True)
@@ -88,6 +102,12 @@ class LocalPool:
 
     def refresh(self) -> tuple[list[WorkerInfo], list[str]]:
         return [], []
+
+    def abandon(self, ticket: int) -> bool:
+        return False  # a thread cannot be ended; its trial process has its own timeout
+
+    def flush(self, sweep: str) -> tuple[int, list[str]]:
+        return Spool(self.store, self.delivery.state_dir).flush(sweep)
 
     def close(self) -> None:
         for thread in self._threads:

@@ -9,14 +9,15 @@ import os
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from grid.errors import ClusterError
+from grid.results.spool import DeliveryOptions
 from grid.results.storage_check import NodeProbes
 from grid.results.store import ResultStore
 from grid.scheduler.worker import RemoteGpuWorker
-from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerInfo
+from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerBug, WorkerInfo
 from grid.spec.model import GridSpec
 
 NAMESPACE = "gpu-grid"
@@ -60,15 +61,30 @@ def alive_nodes() -> list[dict[str, Any]]:
 
 
 class RayPool:
-    def __init__(self, spec: GridSpec, store: ResultStore, cpu_slots: int = 1, start_timeout_s: float = 120.0):
+    """One pinned worker per GPU (or CPU slot) on every node. A worker that dies on a live node is
+    replaced on its GPU, up to `max_restarts` times; then that GPU is reported unusable."""
+
+    def __init__(
+        self,
+        spec: GridSpec,
+        store: ResultStore,
+        cpu_slots: int = 1,
+        delivery: DeliveryOptions | None = None,
+        start_timeout_s: float = 120.0,
+        max_restarts: int = 3,
+    ):
         self.spec, self.store, self.cpu_slots = spec, store, cpu_slots
-        self.start_timeout_s = start_timeout_s
+        self.delivery = delivery or DeliveryOptions()
+        self.start_timeout_s, self.max_restarts = start_timeout_s, max_restarts
         nodes = alive_nodes()
         self.on_gpu = any(n["Resources"].get("GPU", 0) >= 1 for n in nodes)
+        self.unusable: list[str] = []  # workers given up on after max_restarts deaths
         self._actors: dict[str, Any] = {}
         self._infos: dict[str, WorkerInfo] = {}
+        self._slots: dict[str, tuple[str, int, int]] = {}  # worker -> (node id, node index, slot)
+        self._restarts: dict[str, int] = {}
         self._node_index: dict[str, int] = {}
-        self._starting: dict[Any, Any] = {}  # info ref -> actor
+        self._starting: dict[Any, tuple[Any, tuple[str, int, int]]] = {}  # info ref -> (actor, slot)
         self._refs: dict[Any, int] = {}
         self._tickets: dict[int, Placement] = {}
         self._dead: set[str] = set()
@@ -86,19 +102,20 @@ class RayPool:
         if node_id in self._node_index:
             return
         self._node_index[node_id] = idx = len(self._node_index)
-        gpus = int(node["Resources"].get("GPU", 0))
-        count, kind = (gpus, "gpu") if self.on_gpu else (self.cpu_slots, "cpu")
-        strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
-        concurrency = (1 if self.spec.exclusive else self.spec.trials_per_gpu) + 2
+        count = int(node["Resources"].get("GPU", 0)) if self.on_gpu else self.cpu_slots
         for i in range(count):
-            actor: Any = RemoteGpuWorker.options(  # an ActorHandle; its methods are called with .remote()
-                num_gpus=1 if kind == "gpu" else 0,
-                num_cpus=0,
-                scheduling_strategy=strategy,
-                max_concurrency=concurrency,
-                max_restarts=0,
-            ).remote(self.spec, self.store.uri, f"n{idx}", i)
-            self._starting[actor.info.remote()] = actor
+            self._start_worker((node_id, idx, i))
+
+    def _start_worker(self, slot: tuple[str, int, int]) -> None:
+        node_id, idx, i = slot
+        actor: Any = RemoteGpuWorker.options(  # an ActorHandle; its methods are called with .remote()
+            num_gpus=1 if self.on_gpu else 0,
+            num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            max_concurrency=(1 if self.spec.exclusive else self.spec.trials_per_gpu) + 2,
+            max_restarts=0,
+        ).remote(self.spec, self.store.uri, f"n{idx}", i, self.delivery)
+        self._starting[actor.info.remote()] = (actor, slot)
 
     def _collect_started(self, timeout: float) -> list[WorkerInfo]:
         if not self._starting:
@@ -108,12 +125,12 @@ class RayPool:
             raise ClusterError(f"no worker actor started within {timeout:.0f} s; is the cluster busy?")
         added = []
         for ref in ready:
-            actor = self._starting.pop(ref)
+            actor, slot = self._starting.pop(ref)
             try:
                 info = ray.get(ref)
             except RayError:
                 continue
-            self._actors[info.name], self._infos[info.name] = actor, info
+            self._actors[info.name], self._infos[info.name], self._slots[info.name] = actor, info, slot
             added.append(info)
         return added
 
@@ -138,16 +155,29 @@ class RayPool:
             ticket = self._refs.pop(ref)
             placement = self._tickets.pop(ticket)
             try:
-                out.append(Finished(ticket, ray.get(ref)))
+                done = ray.get(ref)
+                out.append(Finished(ticket, done.row, None, done.kept, done.store_error))
             except RayActorError as exc:
                 self._dead.add(placement.workers[0])
                 suspects.add(placement.node_id)
                 out.append(Finished(ticket, None, exc))
+            except RayTaskError as exc:  # the worker's own code raised: an error, not a lost worker
+                out.append(Finished(ticket, None, WorkerBug(str(exc))))
             except (RayError, GetTimeoutError) as exc:
                 out.append(Finished(ticket, None, exc))
         for node_id in suspects:
             self._check_node(node_id)
         return out
+
+    def abandon(self, ticket: int) -> bool:
+        """End the worker running a hung attempt; its attempt then comes back as lost, and the
+        worker is replaced like any dead one."""
+        placement = self._tickets.get(ticket)
+        actor = self._actors.get(placement.workers[0]) if placement else None
+        if actor is None:
+            return False
+        ray.kill(actor, no_restart=True)
+        return True
 
     def _check_node(self, node_id: str, timeout_s: float = 5.0) -> None:
         """After a worker was lost, ping the others on its node. Ray declares a dead node dead only
@@ -179,13 +209,43 @@ class RayPool:
                 log.warning("[grid] no workers on a node that joined: it cannot write the results: %s", problem)
             else:
                 self._start_workers(node)
-        added = self._collect_started(timeout=0)
         lost = [n for n, info in self._infos.items() if n in self._dead or info.node_id not in alive]
         for name in lost:
             self._infos.pop(name, None)
             self._actors.pop(name, None)
+            slot = self._slots.pop(name)
+            if slot[0] in alive and name in self._dead:
+                self._replace(name, slot)
         self._dead.clear()
-        return added, lost
+        return self._collect_started(timeout=0), lost
+
+    def _replace(self, name: str, slot: tuple[str, int, int]) -> None:
+        """A worker died on a node that lives on: start another on its GPU, a bounded number of times."""
+        self._restarts[name] = self._restarts.get(name, 0) + 1
+        if self._restarts[name] > self.max_restarts:
+            self.unusable.append(f"{name} (died {self._restarts[name]} times)")
+            log.warning(
+                "[grid] worker %s died %d times; its GPU is left unused for this sweep", name, self._restarts[name]
+            )
+            return
+        log.warning(
+            "[grid] worker %s died on a live node; replacing it (%d of %d)",
+            name,
+            self._restarts[name],
+            self.max_restarts,
+        )
+        self._start_worker(slot)
+
+    def flush(self, sweep: str) -> tuple[int, list[str]]:
+        """Each node writes the rows it kept while the store was down."""
+        first: dict[str, Any] = {}
+        for name, info in self._infos.items():
+            first.setdefault(info.node_id, self._actors[name])
+        written, errors = 0, []
+        for n, errs in ray.get([actor.flush.remote(sweep) for actor in first.values()]):
+            written += n
+            errors += errs
+        return written, errors
 
     def close(self) -> None:
         self._probes.close()

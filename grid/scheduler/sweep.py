@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from grid.errors import UsageError
+from grid.errors import StorageError, UsageError
 from grid.reports.summary import print_summary
+from grid.results.spool import DeliveryOptions, Spool, default_state_dir
 from grid.results.store import ResultStore
 from grid.scheduler.driver import Scheduler, SweepOutcome
 from grid.scheduler.pool import LocalPool, Pool
@@ -31,6 +32,12 @@ class RunOptions:
     retry_failed: bool = False
     shared_results: bool = False  # a local --results directory is shared by every node (NFS, ...)
     live: bool | None = None  # None: live display when stdout is a terminal
+    state_dir: str = field(default_factory=default_state_dir)  # this machine's spool, lease of a local Ray
+    store_retry_s: float = 60.0  # how long a worker retries a row the store refuses before keeping it
+
+    @property
+    def delivery(self) -> DeliveryOptions:
+        return DeliveryOptions(self.state_dir, self.store_retry_s)
 
     def check(self) -> None:
         if self.runner not in ("ray", "local"):
@@ -41,6 +48,8 @@ class RunOptions:
             raise UsageError(f"--num-gpus: received {self.num_gpus}, expected an integer >= 0")
         if self.runner == "local" and self.address:
             raise UsageError("--address needs --runner ray")
+        if not self.store_retry_s >= 0:
+            raise UsageError(f"--store-retry: received {self.store_retry_s}, expected seconds >= 0")
 
 
 def describe_with(axes: list[str]) -> Callable[[Trial], str]:
@@ -50,7 +59,7 @@ def describe_with(axes: list[str]) -> Callable[[Trial], str]:
 def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions) -> tuple[Pool, bool]:
     if opts.runner == "local":
         gpus = [str(i) for i in range(opts.num_gpus)] if opts.num_gpus else None
-        return LocalPool(spec, store, gpus=gpus, cpu_slots=opts.cpu_slots), False
+        return LocalPool(spec, store, gpus=gpus, cpu_slots=opts.cpu_slots, delivery=opts.delivery), False
     if opts.address is None:
         # Ray's single-node mode binds 127.0.0.1 only; Ray reads this when it is first imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -60,7 +69,7 @@ def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions) -> tuple[Po
     started = connect(opts.address, opts.num_gpus)
     try:
         check_results_location(store, opts.shared_results)
-        return RayPool(spec, store, cpu_slots=opts.cpu_slots), started
+        return RayPool(spec, store, cpu_slots=opts.cpu_slots, delivery=opts.delivery), started
     except BaseException:
         if started:
             import ray
@@ -76,6 +85,7 @@ def run_sweep(
     console = console or Console()
     expansion = expansion or expand(spec)
     store = ResultStore(opts.results)
+    _flushed(console, spec.name, *Spool(store, opts.state_dir).flush(spec.name))
     pending, skipped = plan_attempts(spec, expansion.trials, store, opts.retry_failed)
     axes = list(spec.axes)
     if not pending:
@@ -86,6 +96,8 @@ def run_sweep(
         return SweepOutcome(rows=[], total=len(expansion.trials), skipped=skipped)
     pool, started_ray = _open_pool(spec, store, opts)
     try:
+        if _flushed(console, spec.name, *pool.flush(spec.name)):  # rows other nodes kept: plan again
+            pending, skipped = plan_attempts(spec, expansion.trials, store, opts.retry_failed)
         if not pool.on_gpu:
             console.print(
                 f"[grid] no GPUs found: running on {len(pool.workers())} CPU slot(s) "
@@ -96,7 +108,7 @@ def run_sweep(
                 f"[grid] {len(pool.workers())} GPU worker(s): "
                 + ", ".join(f"{w.name}={','.join(w.gpu_ids)}" for w in pool.workers())
             )
-        scheduler = Scheduler(spec, store, pool, make_progress(describe_with(axes), opts.live))
+        scheduler = Scheduler(spec, store, pool, make_progress(describe_with(axes), opts.live), delivery=opts.delivery)
         outcome = scheduler.run(pending, skipped)
     finally:
         pool.close()
@@ -114,6 +126,20 @@ def run_sweep(
         console,
     )
     return outcome
+
+
+def _flushed(console: Console, sweep: str, written: int, errors: list[str]) -> int:
+    """Say what a spool flush did; a store still down stops the run before anything else."""
+    if errors:
+        raise StorageError(
+            f"{len(errors)} row(s) of sweep {sweep!r} kept from an earlier run could not be written yet; "
+            f"nothing was run. First: {errors[0]}"
+        )
+    if written:
+        console.print(
+            f"[grid] wrote {written} row(s) of sweep {sweep!r} kept from an earlier run when the store was down"
+        )
+    return written
 
 
 def plan_lines(spec: GridSpec, expansion: Expansion) -> list[str]:

@@ -10,17 +10,18 @@ import os
 
 import ray
 
+from grid.results.spool import Delivered, DeliveryOptions, Spool
 from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Placement, Trial, WorkerInfo, hostname
 from grid.spec.model import GridSpec
 from grid.trial.attempt import run_attempt
-from grid.trial.nvml import gpu_samplers
 
 
 class GpuWorker:
-    def __init__(self, spec: GridSpec, store_uri: str, node_label: str, slot: int):
+    def __init__(self, spec: GridSpec, store_uri: str, node_label: str, slot: int, delivery: DeliveryOptions):
         self.spec = spec
         self.store = ResultStore(store_uri)
+        self.delivery = delivery
         self.gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         self.name = f"{node_label}/gpu{self.gpu_ids[0]}" if self.gpu_ids else f"{node_label}/cpu{slot}"
         self.node_id = ray.get_runtime_context().get_node_id()
@@ -31,9 +32,12 @@ class GpuWorker:
     def ping(self) -> int:
         return os.getpid()
 
-    def run(self, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes) -> dict:
-        samplers, gpu_info = gpu_samplers(placement.gpu_ids)
-        return run_attempt(self.spec, trial, attempt, placement, self.store, times, samplers, gpu_info)
+    def run(self, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes) -> Delivered:
+        return run_attempt(self.spec, trial, attempt, placement, self.store, times, self.delivery)
+
+    def flush(self, sweep: str) -> tuple[int, list[str]]:
+        """Write the rows this node kept while the store was down (before the sweep plans its trials)."""
+        return Spool(self.store, self.delivery.state_dir).flush(sweep)
 
 
 RemoteGpuWorker = ray.remote(GpuWorker)

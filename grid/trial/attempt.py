@@ -12,17 +12,20 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from typing import Any
 
 from grid.results.rows import base_row
 from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
-from grid.results.store import ResultStore
+from grid.results.spool import Delivered, DeliveryOptions, Spool, deliver
+from grid.results.store import ResultStore, encode_row
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
 from grid.spec.model import GridSpec
 from grid.trial import collect
 from grid.trial.classify import classify
 from grid.trial.isolate import ChildOutcome, run_child
 from grid.trial.launch import Launch, prepare
+from grid.trial.nvml import gpu_samplers
 from grid.trial.output import log_tail, scan
 
 
@@ -84,10 +87,54 @@ def run_attempt(
     placement: Placement,
     store: ResultStore,
     times: AttemptTimes,
+    delivery: DeliveryOptions | None = None,
+) -> Delivered:
+    """Run one attempt on this worker and hand its row to the store (kept on this machine's disk
+    until the store takes it). Whatever fails on the worker's side is the row's `error` with its
+    evidence, never a crash of the worker: `lost` is only for a worker or node that died."""
+    delivery = delivery or DeliveryOptions()
+    try:
+        samplers, gpu_info = gpu_samplers(placement.gpu_ids)
+        row = attempt_row(spec, trial, attempt, placement, store, times, samplers, gpu_info)
+        data = encode_row(row, spec.param_kinds())
+    except Exception as exc:
+        row = error_row(spec, trial, attempt, placement, times, exc)
+        data = encode_row(row, spec.param_kinds())
+    return deliver(Spool(store, delivery.state_dir), row, data, delivery.retry_s)
+
+
+def error_row(
+    spec: GridSpec, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes, exc: BaseException
+) -> dict[str, Any]:
+    """The row of an attempt that gpu-grid itself could not carry through on the worker."""
+    row = base_row(spec, trial, attempt, placement)
+    row.update(
+        {
+            "status": TrialStatus.ERROR.value,
+            "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "error_message": str(exc)[-4000:],
+            "error_tail": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
+            "notes": ["the worker failed to run or record this attempt (not the trial's own error)"],
+            "queued_at": utc_time(times.queued_at),
+            "dispatched_at": utc_time(times.dispatched_at),
+            "started_at": utc_time(time.time()),
+            "ended_at": utc_time(time.time()),
+        }
+    )
+    return row
+
+
+def attempt_row(
+    spec: GridSpec,
+    trial: Trial,
+    attempt: int,
+    placement: Placement,
+    store: ResultStore,
+    times: AttemptTimes,
     samplers: list | None = None,
     gpu_info: dict | None = None,
 ) -> dict[str, Any]:
-    """Run one attempt in an isolated process tree and write its row. Returns the row."""
+    """Run one attempt in an isolated process tree; returns its row."""
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
     try:
         launch = prepare(spec, trial, attempt, placement, scratch, gpu_info)
@@ -142,5 +189,4 @@ def run_attempt(
             }
         )
     row["notes"] = row["notes"] or None
-    store.write_row(row, spec.param_kinds())
     return row
