@@ -1,8 +1,9 @@
 """Storage faults with real filesystems: the results on a tmpfs in a private mount namespace that
 refuses writes (its sweep folder made immutable: the kernel will not remount a filesystem
-read-only while the trials' logs are open on it) or is full while a real `grid run` writes to it. Nothing finished is lost or run twice,
-nothing temporary is left, the driver never dies with a traceback, and a store that stays down
-stops the sweep with the rows kept on disk for the next run to write."""
+read-only while the trials' logs are open on it) or is full while a real `grid run` writes to it.
+Nothing finished is lost or run twice, nothing temporary is left, the driver never dies with a
+traceback, and a store that stays down stops the sweep with the rows kept on disk for the next
+run to write."""
 
 from __future__ import annotations
 
