@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         shared_results=args.shared_results,
         state_dir=args.state_dir,
         store_retry_s=args.store_retry,
+        lease_ttl_s=args.lease_ttl,
         live=False if args.plain else None,
     )
     outcome = run_sweep(spec, opts, console, expansion)
@@ -251,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a worker retries a row the results store refuses before keeping it on its disk and "
         "stopping the sweep (default: 60)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="results on S3: how long the sweep's lease outlives a driver that died before another may take "
+        "it over (default: 60; a local results folder frees it at once)",
     )
     p.set_defaults(func=cmd_run)
 

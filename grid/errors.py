@@ -41,3 +41,9 @@ class StorageError(GridError):
     """The results store refused rows that had to be written; they are kept locally."""
 
     exit_code = 4
+
+
+class BusyError(GridError):
+    """Another driver holds the sweep's lease."""
+
+    exit_code = 5

@@ -2,8 +2,9 @@
 
 The contract: a written row reads back unchanged; a reader never sees a partial file, whatever
 it lists mid-write; `(sweep, trial_id, attempt)` is one row in the view however often it was
-written; `create_row` writes an attempt once however many writers race; concurrent writers lose
-nothing; a child's log lands beside the rows and is never read as a row.
+written; `create_row` writes an attempt once however many writers race (and an attempt number is
+claimed once); concurrent writers lose nothing; a child's log lands beside the rows and is never
+read as a row; an unreadable file is skipped and reported, never fatal.
 """
 
 from __future__ import annotations
@@ -146,3 +147,27 @@ def test_log_lands_beside_the_rows_and_is_not_a_row(store):
     store.write_row(row(0, log_path=shown))
     assert store.read("conf").column("log_path").to_pylist() == [shown]
     assert store.files("conf") == [store.row_path("conf", TRIALS[0].trial_id, 0)]
+
+
+def test_attempt_numbers_are_claimed_once_and_listed(store):
+    trial_id = TRIALS[0].trial_id
+    assert store.claim_attempt("conf", trial_id, 0)
+    assert not store.claim_attempt("conf", trial_id, 0), "a number is taken once"
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda _: store.claim_attempt("conf", trial_id, 1), range(8)))
+    assert won.count(True) == 1
+    assert store.claim_attempt("conf", TRIALS[1].trial_id, 0)
+    assert store.claimed("conf") == {trial_id: 1, TRIALS[1].trial_id: 0}
+    assert store.read("conf").num_rows == 0, "a claim is not a row"
+
+
+def test_an_unreadable_file_is_skipped_and_reported_not_fatal(store, caplog):
+    store.write_row(row(0))
+    store.write_row(row(1))
+    bad = f"{store.sweep_dir('conf')}/garbage.parquet"
+    with store.fs.open_output_stream(bad) as out:
+        out.write(b"not parquet at all")
+    with caplog.at_level("WARNING", logger="grid"):
+        table = store.read("conf")
+    assert table.num_rows == 2
+    assert bad in store.unreadable and "garbage.parquet" in caplog.text

@@ -95,20 +95,23 @@ class ResultStore:
         """Write an attempt's row only if none exists yet; False if one does (it is left as it is)."""
         return self.create_encoded(row["sweep"], row["trial_id"], row["attempt"], encode_row(row, kinds))
 
-    def create_encoded(self, sweep: str, trial_id: str, attempt: int, data: bytes) -> bool:
+    def create_encoded(
+        self, sweep: str, trial_id: str, attempt: int, data: bytes, folder: str | None = None, suffix: str = ".parquet"
+    ) -> bool:
         """For rows that must be written once: the driver's `lost` row must not replace the row that
         a worker it gave up on wrote after all. A hard link on a local disk; on S3 a conditional
         PUT (If-None-Match: *) through boto3, as pyarrow's S3 filesystem cannot send one; on other
         filesystems a look before the write, which a concurrent writer can race.
         """
-        final = self.row_path(sweep, trial_id, attempt)
+        folder = folder or self.sweep_dir(sweep)
+        final = f"{folder}/{trial_id}-{attempt}{suffix}"
         if self.is_local:
-            os.makedirs(self.sweep_dir(sweep), exist_ok=True)
-            tmp = f"{self.sweep_dir(sweep)}/.tmp-{uuid.uuid4().hex}"
+            os.makedirs(folder, exist_ok=True)
+            tmp = f"{folder}/.tmp-{uuid.uuid4().hex}"
             try:
                 durable_write(tmp, data, replace=False)
                 os.link(tmp, final)
-                fsync_dir(self.sweep_dir(sweep))
+                fsync_dir(folder)
                 return True
             except FileExistsError:
                 return False
@@ -118,7 +121,8 @@ class ResultStore:
             return put_if_absent(self.uri, self.fs.region, final, data)
         if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
             return False
-        self.write_encoded(sweep, trial_id, attempt, data)
+        with self.fs.open_output_stream(final) as out:
+            out.write(data)
         return True
 
     def read_row(self, sweep: str, trial_id: str, attempt: int) -> dict[str, Any] | None:
@@ -129,6 +133,25 @@ class ResultStore:
             return None
         rows = table.to_pylist() if table is not None else []
         return rows[0] if rows else None
+
+    # -- attempt numbers: each is claimed once, before its attempt starts, and never reused
+    def attempts_dir(self, sweep: str) -> str:
+        return f"{self.sweep_dir(sweep)}/_attempts"
+
+    def claim_attempt(self, sweep: str, trial_id: str, attempt: int) -> bool:
+        """Mark an attempt number as taken (False if it already was). An attempt cut off before it
+        wrote a row (a killed driver) still holds its number: the next run starts the one after."""
+        return self.create_encoded(sweep, trial_id, attempt, b"", folder=self.attempts_dir(sweep), suffix="")
+
+    def claimed(self, sweep: str) -> dict[str, int]:
+        """trial_id -> the highest attempt number claimed."""
+        selector = pafs.FileSelector(self.attempts_dir(sweep), allow_not_found=True)
+        out: dict[str, int] = {}
+        for entry in self.fs.get_file_info(selector):
+            trial_id, _, attempt = entry.base_name.rpartition("-")
+            if entry.type == pafs.FileType.File and attempt.isdigit():
+                out[trial_id] = max(out.get(trial_id, -1), int(attempt))
+        return out
 
     def local_log_file(self, sweep: str, trial_id: str, attempt: int) -> str:
         """Where a worker on this machine writes the child's log (uploaded by `commit_log` if remote)."""

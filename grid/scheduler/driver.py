@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,10 @@ class Scheduler:
         refresh_every_s: float = 2.0,
         stall_timeout_s: float = 60.0,
         delivery: DeliveryOptions | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ):
         self.spec, self.store, self.pool, self.progress = spec, store, pool, progress
+        self.heartbeat = heartbeat or (lambda: None)  # keeps the sweep's lease
         self.delivery = delivery or DeliveryOptions()
         self.spool = Spool(store, self.delivery.state_dir)
         self.grace_s = self.delivery.retry_s + KILL_GRACE_S
@@ -139,6 +142,8 @@ class Scheduler:
                 self._start(pending, min(fits, key=len)[:k] if k > 1 else max(fits, key=len)[:k])
             elif k > 1 and reserved is None:
                 self._reserve(pending)
+            if self.store_down:
+                return
 
     def _reserve(self, pending: Pending) -> None:
         """Hold the node with the most idle workers among those big enough for the gang."""
@@ -147,7 +152,22 @@ class Scheduler:
         all_free = self._free()
         self.reservation = (pending, max(nodes, key=lambda n: len(all_free.get(n, [])))) if nodes else None
 
+    def _claim(self, pending: Pending) -> bool:
+        """Take the attempt's number in the store before it starts (the next free one, should an
+        earlier run have taken it); False when the store cannot be reached: nothing starts then."""
+        for _ in range(100):
+            try:
+                if self.store.claim_attempt(self.spec.name, pending.trial.trial_id, pending.attempt):
+                    return True
+            except Exception as exc:  # the store is down: stop starting trials
+                self.store_down = self.store_down or f"cannot claim an attempt: {type(exc).__name__}: {exc}"
+                return False
+            pending.attempt += 1
+        raise ClusterError(f"could not claim an attempt number for trial {pending.trial.trial_id}")
+
     def _start(self, pending: Pending, names: list[str]) -> None:
+        if not self._claim(pending):
+            return
         infos = [self.workers[n] for n in names]
         placement = Placement(
             infos[0].node_id, infos[0].host, tuple(names), tuple(g for info in infos for g in info.gpu_ids)
@@ -217,6 +237,7 @@ class Scheduler:
                         self._finish(done, outcome)
                 self._end_hung()
                 if time.monotonic() >= next_refresh:
+                    self.heartbeat()
                     self._refresh()
                     next_refresh = time.monotonic() + self.refresh_every_s
                 self.progress.tick()

@@ -1,4 +1,5 @@
-"""Resume: what of a sweep still has to run, numbered after the attempts already recorded."""
+"""Resume: what of a sweep still has to run, numbered after every attempt already claimed (an
+attempt cut off before it wrote a row keeps its number: a log is never shared by two runs)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def plan_attempts(
     ):
         if tid not in last or attempt > last[tid][0]:
             last[tid] = (attempt, status)
+    claimed = store.claimed(spec.name)
     todo, skipped = [], 0
     for trial in trials:
         if trial.trial_id in last:
@@ -37,7 +39,6 @@ def plan_attempts(
             if state.is_terminal and not (retry_failed and state.is_retryable):
                 skipped += 1
                 continue
-            todo.append(Pending(trial, attempt + 1, spec.retries))
-        else:
-            todo.append(Pending(trial, 0, spec.retries))
+        nxt = max(last.get(trial.trial_id, (-1, ""))[0], claimed.get(trial.trial_id, -1)) + 1
+        todo.append(Pending(trial, nxt, spec.retries))
     return todo, skipped

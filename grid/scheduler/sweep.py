@@ -11,6 +11,7 @@ from rich.console import Console
 
 from grid.errors import StorageError, UsageError
 from grid.reports.summary import print_summary
+from grid.results.lease import Lease
 from grid.results.spool import DeliveryOptions, Spool, default_state_dir
 from grid.results.store import ResultStore
 from grid.scheduler.driver import Scheduler, SweepOutcome
@@ -34,6 +35,7 @@ class RunOptions:
     live: bool | None = None  # None: live display when stdout is a terminal
     state_dir: str = field(default_factory=default_state_dir)  # this machine's spool, lease of a local Ray
     store_retry_s: float = 60.0  # how long a worker retries a row the store refuses before keeping it
+    lease_ttl_s: float = 60.0  # on S3: how soon a dead driver's lease on the sweep expires
 
     @property
     def delivery(self) -> DeliveryOptions:
@@ -85,6 +87,16 @@ def run_sweep(
     console = console or Console()
     expansion = expansion or expand(spec)
     store = ResultStore(opts.results)
+    lease = Lease(store, spec.name, opts.lease_ttl_s).acquire()
+    try:
+        return _run_leased(spec, opts, console, expansion, store, lease)
+    finally:
+        lease.release()
+
+
+def _run_leased(
+    spec: GridSpec, opts: RunOptions, console: Console, expansion: Expansion, store: ResultStore, lease: Lease
+) -> SweepOutcome:
     _flushed(console, spec.name, *Spool(store, opts.state_dir).flush(spec.name))
     pending, skipped = plan_attempts(spec, expansion.trials, store, opts.retry_failed)
     axes = list(spec.axes)
@@ -108,7 +120,8 @@ def run_sweep(
                 f"[grid] {len(pool.workers())} GPU worker(s): "
                 + ", ".join(f"{w.name}={','.join(w.gpu_ids)}" for w in pool.workers())
             )
-        scheduler = Scheduler(spec, store, pool, make_progress(describe_with(axes), opts.live), delivery=opts.delivery)
+        progress = make_progress(describe_with(axes), opts.live)
+        scheduler = Scheduler(spec, store, pool, progress, delivery=opts.delivery, heartbeat=lease.refresh)
         outcome = scheduler.run(pending, skipped)
     finally:
         pool.close()

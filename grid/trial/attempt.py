@@ -58,7 +58,7 @@ def _start(
     launch: Launch, spec: GridSpec, trial: Trial, attempt: int, placement: Placement, log_file: str, samplers: list
 ) -> tuple[ChildOutcome | None, int]:
     """Run the attempt's process; also where its own output starts in the log."""
-    with open(log_file, "ab") as log:
+    with open(log_file, "wb") as log:  # an attempt number is never reused: a log holds one run
         log.write(
             f"[gpu-grid] trial {trial.trial_id} attempt {attempt} on {placement.host} "
             f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'} in {launch.cwd}\n"
