@@ -306,7 +306,13 @@ def test_killed_node_trials_rerun_elsewhere(net, s3, cluster, tmp_path):
         latest = max(trial_rows, key=lambda r: r["attempt"])
         assert latest["status"] == "ok"
         assert sorted(r["attempt"] for r in trial_rows) == list(range(len(trial_rows))), "attempts are 0, 1, ..."
-        assert all(r["status"] == "lost" for r in trial_rows if r is not latest)
+        # An earlier attempt is lost, or it is one whose actor on the killed node outlived its raylet
+        # and still wrote its row after the driver had recorded it lost (its re-run is the latest).
+        assert all(
+            r["status"] == "lost" or (r["status"] == "ok" and r["node_id"] == victim["node_id"])
+            for r in trial_rows
+            if r is not latest
+        )
     rerun = [max(t, key=lambda r: r["attempt"]) for t in trials.values() if len(t) > 1]
     assert rerun and all(r["node_id"] != victim["node_id"] for r in rerun)
     # Actors on the killed node keep running until Ray declares the node dead (its health checks
