@@ -330,14 +330,16 @@ def test_killed_node_trials_rerun_elsewhere(net, s3, cluster, tmp_path):
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(net, s3, cluster, tmp_path):
     spec = spec_file(tmp_path, "resume", 40, 1.0)
-    first = grid_run(net, cluster, s3, spec, s3.uri("resume"))
+    first = grid_run(net, cluster, s3, spec, s3.uri("resume"), "--lease-ttl", "4")
     first.wait_for(first.finished(12))
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(timeout=30)
-    time.sleep(2)  # let Ray end the dead driver's actors, whose children die with them
+    # Ray ends the dead driver's actors (their children die with them); the lease the dead driver
+    # held on the sweep expires after its 4 s, and the next driver takes it over.
+    time.sleep(5)
     before = {r["trial_id"]: r for r in download(net, s3, "resume", tmp_path / "before").read("resume").to_pylist()}
     assert 12 <= len(before) < 40
-    second = grid_run(net, cluster, s3, spec, s3.uri("resume"))
+    second = grid_run(net, cluster, s3, spec, s3.uri("resume"), "--lease-ttl", "4")
     assert second.finish() == 0, second.output
     assert f"{len(before)} already done" in second.output
     rows = download(net, s3, "resume", tmp_path / "after").read("resume").to_pylist()

@@ -104,11 +104,15 @@ def test_lost_marker_never_replaces_a_written_outcome(aws_env):
     placement = Placement("node", "host", ("gpu0",), ("0",))
     store.write_row({**base_row(spec, done, 0, None), "status": "ok", "wall_s": 0.1})
 
-    kept = scheduler._lost(Running(Pending(done, 0, 2), placement, time.time()), RuntimeError("node gone"))
+    kept = scheduler._lost(
+        Running(Pending(done, 0, 2), placement, time.time(), float("inf")), RuntimeError("node gone")
+    )
     assert (kept["status"], kept["wall_s"]) == ("ok", 0.1)
     assert not scheduler.queue
 
-    lost = scheduler._lost(Running(Pending(missing, 0, 2), placement, time.time()), RuntimeError("node gone"))
+    lost = scheduler._lost(
+        Running(Pending(missing, 0, 2), placement, time.time(), float("inf")), RuntimeError("node gone")
+    )
     assert lost["status"] == "lost"
     assert [(p.trial.trial_id, p.attempt) for p in scheduler.queue] == [(missing.trial_id, 1)]
     assert store.read_row("lost", done.trial_id, 0)["status"] == "ok"

@@ -44,6 +44,7 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.since = time.time()
         self._fd: int | None = None
+        self._made: list[str] = []  # folders the lease had to create
         self._etag: str | None = None
         self._refreshed = 0.0
 
@@ -68,6 +69,7 @@ class Lease:
     # -- local (POSIX) folders: flock
     def _acquire_local(self) -> None:
         folder = self.store.sweep_dir(self.sweep)
+        self._made = [p for p in (self.store.root, folder) if not os.path.isdir(p)]
         os.makedirs(folder, exist_ok=True)
         fd = os.open(f"{folder}/_lease", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -124,6 +126,15 @@ class Lease:
             raise self._busy(json.loads(found[0]) if found else None)
         self._etag, self._refreshed = etag, time.monotonic()
 
+    def _remove_if_unused(self) -> None:
+        """A run that wrote nothing (refused before any trial) leaves no folder it made behind."""
+        folder = self.store.sweep_dir(self.sweep)
+        with contextlib.suppress(OSError):
+            if os.listdir(folder) == ["_lease"]:
+                os.unlink(f"{folder}/_lease")
+                for path in reversed(self._made):
+                    os.rmdir(path)
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
@@ -131,6 +142,7 @@ class Lease:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            self._remove_if_unused()
         if self._etag is not None:
             region = getattr(self.store.fs, "region", None)
             with contextlib.suppress(Exception):  # best effort: an expired lease frees itself

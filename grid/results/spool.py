@@ -43,6 +43,7 @@ class Delivered:
     row: dict
     kept: str | None = None
     store_error: str | None = None
+    existed: bool = False  # a create found the attempt's row already there (and left it)
 
     @property
     def stored(self) -> bool:
@@ -68,16 +69,19 @@ class Spool:
         pattern = f"sweep={sweep}/*" if sweep else "sweep=*/*"
         return sorted(p for p in self.dir.glob(pattern) if p.suffix in (".write", ".create"))
 
-    def put(self, path: Path) -> None:
-        """Write one kept row to the store, then drop the local copy."""
+    def put(self, path: Path) -> bool:
+        """Write one kept row to the store, then drop the local copy. False: a create found the
+        attempt's row already there."""
         sweep = path.parent.name.split("=", 1)[1]
         trial_id, _, attempt = path.stem.rpartition("-")
         data = path.read_bytes()
+        written = True
         if path.suffix == ".create":
-            self.store.create_encoded(sweep, trial_id, int(attempt), data)
+            written = self.store.create_encoded(sweep, trial_id, int(attempt), data)
         else:
             self.store.write_encoded(sweep, trial_id, int(attempt), data)
         path.unlink()
+        return written
 
     def flush(self, sweep: str | None = None) -> tuple[int, list[str]]:
         """Every kept row of the sweep written to the store: (how many, the errors of those it refused)."""
@@ -104,8 +108,7 @@ def deliver(
     deadline, delay, error = time.monotonic() + retry_s, 0.5, ""
     while True:
         try:
-            spool.put(path)
-            return Delivered(row)
+            return Delivered(row, existed=not spool.put(path))
         except Exception as exc:  # storage faults: read-only, full, unreachable, refused...
             error = f"{type(exc).__name__}: {exc}"
         if time.monotonic() + delay > deadline:

@@ -72,6 +72,7 @@ class Scheduler:
         self.spool = Spool(store, self.delivery.state_dir)
         self.grace_s = self.delivery.retry_s + KILL_GRACE_S
         self.store_down: str | None = None  # why, once the store refused a row
+        self.outcome = SweepOutcome(rows=[], total=0, skipped=0)
         self.capacity = 1 if spec.exclusive else spec.trials_per_gpu
         self.workers: dict[str, WorkerInfo] = {}
         self.load: dict[str, int] = {}
@@ -188,7 +189,7 @@ class Scheduler:
         if not done.stored:
             self._store_refused(done.kept, done.store_error)
             return False
-        return True
+        return not done.existed
 
     def _store_refused(self, kept: str | None, error: str | None) -> None:
         if kept:
