@@ -16,7 +16,8 @@ import pyarrow as pa
 from grid.errors import ResultsError
 
 # 2: user targets (target, command, workdir, script), open metric columns, notes, processes
-SCHEMA_VERSION = 2
+# 3: stray_processes, containment, gpu_foreign_pids, gpu_wait_s
+SCHEMA_VERSION = 3
 GOALS = ("max", "min")
 
 _F, _S, _I32, _I64 = pa.float64(), pa.string(), pa.int32(), pa.int64()
@@ -75,6 +76,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("gpu_mem_peak_per_gpu_mib", pa.list_(_F), "NVML peak per GPU", "detail"),
     Column("gpu_device_mem_peak_mib", _F, "NVML: device used minus the pre-launch baseline", "measure", "min"),
     Column("gpu_mem_method", _S, "how the GPU memory was attributed", "detail"),
+    Column("gpu_foreign_pids", pa.list_(_I64), "other processes NVML saw on its GPUs during the trial", "outcome"),
+    Column("gpu_wait_s", _F, "seconds it waited for its GPUs, held by a trial of another sweep", "detail"),
+    Column("stray_processes", _I32, "processes of the trial still alive when it ended, ended by gpu-grid", "outcome"),
+    Column("containment", _S, "how the trial's processes were kept together: cgroup v2 or subreaper", "detail"),
     Column(
         "framework_peak_mib",
         _F,

@@ -8,6 +8,7 @@ Called by a `GpuWorker` actor or a local slot (grid/scheduler); never imports a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -21,12 +22,15 @@ from grid.results.spool import Delivered, DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
 from grid.spec.model import GridSpec
-from grid.trial import collect
+from grid.trial import collect, gpulock
 from grid.trial.classify import classify
+from grid.trial.contain import contain
 from grid.trial.isolate import ChildOutcome, run_child
 from grid.trial.launch import Launch, prepare
 from grid.trial.nvml import gpu_samplers
 from grid.trial.output import log_tail, scan
+
+log = logging.getLogger("grid")
 
 
 def measured_fields(spec: GridSpec, trial: Trial, records: list[dict], log_file: str, offset: int) -> dict[str, Any]:
@@ -77,6 +81,7 @@ def _start(
         samplers=samplers,
         interval_s=spec.sample_interval_ms / 1000,
         memory_limit_mib=spec.memory_limit_mib,
+        box=contain(f"{trial.trial_id}-{attempt}", launch.env["GRID_TRIAL"]),
     ), offset
 
 
@@ -95,7 +100,14 @@ def run_attempt(
     delivery = delivery or DeliveryOptions()
     try:
         samplers, gpu_info = gpu_samplers(placement.gpu_ids)
-        row = attempt_row(spec, trial, attempt, placement, store, times, samplers, gpu_info)
+        keys = [uuid for sampler in samplers for uuid in sampler.uuids]
+
+        def waiting(gpu: str) -> None:
+            log.warning("[grid] trial %s waits for GPU %s, held by a trial of another sweep", trial.trial_id, gpu)
+
+        with gpulock.holding(keys, spec.exclusive, waiting=waiting) as waited:
+            row = attempt_row(spec, trial, attempt, placement, store, times, samplers, gpu_info)
+        row["gpu_wait_s"] = waited if keys else None
         data = encode_row(row, spec.param_kinds())
     except Exception as exc:
         row = error_row(spec, trial, attempt, placement, times, exc)
@@ -174,8 +186,17 @@ def attempt_row(
             row["notes"].append(
                 f"a process of the trial raised {error['type']}: {error['message'][:200]} (the trial exited 0)"
             )
+        if row.get("gpu_foreign_pids"):
+            row["notes"].append(
+                f"other processes used its GPUs during the trial (pids {row['gpu_foreign_pids']}): its timings "
+                f"and memory may be polluted"
+            )
+        if outcome.stray_killed:
+            row["notes"].append(f"{outcome.stray_killed} process(es) of the trial outlived it and were ended")
         row.update(
             {
+                "stray_processes": outcome.stray_killed,
+                "containment": outcome.containment,
                 "status": verdict["status"].value,
                 "error_type": verdict["error_type"],
                 "error_tail": verdict["error_tail"],

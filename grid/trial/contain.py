@@ -18,8 +18,11 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
+
+from grid.trial.measure import process_tree
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -75,6 +78,10 @@ class CgroupContainment:
         except (OSError, ValueError):
             return []
 
+    def tree(self, root: int) -> list[int]:
+        """Every process of the trial: the cgroup holds them all, moved sessions included."""
+        return self.pids() or [root]
+
     def observe(self, tree: list[int]) -> None:
         pass
 
@@ -99,11 +106,11 @@ class CgroupContainment:
 class ReaperContainment:
     method = "subreaper and the processes seen"
     _armed = False
+    roots: ClassVar[set[int]] = set()  # the trial processes this process started and waits for itself
 
     def __init__(self, trial_path: str) -> None:
         self.trial_path = trial_path  # GRID_TRIAL of this attempt: how its adopted orphans are known
         self.seen: dict[int, float] = {}  # pid -> its start time, so a reused pid is never ended
-        self.started = time.time()
         ReaperContainment.arm()
 
     @classmethod
@@ -115,6 +122,9 @@ class ReaperContainment:
             cls._armed = True
 
     join_file = "-"
+
+    def tree(self, root: int) -> list[int]:
+        return process_tree(root)
 
     def observe(self, tree: list[int]) -> None:
         for pid in tree:
@@ -129,10 +139,13 @@ class ReaperContainment:
                 proc = psutil.Process(pid)
                 if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
                     out.append(proc)
+        # psutil's start times are comparable with each other, not with time.time(): orphans are
+        # younger than the trial's first process, which was seen first.
+        started = min(self.seen.values(), default=0.0)
         adopted = [
             child
             for child in psutil.Process().children()
-            if child.pid not in self.seen and child.create_time() >= self.started and self._ours(child)
+            if child.pid not in self.seen and child.create_time() >= started and self._ours(child)
         ]
         return out + adopted
 
@@ -148,10 +161,24 @@ class ReaperContainment:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         psutil.wait_procs(strays, timeout=deadline_s)
+        _reap_adopted()
         return len(strays)
 
 
-def contain(name: str, trial_path: str, prefer: str = "auto") -> CgroupContainment | ReaperContainment:
+def _reap_adopted() -> None:
+    """Collect the exit status of orphans this process adopted that have ended (zombies), without
+    touching the children it started itself (their Popen objects wait for them)."""
+    own = ReaperContainment.roots
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if child.pid not in own and child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+
+
+Containment = CgroupContainment | ReaperContainment
+
+
+def contain(name: str, trial_path: str, prefer: str = "auto") -> Containment:
     """A cgroup where one can be made (prefer "auto" or "cgroup"), else the subreaper."""
     if prefer in ("auto", "cgroup"):
         cgroup = CgroupContainment.create(name)

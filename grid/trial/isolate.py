@@ -15,17 +15,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from grid.trial.measure import RssSampler, process_tree
+from grid.trial.contain import Containment, ReaperContainment, contain
+from grid.trial.measure import RssSampler
 
-# Sets "kill me when my parent thread exits", then becomes the real child. Done in a separate
-# exec rather than preexec_fn, which is unsafe in a threaded parent (a Ray actor is one).
-_PDEATHSIG_EXEC = (
+# Joins the trial's cgroup (argv[1], "-" for none) and sets "kill me when my parent thread exits",
+# then becomes the real child. Done in a separate exec rather than preexec_fn, which is unsafe in
+# a threaded parent (a Ray actor is one).
+_SHIM = (
     "import ctypes, os, sys\n"
+    "if sys.argv[1] != '-':\n"
+    "    try:\n"
+    "        open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+    "    except OSError as e:\n"
+    "        print(f'[gpu-grid] could not join the trial cgroup: {e}', file=sys.stderr, flush=True)\n"
     "try:\n"
     "    ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"
     "except Exception:\n"
     "    pass\n"
-    "os.execv(sys.argv[1], sys.argv[1:])\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
 )
 
 
@@ -45,6 +52,7 @@ class ChildOutcome:
     ended_at: float
     peak_rss_mib: float
     stray_killed: int = 0
+    containment: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -96,13 +104,16 @@ def run_child(
     interval_s: float = 0.02,
     memory_limit_mib: float | None = None,
     grace_s: float = 5.0,
+    box: Containment | None = None,
 ) -> ChildOutcome:
-    """Run `argv` to completion, timeout or budget; always leaves no process of its group alive."""
+    """Run `argv` to completion, timeout or budget; leaves no process of it alive, whatever group
+    or session it moved to (`box`: a cgroup, else the processes seen and orphans adopted)."""
     rss = RssSampler()
+    box = box or contain("child", env.get("GRID_TRIAL", ""))
     with open(log_path, "ab", buffering=0) as log:
         started = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-S", "-c", _PDEATHSIG_EXEC, *argv],
+            [sys.executable, "-S", "-c", _SHIM, box.join_file, *argv],
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -111,10 +122,13 @@ def run_child(
             start_new_session=True,
             close_fds=True,
         )
+        ReaperContainment.roots.add(proc.pid)
+        box.observe([proc.pid])
         deadline = time.monotonic() + timeout_s
         timed_out = over_budget = False
         while proc.poll() is None:
-            tree = process_tree(proc.pid)
+            tree = box.tree(proc.pid)
+            box.observe(tree)
             rss.sample(tree)
             for sampler in samplers:
                 sampler.sample(tree)
@@ -136,9 +150,10 @@ def run_child(
             except subprocess.TimeoutExpired:
                 pass
         code = proc.wait()
+        ReaperContainment.roots.discard(proc.pid)
         ended = time.time()
-        stray = _group_alive(proc.pid)
-        if stray:
+        strays = box.end()
+        if _group_alive(proc.pid):
             end_group(proc, grace_s=1.0)
     return ChildOutcome(
         pid=proc.pid,
@@ -149,5 +164,6 @@ def run_child(
         started_at=started,
         ended_at=ended,
         peak_rss_mib=rss.peak_mib,
-        stray_killed=int(stray),
+        stray_killed=strays,
+        containment=box.method,
     )

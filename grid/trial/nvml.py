@@ -65,13 +65,17 @@ class NvmlSampler:
         self.device_peak = dict.fromkeys(handles, 0)
         self.attributed = False
         self.errors: set[str] = set()
+        self.foreign: set[int] = set()  # other processes NVML saw on these GPUs during the trial
+        self.uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles.values()]
 
     def _process_used(self, handle: Any, pids: set[int]) -> int:
         used = 0
         for getter in (self.nvml.nvmlDeviceGetComputeRunningProcesses, self.nvml.nvmlDeviceGetGraphicsRunningProcesses):
             try:
                 for proc in getter(handle):
-                    if proc.pid in pids and proc.usedGpuMemory is not None:
+                    if proc.pid not in pids:
+                        self.foreign.add(proc.pid)
+                    elif proc.usedGpuMemory is not None:
                         used += proc.usedGpuMemory
                         self.attributed = True
             except self.nvml.NVMLError as exc:
@@ -100,6 +104,8 @@ class NvmlSampler:
             "gpu_mem_peak_mib": sum(per_gpu.values()),
             "gpu_device_mem_peak_mib": sum(device.values()),
             "gpu_mem_method": method,
+            # Only where NVML's pids are ours to compare (not in another pid namespace).
+            "gpu_foreign_pids": sorted(self.foreign) if self.attributed else None,
         }
 
 
