@@ -135,3 +135,22 @@ def test_cli_bad_yaml(tmp_path, capsys):
     path.write_text("name: [unclosed\n")
     assert main(["plan", str(path)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_a_key_written_twice_is_a_spec_error_not_the_last_one_silently(tmp_path, capsys):
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: t\nworkload: sleep\naxes:\n  batch_size: [1]\n  batch_size: [2, 3]\n")
+    assert main(["plan", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "duplicate key 'batch_size' (first on line 4): YAML would keep only the last" in err
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("name: t\nworkload: sleep\nparams:\n  <<: {seconds: 1}\n  seconds: 2\n")
+    assert main(["plan", str(merged)]) == 0
+
+
+def test_non_numeric_values_for_numeric_params_are_spec_errors_on_every_path(write_spec, tmp_path, capsys):
+    path = write_spec(_spec(axes={"memory_fraction": ["abc"]}))
+    assert main(["plan", str(path)]) == 2
+    assert 'axes.memory_fraction[0]: received "abc", expected 0 < f <= 1 or null' in capsys.readouterr().err
+    assert main(["plan", str(write_spec(_spec())), "--set", "memory_fraction=[abc]"]) == 2
+    assert 'received "abc", expected 0 < f <= 1 or null' in capsys.readouterr().err

@@ -13,9 +13,10 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from grid.errors import ClusterError
-from grid.results.spool import DeliveryOptions
+from grid.results.spool import DeliveryOptions, default_state_dir
 from grid.results.storage_check import NodeProbes
 from grid.results.store import ResultStore
+from grid.scheduler.localray import LocalRay, end_leftovers
 from grid.scheduler.worker import RemoteGpuWorker
 from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerBug, WorkerInfo
 from grid.spec.model import GridSpec
@@ -24,22 +25,28 @@ NAMESPACE = "gpu-grid"
 log = logging.getLogger("grid")
 
 
-def connect(address: str | None, num_gpus: int | None = None, num_cpus: int | None = None) -> bool:
-    """Start a local Ray on loopback (address None) or join a cluster. True if we started it."""
+def connect(
+    address: str | None, num_gpus: int | None = None, num_cpus: int | None = None, state_dir: str | None = None
+) -> LocalRay | None:
+    """Start a local Ray on loopback (address None) or join a cluster. Returns the local Ray this
+    driver started (its processes recorded in `state_dir`), or None."""
     if ray.is_initialized():
-        return False
+        return None
     common: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address:
             if num_gpus is not None:
                 raise ClusterError("--num-gpus fakes GPUs on a local Ray only; drop it with --address")
             ray.init(address=address, **common)
-            return False
+            return None
         if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
             raise ClusterError(
                 "a local Ray must bind 127.0.0.1 only: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
                 "before ray is imported (grid run does this)"
             )
+        state_dir = state_dir or default_state_dir()
+        end_leftovers(state_dir)
+        local = LocalRay(state_dir)
         ray.init(
             address="local",
             num_gpus=num_gpus,
@@ -48,7 +55,8 @@ def connect(address: str | None, num_gpus: int | None = None, num_cpus: int | No
             object_store_memory=256 * 1024 * 1024,
             **common,
         )
-        return True
+        local.record()
+        return local
     except ClusterError:
         raise
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...

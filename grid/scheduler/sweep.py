@@ -15,6 +15,7 @@ from grid.results.lease import Lease
 from grid.results.spool import DeliveryOptions, Spool, default_state_dir
 from grid.results.store import ResultStore
 from grid.scheduler.driver import Scheduler, SweepOutcome
+from grid.scheduler.localray import LocalRay, end_leftovers
 from grid.scheduler.pool import LocalPool, Pool
 from grid.scheduler.progress import make_progress
 from grid.scheduler.resume import plan_attempts
@@ -58,26 +59,35 @@ def describe_with(axes: list[str]) -> Callable[[Trial], str]:
     return lambda trial: trial.describe(axes)
 
 
-def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions) -> tuple[Pool, bool]:
+def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions) -> tuple[Pool, LocalRay | None]:
     if opts.runner == "local":
         gpus = [str(i) for i in range(opts.num_gpus)] if opts.num_gpus else None
-        return LocalPool(spec, store, gpus=gpus, cpu_slots=opts.cpu_slots, delivery=opts.delivery), False
+        return LocalPool(spec, store, gpus=gpus, cpu_slots=opts.cpu_slots, delivery=opts.delivery), None
     if opts.address is None:
         # Ray's single-node mode binds 127.0.0.1 only; Ray reads this when it is first imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from grid.results.storage_check import check_results_location
     from grid.scheduler.raypool import RayPool, connect  # Ray only when it is used
 
-    started = connect(opts.address, opts.num_gpus)
+    local = connect(opts.address, opts.num_gpus, state_dir=opts.state_dir)
     try:
         check_results_location(store, opts.shared_results)
-        return RayPool(spec, store, cpu_slots=opts.cpu_slots, delivery=opts.delivery), started
+        pool = RayPool(spec, store, cpu_slots=opts.cpu_slots, delivery=opts.delivery)
+        if local:
+            local.record()  # its workers and agents are up now
+        return pool, local
     except BaseException:
-        if started:
-            import ray
-
-            ray.shutdown()
+        _stop(local)
         raise
+
+
+def _stop(local: LocalRay | None) -> None:
+    """Stop the local Ray this driver started (a cluster it joined is not ours to stop)."""
+    if local is not None:
+        import ray
+
+        ray.shutdown()
+        local.forget()
 
 
 def run_sweep(
@@ -87,6 +97,8 @@ def run_sweep(
     console = console or Console()
     expansion = expansion or expand(spec)
     store = ResultStore(opts.results)
+    # First, before anything is planned: a killed driver's local Ray may still be finishing trials.
+    end_leftovers(opts.state_dir)
     lease = Lease(store, spec.name, opts.lease_ttl_s).acquire()
     try:
         return _run_leased(spec, opts, console, expansion, store, lease)
@@ -106,7 +118,7 @@ def _run_leased(
             f"results in {opts.results}; nothing to run (--retry-failed reruns error/timeout/killed)"
         )
         return SweepOutcome(rows=[], total=len(expansion.trials), skipped=skipped)
-    pool, started_ray = _open_pool(spec, store, opts)
+    pool, local_ray = _open_pool(spec, store, opts)
     try:
         if _flushed(console, spec.name, *pool.flush(spec.name)):  # rows other nodes kept: plan again
             pending, skipped = plan_attempts(spec, expansion.trials, store, opts.retry_failed)
@@ -125,10 +137,7 @@ def _run_leased(
         outcome = scheduler.run(pending, skipped)
     finally:
         pool.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        _stop(local_ray)
     rows = sorted((r for r in outcome.rows if r["status"] != "lost"), key=lambda r: r["trial_id"])
     order = {t.trial_id: t.index for t in expansion.trials}
     rows.sort(key=lambda r: order.get(r["trial_id"], 0))

@@ -278,6 +278,31 @@ def _parse_str_map(problems: list[str], path: str, raw: Any, allowed: tuple = ()
     return out
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key written twice in one mapping is an error: YAML would keep the
+    last one silently, and a grid would run other trials than the file seems to say."""
+
+
+def _unique_keys(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base` then overriding a key is how YAML is meant to be used
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key] + 1}): YAML would keep only the last; write it once",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
+
+
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
     """Read, override and validate a spec file; its folder is the default workdir."""
     path = Path(path)
@@ -286,7 +311,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
     except OSError as exc:
         raise SpecError([f"cannot read {path}: {exc.strerror}"], str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
         raise SpecError([f"not valid YAML: {exc}"], str(path)) from None
     if isinstance(data, dict) and overrides:
