@@ -3,6 +3,7 @@ drivers never run timing trials on one GPU at the same time (the per-GPU lock on
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -84,5 +85,5 @@ def test_two_drivers_never_run_timing_trials_on_one_gpu_at_once(tmp_path):
         assert proc.wait(timeout=120) == 0, proc.stdout.read()
     rows = [r for name in ("first", "second") for r in ResultStore(str(tmp_path / name)).read(name).to_pylist()]
     spans = sorted((r["started_at"], r["ended_at"]) for r in rows)
-    assert all(s1 >= e0 for (_, e0), (s1, _) in zip(spans, spans[1:])), "two timing trials shared GPU 0"
+    assert all(s1 >= e0 for (_, e0), (s1, _) in itertools.pairwise(spans)), "two timing trials shared GPU 0"
     assert max(r["gpu_wait_s"] for r in rows) > 1.0, "a trial of the other sweep waited for the GPU"
