@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,7 +19,7 @@ from grid.spec.parse import parse_spec
 from grid.trial.attempt import run_attempt
 
 pytestmark = pytest.mark.gpu
-GRID = str(Path(sys.executable).with_name("grid"))
+GRID = [sys.executable, "-m", "grid"]  # the GPU machine has no `grid` script, only the source tree
 HOLD = "import time, torch; x = torch.empty(2**28, device='cuda'); print('ready', flush=True); time.sleep(60)"
 USE = "import time, torch; x = torch.empty(2**20, device='cuda'); time.sleep(2)"
 
@@ -63,7 +62,7 @@ def test_two_drivers_never_run_timing_trials_on_one_gpu_at_once(tmp_path):
         procs.append(
             subprocess.Popen(
                 [
-                    GRID,
+                    *GRID,
                     "run",
                     str(spec),
                     "--results",
