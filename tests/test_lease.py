@@ -76,19 +76,23 @@ def test_a_second_driver_of_a_running_sweep_is_refused_with_the_holder_named(tmp
 def test_a_killed_driver_frees_its_sweep_at_once_and_no_attempt_number_is_reused(tmp_path):
     first = start(tmp_path)
     results = tmp_path / "results" / "sweep=leased"
-    wait_for(lambda: len(list(results.glob("*.parquet"))) >= 1)
+
+    def cut_off() -> set[str]:
+        """Attempts claimed (started) that have no row yet: running now."""
+        claimed = {p.name for p in (results / "_attempts").iterdir()} if (results / "_attempts").exists() else set()
+        return claimed - {p.stem for p in results.glob("*.parquet")}
+
+    wait_for(lambda: len(list(results.glob("*.parquet"))) >= 1 and cut_off())
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the trial it was running
     first.wait()
-    claimed = {p.name for p in (results / "_attempts").iterdir()}
-    done = {p.stem for p in results.glob("*.parquet")}
-    cut_off = claimed - done
-    assert cut_off, "a trial was running when the driver died"
+    running = cut_off()
+    assert running, "a trial was running when the driver died"
     second = start(tmp_path)
     output = second.communicate(timeout=60)[0]
     assert second.returncode == 0, output
     rows = ResultStore(str(tmp_path / "results")).read("leased").to_pylist()
     assert sorted(r["batch_size"] for r in rows) == [1, 2, 3, 4], "every trial exactly one row"
-    for name in cut_off:
+    for name in running:
         trial_id, _, attempt = name.rpartition("-")
         (row,) = [r for r in rows if r["trial_id"] == trial_id]
         assert row["attempt"] == int(attempt) + 1, "the cut-off attempt keeps its number"
