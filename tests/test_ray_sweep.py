@@ -218,3 +218,47 @@ def test_a_killed_worker_is_replaced_and_its_gpu_used_again(ray_local, tmp_path)
     assert lost[0]["error_type"] in ("ActorDiedError", "ActorUnavailableError")
     again = [r for r in rows if r["gpu_ids"] == [gpu] and r["started_at"].timestamp() > killed_at]
     assert again, f"GPU {gpu} took trials again after its worker died (a replacement worker)"
+
+
+def test_a_hung_worker_is_ended_and_its_attempt_run_again(ray_local, tmp_path):
+    """A worker that stops answering (SIGSTOP) past timeout_s and its grace is ended by the driver:
+    the attempt is lost and re-run on a replacement, and the sweep does not stall."""
+    import io
+
+    from grid.results.spool import DeliveryOptions
+    from grid.scheduler.driver import Scheduler
+    from grid.scheduler.progress import PlainProgress
+    from grid.scheduler.raypool import RayPool
+    from grid.scheduler.resume import plan_attempts
+    from grid.spec.expand import expand
+
+    spec = sleep_spec("hung", 1.0, {"batch_size": [1, 2, 3, 4, 5, 6]}, timeout_s=3)
+    store = ResultStore(str(tmp_path))
+    delivery = DeliveryOptions(str(tmp_path / "state"), retry_s=0)
+    pool = RayPool(spec, store, delivery=delivery)
+    scheduler = Scheduler(
+        spec,
+        store,
+        pool,
+        PlainProgress(lambda t: t.trial_id, stream=io.StringIO()),
+        delivery=delivery,
+        kill_grace_s=2.0,
+    )
+    pending, skipped = plan_attempts(spec, expand(spec).trials, store)
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(out=scheduler.run(pending, skipped)))
+    thread.start()
+    try:
+        worker, gpu = _busy_worker()
+        worker.suspend()  # hung: alive, answering nothing
+        thread.join(120)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            worker.resume()
+        pool.close()
+    assert not thread.is_alive(), "the sweep stalled on a hung worker"
+    rows = store.read("hung").to_pylist()
+    latest = {r["trial_id"]: r for r in sorted(rows, key=lambda r: r["attempt"])}
+    assert len(latest) == 6 and {r["status"] for r in latest.values()} == {"ok"}
+    lost = [r for r in rows if r["status"] == "lost"]
+    assert len(lost) == 1 and lost[0]["gpu_ids"] == [gpu]

@@ -157,3 +157,17 @@ def test_trials_no_node_can_place_any_more_end_the_sweep_with_a_clear_error(tmp_
     with pytest.raises(ClusterError, match=r"1 queued trial\(s\) cannot run.*largest node has 1, a trial needs 2"):
         scheduler.run(pending, skipped)
     assert [r["gpus"] for r in store.latest("s").to_pylist()] == [1]
+
+
+def test_a_worker_side_failure_is_an_error_row_with_its_evidence_not_a_lost_attempt(tmp_path):
+    spec = sleep_spec(seconds=0.1, axes={"batch_size": [1]})
+    (tmp_path / "sweep=s").mkdir()
+    (tmp_path / "sweep=s" / "_logs").write_text("a file where the logs' folder should be\n")
+    outcome = run_sweep(
+        spec, RunOptions(results=str(tmp_path), runner="local", live=False, state_dir=str(tmp_path / "state"))
+    )
+    (row,) = ResultStore(str(tmp_path)).read("s").to_pylist()
+    assert row["status"] == "error" and row["attempt"] == 0 and outcome.lost == 0
+    assert row["error_type"] in ("builtins.FileExistsError", "builtins.NotADirectoryError")
+    assert "Traceback" in row["error_tail"] and "_logs" in row["error_message"]
+    assert row["notes"] == ["the worker failed to run or record this attempt (not the trial's own error)"]

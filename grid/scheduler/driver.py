@@ -65,12 +65,13 @@ class Scheduler:
         stall_timeout_s: float = 60.0,
         delivery: DeliveryOptions | None = None,
         heartbeat: Callable[[], None] | None = None,
+        kill_grace_s: float = KILL_GRACE_S,
     ):
         self.spec, self.store, self.pool, self.progress = spec, store, pool, progress
         self.heartbeat = heartbeat or (lambda: None)  # keeps the sweep's lease
         self.delivery = delivery or DeliveryOptions()
         self.spool = Spool(store, self.delivery.state_dir)
-        self.grace_s = self.delivery.retry_s + KILL_GRACE_S
+        self.grace_s = self.delivery.retry_s + kill_grace_s
         self.store_down: str | None = None  # why, once the store refused a row
         self.outcome = SweepOutcome(rows=[], total=0, skipped=0)
         self.capacity = 1 if spec.exclusive else spec.trials_per_gpu
