@@ -1,7 +1,10 @@
 """A workload with no framework: for scheduler tests and benchmarks.
 
 `seconds` of sleep, optionally `hold_mib` of CPU memory held throughout, and `fail` to end as an
-error, an OOM (a real MemoryError text) or a crash (SIGABRT, without a result).
+error, an OOM (a real MemoryError text) or a crash (SIGABRT, without a result). A hidden memory
+boundary for tests of searches: `oom_below_fraction: f` ends a trial whose `memory_fraction` is
+below f (or null: no cap means the whole card, which fits) as an OOM, `oom_above_batch: n` one whose
+`batch_size` is above n.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ def run(cfg: dict) -> dict:
     print(f"sleep: {cfg['seconds']} s, holding {cfg.get('hold_mib', 0)} MiB, pid {os.getpid()}", flush=True)
     t0 = time.perf_counter()
     time.sleep(cfg["seconds"])
+    fraction, floor = cfg.get("memory_fraction"), cfg.get("oom_below_fraction")
+    if floor is not None and fraction is not None and fraction < floor:
+        raise MemoryError(f"sleep workload: memory_fraction={fraction:g} is below oom_below_fraction={floor:g}")
+    ceiling = cfg.get("oom_above_batch")
+    if ceiling is not None and cfg.get("batch_size", 0) > ceiling:
+        raise MemoryError(f"sleep workload: batch_size={cfg['batch_size']} is above oom_above_batch={ceiling}")
     fail = cfg.get("fail", "none")
     if fail == "error":
         raise RuntimeError("sleep workload asked to fail (fail: error)")

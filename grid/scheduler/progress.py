@@ -46,6 +46,8 @@ class _Counts:
 
     def begin(self, total: int, skipped: int, workers: list) -> None:
         self.total, self.skipped, self.done, self.workers = total, skipped, skipped, len(workers)
+        self.failed = self.lost = 0
+        self.t0 = time.time()
 
     def started(self, ticket: int, trial: Trial, attempt: int, placement: Placement) -> None:
         label = ",".join(placement.workers)

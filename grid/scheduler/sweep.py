@@ -11,6 +11,7 @@ from rich.console import Console
 
 from grid.errors import StorageError, UsageError
 from grid.reports.summary import print_summary
+from grid.results.dedupe import latest_attempts
 from grid.results.lease import Lease
 from grid.results.spool import DeliveryOptions, Spool, default_state_dir
 from grid.results.store import ResultStore
@@ -18,10 +19,12 @@ from grid.scheduler.driver import Scheduler, SweepOutcome
 from grid.scheduler.localray import LocalRay, end_leftovers
 from grid.scheduler.pool import LocalPool, Pool
 from grid.scheduler.progress import make_progress
-from grid.scheduler.resume import plan_attempts
+from grid.scheduler.resume import Pending, plan_attempts
+from grid.scheduler.search import SearchRun, plan_text
 from grid.shared import Trial
 from grid.spec.expand import Expansion, expand
 from grid.spec.model import GridSpec
+from grid.spec.search import SearchSpec
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class RunOptions:
     state_dir: str = field(default_factory=default_state_dir)  # this machine's spool, lease of a local Ray
     store_retry_s: float = 60.0  # how long a worker retries a row the store refuses before keeping it
     lease_ttl_s: float = 60.0  # on S3: how soon a dead driver's lease on the sweep expires
+    gpu_memory_mib: float | None = None  # fake GPUs' memory, to pack trials by footprint
 
     @property
     def delivery(self) -> DeliveryOptions:
@@ -51,18 +55,41 @@ class RunOptions:
             raise UsageError(f"--num-gpus: received {self.num_gpus}, expected an integer >= 0")
         if self.runner == "local" and self.address:
             raise UsageError("--address needs --runner ray")
+        if self.gpu_memory_mib is not None and not self.gpu_memory_mib > 0:
+            raise UsageError(f"--gpu-memory-mib: received {self.gpu_memory_mib}, expected MiB > 0")
         if not self.store_retry_s >= 0:
             raise UsageError(f"--store-retry: received {self.store_retry_s}, expected seconds >= 0")
 
 
-def describe_with(axes: list[str]) -> Callable[[Trial], str]:
-    return lambda trial: trial.describe(axes)
+def say(console: Console, line: str) -> None:
+    """A line of gpu-grid's own (its `[grid]` prefix is text, not rich markup)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def describe_with(axes: list[str], search: SearchSpec | None = None) -> Callable[[Trial], str]:
+    if search is None:
+        return lambda trial: trial.describe(axes)
+    shown = [*axes, search.axis]
+    return lambda trial: f"{trial.tags.get('search_role', '')} {trial.describe(shown)}".strip()
+
+
+def print_searches(store: ResultStore, spec: GridSpec, console: Console) -> None:
+    """Each search's answer, from what the results hold."""
+    from grid.reports.searches import search_table
+    from grid.reports.terminal import rich_table
+
+    view = search_table(latest_attempts(store.read(spec.name)).to_pylist(), list(spec.axes), f"sweep {spec.name}")
+    if view is not None:
+        console.print(rich_table(view))
 
 
 def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions) -> tuple[Pool, LocalRay | None]:
     if opts.runner == "local":
         gpus = [str(i) for i in range(opts.num_gpus)] if opts.num_gpus else None
-        return LocalPool(spec, store, gpus=gpus, cpu_slots=opts.cpu_slots, delivery=opts.delivery), None
+        pool: Pool = LocalPool(
+            spec, store, gpus=gpus, cpu_slots=opts.cpu_slots, delivery=opts.delivery, gpu_memory_mib=opts.gpu_memory_mib
+        )
+        return pool, None
     if opts.address is None:
         # Ray's single-node mode binds 127.0.0.1 only; Ray reads this when it is first imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -72,7 +99,9 @@ def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions) -> tuple[Po
     local = connect(opts.address, opts.num_gpus, state_dir=opts.state_dir)
     try:
         check_results_location(store, opts.shared_results)
-        pool = RayPool(spec, store, cpu_slots=opts.cpu_slots, delivery=opts.delivery)
+        pool = RayPool(
+            spec, store, cpu_slots=opts.cpu_slots, delivery=opts.delivery, gpu_memory_mib=opts.gpu_memory_mib
+        )
         if local:
             local.record()  # its workers and agents are up now
         return pool, local
@@ -110,34 +139,53 @@ def _run_leased(
     spec: GridSpec, opts: RunOptions, console: Console, expansion: Expansion, store: ResultStore, lease: Lease
 ) -> SweepOutcome:
     _flushed(console, spec.name, *Spool(store, opts.state_dir).flush(spec.name))
-    pending, skipped = plan_attempts(spec, expansion.trials, store, opts.retry_failed)
+    searches = SearchRun(spec, expansion, store, opts.retry_failed) if spec.search else None
+
+    def plan() -> tuple[list[Pending], int]:
+        if searches:
+            return searches.next_round(), 0
+        return plan_attempts(spec, expansion.trials, store, opts.retry_failed)
+
+    pending, skipped = plan()
     axes = list(spec.axes)
     if not pending:
-        console.print(
-            f"[grid] all {len(expansion.trials)} trials of sweep {spec.name!r} already have terminal "
-            f"results in {opts.results}; nothing to run (--retry-failed reruns error/timeout/killed)"
+        done = f"all {len(searches.combos)} searches" if searches else f"all {len(expansion.trials)} trials"
+        say(
+            console,
+            f"[grid] {done} of sweep {spec.name!r} already have terminal results in {opts.results}; nothing to "
+            f"run (--retry-failed reruns error/timeout/killed)",
         )
+        if searches:
+            print_searches(store, spec, console)
         return SweepOutcome(rows=[], total=len(expansion.trials), skipped=skipped)
     pool, local_ray = _open_pool(spec, store, opts)
     try:
         if _flushed(console, spec.name, *pool.flush(spec.name)):  # rows other nodes kept: plan again
-            pending, skipped = plan_attempts(spec, expansion.trials, store, opts.retry_failed)
+            pending, skipped = plan()
         if not pool.on_gpu:
-            console.print(
+            say(
+                console,
                 f"[grid] no GPUs found: running on {len(pool.workers())} CPU slot(s) "
-                f"(--cpu-slots); GPU memory columns stay empty"
+                f"(--cpu-slots); GPU memory columns stay empty",
             )
         else:
-            console.print(
+            say(
+                console,
                 f"[grid] {len(pool.workers())} GPU worker(s): "
-                + ", ".join(f"{w.name}={','.join(w.gpu_ids)}" for w in pool.workers())
+                + ", ".join(f"{w.name}={','.join(w.gpu_ids)}" for w in pool.workers()),
             )
-        progress = make_progress(describe_with(axes), opts.live)
+        progress = make_progress(describe_with(axes, spec.search), opts.live)
         scheduler = Scheduler(spec, store, pool, progress, delivery=opts.delivery, heartbeat=lease.refresh)
-        outcome = scheduler.run(pending, skipped)
+        if searches:
+            outcome = searches.run(scheduler, pending, lambda line: say(console, line))
+        else:
+            outcome = scheduler.run(pending, skipped)
     finally:
         pool.close()
         _stop(local_ray)
+    if searches:
+        print_searches(store, spec, console)
+        return outcome
     rows = sorted((r for r in outcome.rows if r["status"] != "lost"), key=lambda r: r["trial_id"])
     order = {t.trial_id: t.index for t in expansion.trials}
     rows.sort(key=lambda r: order.get(r["trial_id"], 0))
@@ -158,8 +206,9 @@ def _flushed(console: Console, sweep: str, written: int, errors: list[str]) -> i
             f"nothing was run. First: {errors[0]}"
         )
     if written:
-        console.print(
-            f"[grid] wrote {written} row(s) of sweep {sweep!r} kept from an earlier run when the store was down"
+        say(
+            console,
+            f"[grid] wrote {written} row(s) of sweep {sweep!r} kept from an earlier run when the store was down",
         )
     return written
 
@@ -168,12 +217,14 @@ def plan_lines(spec: GridSpec, expansion: Expansion) -> list[str]:
     axes = list(spec.axes)
     what = spec.workload if spec.workload_def.builtin else spec.workload_def.target.text()
     lines = [
-        f"sweep {spec.name!r}: {what}, {len(expansion.trials)} trial(s) = "
-        f"{expansion.combinations} combination(s) - {expansion.excluded} excluded, x {spec.repeats} repeat(s)"
+        f"sweep {spec.name!r}: {what}, {len(expansion.trials)} "
+        + ("search(es), one per combination" if spec.search else "trial(s)")
+        + f" = {expansion.combinations} combination(s) - {expansion.excluded} excluded, x {spec.repeats} repeat(s)"
     ]
     if not spec.workload_def.builtin:
         lines.append(f"runs in {spec.workdir}; script: {spec.script.note()}")
-    fixed = {k: v for k, v in {**spec.workload_def.defaults(), **spec.params}.items() if k not in axes}
+    moved = [*axes, spec.search.axis] if spec.search else axes
+    fixed = {k: v for k, v in {**spec.workload_def.defaults(), **spec.params}.items() if k not in moved}
     lines.append("fixed: " + (", ".join(f"{k}={json.dumps(v)}" for k, v in fixed.items()) or "-"))
     if spec.metrics:
         lines.append(
@@ -187,6 +238,9 @@ def plan_lines(spec: GridSpec, expansion: Expansion) -> list[str]:
         )
     for i in expansion.unused_excludes:
         lines.append(f"warning: exclude[{i}] matches no trial; check its values")
+    if spec.search:
+        lines.append(plan_text(spec.search, len(expansion.trials)))
     for trial in expansion.trials:
-        lines.append(f"  {trial.trial_id}  gpus={trial.gpus}  {trial.describe(axes)}")
+        what = "search over" if spec.search else trial.trial_id
+        lines.append(f"  {what}  gpus={trial.gpus}  {trial.describe(axes)}")
     return lines

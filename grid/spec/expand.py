@@ -57,6 +57,7 @@ def expand(spec: GridSpec) -> Expansion:
             excluded += 1
             continue
         for repeat in range(spec.repeats):
-            trials.append(Trial(trial_id(spec.identity, config, repeat), spec.workload, config, repeat, len(trials)))
+            tid = trial_id(spec.identity, config, repeat)
+            trials.append(Trial(tid, spec.workload, config, repeat, len(trials), exclusive=spec.exclusive))
     unused = [i for i in range(len(spec.exclude)) if i not in used]
     return Expansion(trials, combos, excluded, unused)

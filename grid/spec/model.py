@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grid.spec.patterns import MetricPattern
+from grid.spec.search import SearchSpec
 from grid.spec.target import Script
 from grid.spec.workloads import Workload
 
@@ -34,6 +35,7 @@ class GridSpec:
     workdir: str = "."  # where the target runs; the spec file's folder unless `workdir:` says otherwise
     metrics: dict[str, MetricPattern] = field(default_factory=dict)
     script: Script = field(default_factory=lambda: Script((), None))
+    search: SearchSpec | None = None
 
     @property
     def workload(self) -> str:
@@ -62,4 +64,16 @@ SETTINGS: dict[str, tuple[Any, str, Any]] = {
     "sample_interval_ms": (int, "an integer from 1 to 1000", lambda n: 1 <= n <= 1000),
     "description": (str, "a string", lambda s: True),
 }
-TOP_KEYS = ("name", *TARGET_KEYS, "workdir", "metrics", "params", "axes", "exclude", "interpreters", "env", *SETTINGS)
+TOP_KEYS = (
+    "name",
+    *TARGET_KEYS,
+    "workdir",
+    "metrics",
+    "search",
+    "params",
+    "axes",
+    "exclude",
+    "interpreters",
+    "env",
+    *SETTINGS,
+)

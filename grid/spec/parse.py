@@ -22,6 +22,7 @@ from grid.results.schema import BASE_NAMES
 from grid.spec.model import SETTINGS, TARGET_KEYS, TOP_KEYS, GridSpec
 from grid.spec.overrides import apply_overrides
 from grid.spec.patterns import parse_metrics
+from grid.spec.search import parse_search
 from grid.spec.target import PER_TRIAL, Script, command_files, find_function, placeholders, script_of, split_command
 from grid.spec.workloads import CORE, Target, Workload, builtin_workloads, show, user_workload
 
@@ -91,6 +92,14 @@ def parse_spec(data: Any, source: str = "spec", base_dir: str | Path | None = No
     )
     env = _parse_str_map(problems, "env", data.get("env", {}) or {})
     metrics = parse_metrics(data.get("metrics"), problems)
+    search = parse_search(data.get("search"), {*params, *axes}, workload.param("epochs") is not None, problems)
+    if search is not None and workload.param(search.axis) is None:
+        problems.append(f"search: the trials have no {search.axis} parameter to search")
+    if search is not None and settings.get("repeats", 1) != 1:
+        problems.append(
+            f"repeats: received {settings['repeats']} with search:, expected 1; a search repeats its found "
+            f"point with search.confirm (and the uncapped reference as many times)"
+        )
     if problems:
         raise SpecError(problems, source)
     if "timeout_s" in settings:
@@ -107,6 +116,7 @@ def parse_spec(data: Any, source: str = "spec", base_dir: str | Path | None = No
         workdir=str(workdir),
         metrics=metrics,
         script=_script(workload, workdir),
+        search=search,
         **settings,
     )
 

@@ -1,0 +1,262 @@
+"""`search:`: bisection for the out-of-memory boundary, on the `sleep` workload's hidden boundary
+(`oom_below_fraction`, `oom_above_batch`) so every answer is known exactly; real child processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from grid.errors import SpecError
+from grid.reports.searches import search_results
+from grid.results.dedupe import latest_attempts
+from grid.results.store import ResultStore
+from grid.scheduler.search import combinations, next_trials, walk
+from grid.scheduler.sweep import RunOptions, plan_lines, run_sweep
+from grid.spec.expand import expand
+from grid.spec.parse import parse_spec
+
+
+def search_spec(name="search", search=None, params=None, **extra):
+    data = {
+        "name": name,
+        "workload": "sleep",
+        "params": {"seconds": 0.05, **(params or {})},
+        "search": search or {"smallest": "memory_fraction", "low": 0.001, "high": 1.0, "tolerance": 0.01, "confirm": 2},
+        "timeout_s": 60,
+    }
+    data.update(extra)
+    return parse_spec(data)
+
+
+def latest(path, sweep="search"):
+    rows = latest_attempts(ResultStore(str(path)).read(sweep)).to_pylist()
+    return rows
+
+
+def run(spec, path, **opts):
+    opts = {
+        "results": str(path),
+        "runner": "local",
+        "num_gpus": 2,
+        "live": False,
+        "state_dir": str(path / "state"),
+    } | opts
+    return run_sweep(spec, RunOptions(**opts))
+
+
+# -- bad input
+
+
+@pytest.mark.parametrize(
+    ("search", "extra", "message"),
+    [
+        ({"smallest": "backend", "low": 0.1, "high": 1.0, "tolerance": 0.1}, {}, "expected memory_fraction"),
+        ({"largest": "memory_fraction", "low": 1, "high": 2}, {}, "expected batch_size"),
+        ({"smallest": "memory_fraction", "low": 0.5, "high": 0.5, "tolerance": 0.1}, {}, "low 0.5 is not below high"),
+        ({"smallest": "memory_fraction", "low": 0.1, "high": 0.2, "tolerance": 0.5}, {}, "wider than the range"),
+        ({"smallest": "memory_fraction", "low": 0.1, "high": 1.5, "tolerance": 0.1}, {}, "memory_fraction <= 1"),
+        ({"smallest": "memory_fraction", "low": 0.1, "high": 1.0, "tolerance": 0.1, "confirm": -1}, {}, "confirm"),
+        ({"smallest": "memory_fraction", "low": 0.1, "high": 1.0}, {}, "search.tolerance: received null"),
+        (
+            {"smallest": "memory_fraction", "low": 0.1, "high": 1.0, "tolerance": 0.1},
+            {"axes": {"memory_fraction": [0.5]}},
+            "memory_fraction is also set in params or axes",
+        ),
+        ({"smallest": "memory_fraction", "low": 0.1, "high": 1.0, "tolerance": 0.1}, {"repeats": 3}, "search.confirm"),
+        (
+            {"smallest": "memory_fraction", "low": 0.1, "high": 1.0, "tolerance": 0.1, "probe_epochs": 1},
+            {},
+            "no epochs parameter",
+        ),
+        ({"smallest": "memory_fraction", "largest": "batch_size"}, {}, "give one of"),
+        ({"smallest": "memory_fraction", "low": 0.1, "high": 1.0, "tolerance": 0.1, "step": 2}, {}, "unknown key"),
+    ],
+)
+def test_bad_searches_are_spec_errors(search, extra, message):
+    with pytest.raises(SpecError, match=message):
+        search_spec(search=search, **extra)
+
+
+def test_plan_says_what_a_search_will_run():
+    spec = search_spec(axes={"backend": ["jax", "torch"]})
+    text = "\n".join(plan_lines(spec, expand(spec)))
+    assert "up to 9 probe(s)" in text and "2 confirmation(s)" in text and "2 uncapped reference run(s)" in text
+    assert "2 combination(s), about 26 trial(s)" in text
+    assert "memory_fraction=" not in text.split("fixed:")[1].splitlines()[0]
+
+
+# -- the walk, replayed over known outcomes (the same code the rounds run)
+
+
+def outcomes(boundary, smallest=True, confirm_fails=()):
+    """A lookup with a hidden boundary: what each needed trial would end as."""
+
+    def run_all(spec):
+        statuses = {}
+        combo = combinations(spec, expand(spec))[0]
+        while True:
+            w = walk(spec, combo, statuses.get)
+            if not w.needed:
+                return w, statuses
+            for trial in w.needed:
+                value = trial.config[spec.search.axis]
+                if value is None:
+                    ok = True
+                elif trial.tags["search_role"] == "confirm" and value in confirm_fails:
+                    ok = False
+                else:
+                    ok = value >= boundary if smallest else value <= boundary
+                statuses[trial.trial_id] = "ok" if ok else "oom"
+
+    return run_all
+
+
+def test_walk_takes_the_predicted_number_of_probes():
+    spec = search_spec()
+    w, statuses = outcomes(0.137)(spec)
+    assert w.done
+    probes = w.step - 1  # the confirmation is the last step
+    assert probes == 2 + math.ceil(math.log2((1.0 - 0.001) / 0.01)) == spec.search.probes() == 9
+    assert len(statuses) == 9 + 2 + 2  # probes, confirmations, references
+
+
+def test_walk_goes_on_above_a_value_that_fails_when_confirmed():
+    spec = search_spec()
+    # 0.141484 works as a probe but not as a timed, full-length run: the answer moves up
+    w, statuses = outcomes(0.137, confirm_fails={0.141484})(spec)
+    assert w.done
+    rows = [{"status": s} for s in statuses.values()]
+    assert len(rows) > 13
+
+
+def test_walk_ends_at_once_when_an_end_already_decides():
+    spec = search_spec(search={"smallest": "memory_fraction", "low": 0.2, "high": 0.5, "tolerance": 0.01})
+    w, statuses = outcomes(0.9)(spec)  # even 0.5 fails
+    assert w.done and len([t for t in statuses if statuses[t] == "oom"]) == 2 and w.step == 2
+    w, statuses = outcomes(0.05)(spec)  # 0.2 already works: confirm it and stop
+    assert w.done and w.step == 3
+
+
+# -- real sweeps
+
+
+def test_search_finds_the_hidden_boundary_exactly(tmp_path):
+    spec = search_spec(params={"oom_below_fraction": 0.137}, axes={"backend": ["jax", "torch"]})
+    run(spec, tmp_path)
+    rows = latest(tmp_path)
+    results = search_results(rows, ["backend"])
+    assert len(results) == 2
+    for result in results:
+        assert result.confirmed and result.first_fail_status == "oom"
+        assert result.first_fail < 0.137 <= result.last_ok and result.last_ok - result.first_fail <= 0.01
+        assert result.probes == spec.search.probes() == 9
+        assert result.confirms == {"ok": 2}
+        assert result.verdict == f"memory_fraction={result.last_ok} works, {result.first_fail} oom"
+    by_role = {role: [r for r in rows if r["search_role"] == role] for role in ("probe", "confirm", "reference")}
+    assert len(by_role["probe"]) == 18 and len(by_role["confirm"]) == 4 and len(by_role["reference"]) == 4
+    assert not any(r["exclusive"] for r in by_role["probe"])
+    assert all(r["exclusive"] for r in by_role["confirm"] + by_role["reference"])
+    assert all(r["memory_fraction"] is None for r in by_role["reference"])
+    steps = sorted(r["search_step"] for r in by_role["probe"] if r["backend"] == "jax")
+    assert steps == list(range(1, 10))
+    # nothing left to do: a second run runs nothing
+    assert run(spec, tmp_path).rows == []
+
+
+def test_largest_batch_size_search(tmp_path):
+    spec = search_spec(
+        params={"oom_above_batch": 100},
+        search={"largest": "batch_size", "low": 8, "high": 512, "tolerance": 1, "confirm": 1},
+    )
+    run(spec, tmp_path)
+    (result,) = search_results(latest(tmp_path), [])
+    assert (result.last_ok, result.first_fail, result.confirmed) == (100, 101, True)
+    assert result.probes == 2 + math.ceil(math.log2(504)) == 11
+    assert not [r for r in latest(tmp_path) if r["search_role"] == "reference"]  # no uncapped run for a batch
+
+
+def test_ends_that_already_decide_say_so(tmp_path):
+    low_works = search_spec(
+        name="low",
+        params={"oom_below_fraction": 0.01},
+        search={"smallest": "memory_fraction", "low": 0.1, "high": 0.9, "tolerance": 0.05, "confirm": 1},
+    )
+    high_fails = search_spec(
+        name="high",
+        params={"oom_below_fraction": 0.95},
+        search={"smallest": "memory_fraction", "low": 0.1, "high": 0.9, "tolerance": 0.05, "confirm": 1},
+    )
+    run(low_works, tmp_path)
+    run(high_fails, tmp_path)
+    (low,) = search_results(latest(tmp_path, "low"), [])
+    assert low.verdict == "works even at the range's end memory_fraction=0.1 (confirmed): the boundary is lower"
+    assert low.probes == 2
+    (high,) = search_results(latest(tmp_path, "high"), [])
+    assert high.verdict.startswith("fails even at memory_fraction=0.9 (oom)") and high.last_ok is None
+    assert high.probes == 2 and not [r for r in latest(tmp_path, "high") if r["search_role"] == "confirm"]
+
+
+def test_a_finer_tolerance_reuses_the_probes_already_run(tmp_path):
+    coarse = search_spec(
+        params={"oom_below_fraction": 0.137},
+        search={"smallest": "memory_fraction", "low": 0.001, "high": 1.0, "tolerance": 0.1, "confirm": 1},
+    )
+    fine = search_spec(
+        params={"oom_below_fraction": 0.137},
+        search={"smallest": "memory_fraction", "low": 0.001, "high": 1.0, "tolerance": 0.01, "confirm": 1},
+    )
+    first = run(coarse, tmp_path)
+    second = run(fine, tmp_path)
+    probes_first = [r for r in first.rows if r["search_role"] == "probe"]
+    probes_second = [r for r in second.rows if r["search_role"] == "probe"]
+    assert len(probes_first) == 2 + math.ceil(math.log2(0.999 / 0.1)) == 6
+    assert len(probes_second) == 9 - 6  # only the steps past where the coarse search stopped
+    (result,) = search_results(latest(tmp_path), [])
+    assert result.first_fail < 0.137 <= result.last_ok and result.last_ok - result.first_fail <= 0.01
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_where_it_stopped(tmp_path, write_spec):
+    spec = write_spec(
+        {
+            "name": "search",
+            "workload": "sleep",
+            "params": {"seconds": 0.4, "oom_below_fraction": 0.137},
+            "search": {"smallest": "memory_fraction", "low": 0.001, "high": 1.0, "tolerance": 0.01, "confirm": 1},
+        }
+    )
+    results = tmp_path / "results"
+    argv = [sys.executable, "-m", "grid", "run", str(spec), "--results", str(results), "--runner", "local"]
+    argv += ["--num-gpus", "1", "--plain", "--state-dir", str(tmp_path / "state")]
+    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it once a few probes have their rows, mid-bisection
+        done = list((results / "sweep=search").glob("*.parquet")) if results.exists() else []
+        if len(done) >= 5:
+            break
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(1.0)  # a trial process the kill left behind ends on its own (0.4 s of sleep)
+    before = {r["trial_id"] for r in latest(results)}
+    assert 5 <= len(before) < 9 + 1 + 1
+    second = run(parse_spec(__import__("yaml").safe_load(spec.read_text()), base_dir=tmp_path), results, num_gpus=1)
+    rows = latest(results)
+    assert not before & {r["trial_id"] for r in second.rows}, "a finished step ran again"
+    (result,) = search_results(rows, [])
+    assert result.confirmed and result.probes == 9 and result.first_fail < 0.137 <= result.last_ok
+    assert len(rows) == 9 + 1 + 1
+
+
+def test_next_trials_counts_searches_done(tmp_path):
+    spec = search_spec(params={"oom_below_fraction": 0.5}, axes={"backend": ["jax", "torch"]})
+    combos = combinations(spec, expand(spec))
+    first, done = next_trials(spec, combos, {}, set())
+    assert done == 0 and len(first) == 2 * (2 + 2)  # both ends and two references, per search
+    assert len({t.tags["search_id"] for t in first}) == 2
