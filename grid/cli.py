@@ -61,6 +61,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         state_dir=args.state_dir,
         store_retry_s=args.store_retry,
         lease_ttl_s=args.lease_ttl,
+        gpu_memory_mib=args.gpu_memory_mib,
         live=False if args.plain else None,
     )
     outcome = run_sweep(spec, opts, console, expansion)
@@ -224,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="GPUs a local Ray (or the local runner) offers; fakes GPUs on a CPU box (default: detected)",
+    )
+    p.add_argument(
+        "--gpu-memory-mib",
+        type=float,
+        default=None,
+        metavar="MIB",
+        help="memory of each fake GPU (--num-gpus on a CPU box), to pack non-exclusive trials by footprint "
+        "(real GPUs report theirs through NVML)",
     )
     p.add_argument(
         "--cpu-slots", type=int, default=1, help="trials at once per node when there are no GPUs (default 1)"

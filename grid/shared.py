@@ -51,6 +51,8 @@ class Trial:
     config: dict[str, Any]
     repeat: int
     index: int
+    exclusive: bool = True  # owns its GPUs (timed); False: may share them by footprint (memory probes)
+    tags: dict[str, Any] = field(default_factory=dict)  # columns of its rows that are not config (search_*)
 
     @property
     def gpus(self) -> int:
@@ -69,6 +71,7 @@ class WorkerInfo:
     node_id: str
     host: str
     gpu_ids: tuple[str, ...]  # () for a CPU slot
+    memory_mib: float | None = None  # the card's memory (NVML, or --gpu-memory-mib for fake GPUs)
 
 
 @dataclass(frozen=True)

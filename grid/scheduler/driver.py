@@ -1,9 +1,9 @@
 """The driver: a queue of trials, handed to idle pinned workers, gang-placed when a trial needs
 several GPUs, until every trial has a terminal row.
 
-- A worker is idle when its running attempts are below its capacity (1 for exclusive timing
-  trials, `trials_per_gpu` when the spec is not exclusive); the next queued trial that fits goes
-  to it, so workers effectively pull work as they free up.
+- An exclusive (timing) trial takes an idle worker; trials that are not exclusive (memory
+  probes) share a worker's GPU while their expected footprints fit its memory (packing.py). The
+  next queued trial that fits goes to the least loaded worker, so workers pull work as they free up.
 - A trial with `gpus: k` runs on k idle workers of one node. When it cannot be placed, the node
   with the most idle workers is reserved for it: smaller trials stop taking that node's workers
   as they free up, so the gang trial is not starved, while other nodes keep flowing.
@@ -27,10 +27,11 @@ from grid.errors import ClusterError, StorageError, UsageError
 from grid.results.rows import lost_row
 from grid.results.spool import DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
+from grid.scheduler.packing import Tenant, fits, footprint, measured_peaks
 from grid.scheduler.pool import Pool
 from grid.scheduler.progress import Progress
 from grid.scheduler.resume import Pending
-from grid.shared import AttemptTimes, Finished, Placement, TrialStatus, WorkerBug, WorkerInfo
+from grid.shared import AttemptTimes, Finished, Placement, Trial, TrialStatus, WorkerBug, WorkerInfo
 from grid.spec.model import GridSpec
 
 KILL_GRACE_S = 30.0  # beyond timeout_s and the store retries, before a worker counts as hung
@@ -74,9 +75,9 @@ class Scheduler:
         self.grace_s = self.delivery.retry_s + kill_grace_s
         self.store_down: str | None = None  # why, once the store refused a row
         self.outcome = SweepOutcome(rows=[], total=0, skipped=0)
-        self.capacity = 1 if spec.exclusive else spec.trials_per_gpu
         self.workers: dict[str, WorkerInfo] = {}
-        self.load: dict[str, int] = {}
+        self.tenants: dict[str, dict[int, Tenant]] = {}  # worker -> the attempts running on its GPU
+        self.measured: dict[str, float] = {}  # config -> NVML peak per GPU of earlier rows (footprints)
         self.queue: collections.deque[Pending] = collections.deque()
         self.running: dict[int, Running] = {}
         self.reservation: tuple[Pending, str] | None = None
@@ -88,12 +89,12 @@ class Scheduler:
     def _add_workers(self, infos: list[WorkerInfo]) -> None:
         for info in infos:
             self.workers[info.name] = info
-            self.load.setdefault(info.name, 0)
+            self.tenants.setdefault(info.name, {})
 
     def _drop_workers(self, names: list[str]) -> None:
         for name in names:
             self.workers.pop(name, None)
-            self.load.pop(name, None)
+            self.tenants.pop(name, None)
         if self.reservation and not self._node_workers(self.reservation[1]):
             self.reservation = None
 
@@ -115,10 +116,19 @@ class Scheduler:
             )
 
     # -- placement
-    def _free(self, exclude_node: str | None = None) -> dict[str, list[str]]:
+    def _footprint(self, trial: Trial, name: str) -> float | None:
+        return footprint(trial, self.workers[name].memory_mib, self.measured)
+
+    def _free(self, trial: Trial, exclude_node: str | None = None) -> dict[str, list[str]]:
+        """Per node, the workers that can take the trial now, least loaded first."""
         by_node: dict[str, list[str]] = collections.defaultdict(list)
-        for name, info in sorted(self.workers.items(), key=lambda kv: (self.load[kv[0]], kv[0])):
-            if self.load[name] < self.capacity and info.node_id != exclude_node:
+        for name, info in sorted(self.workers.items(), key=lambda kv: (len(self.tenants[kv[0]]), kv[0])):
+            if info.node_id == exclude_node:
+                continue
+            tenants = self.tenants[name]
+            # the footprint only matters beside others (sizing it hashes the config: not on every pass)
+            need = self._footprint(trial, name) if tenants and not trial.exclusive else None
+            if fits(trial, need, info.memory_mib, tenants.values(), self.spec.trials_per_gpu):
                 by_node[info.node_id].append(name)
         return by_node
 
@@ -131,17 +141,17 @@ class Scheduler:
             if reserved and reserved[0] is pending:
                 # Re-evaluated every pass: any node that can take the gang now takes it, and the
                 # reservation moves when its node lost workers.
-                fits = [names for names in self._free().values() if len(names) >= k]
-                if fits:
+                fitting = [names for names in self._free(pending.trial).values() if len(names) >= k]
+                if fitting:
                     self.reservation = None
-                    self._start(pending, min(fits, key=len)[:k])
+                    self._start(pending, min(fitting, key=len)[:k])
                 else:
                     self._reserve(pending)
                 continue
-            by_node = self._free(exclude_node=reserved[1] if reserved else None)
-            fits = [names for names in by_node.values() if len(names) >= k]
-            if fits:
-                self._start(pending, min(fits, key=len)[:k] if k > 1 else max(fits, key=len)[:k])
+            by_node = self._free(pending.trial, exclude_node=reserved[1] if reserved else None)
+            fitting = [names for names in by_node.values() if len(names) >= k]
+            if fitting:
+                self._start(pending, min(fitting, key=len)[:k] if k > 1 else max(fitting, key=len)[:k])
             elif k > 1 and reserved is None:
                 self._reserve(pending)
             if self.store_down:
@@ -151,7 +161,7 @@ class Scheduler:
         """Hold the node with the most idle workers among those big enough for the gang."""
         sizes = collections.Counter(w.node_id for w in self.workers.values())
         nodes = [n for n, size in sizes.items() if size >= pending.trial.gpus]
-        all_free = self._free()
+        all_free = self._free(pending.trial)
         self.reservation = (pending, max(nodes, key=lambda n: len(all_free.get(n, [])))) if nodes else None
 
     def _claim(self, pending: Pending) -> bool:
@@ -174,10 +184,10 @@ class Scheduler:
         placement = Placement(
             infos[0].node_id, infos[0].host, tuple(names), tuple(g for info in infos for g in info.gpu_ids)
         )
-        for name in names:
-            self.load[name] += 1
         self.queue.remove(pending)
         ticket = self.pool.submit(pending.trial, pending.attempt, placement, AttemptTimes(pending.queued_at))
+        for name in names:
+            self.tenants[name][ticket] = Tenant(ticket, pending.trial.exclusive, self._footprint(pending.trial, name))
         deadline = time.monotonic() + self.spec.timeout_s + self.grace_s
         self.running[ticket] = Running(pending, placement, time.time(), deadline)
         self.progress.started(ticket, pending.trial, pending.attempt, placement)
@@ -220,6 +230,8 @@ class Scheduler:
 
     def run(self, pending: list[Pending], skipped: int) -> SweepOutcome:
         self.check_fits(pending)
+        if any(not p.trial.exclusive for p in pending) and any(w.memory_mib for w in self.workers.values()):
+            self.measured = measured_peaks(self.store.read(self.spec.name))
         self.queue.extend(pending)
         outcome = self.outcome = SweepOutcome(rows=[], total=len(pending) + skipped, skipped=skipped)
         self.progress.begin(outcome.total, skipped, list(self.workers.values()))
@@ -262,7 +274,7 @@ class Scheduler:
         for ticket, run in list(self.running.items()):
             if now > run.deadline and not self.pool.abandon(ticket):
                 self.running.pop(ticket)
-                self._release(run)
+                self._release(ticket, run)
                 row = self._lost(
                     run,
                     TimeoutError(
@@ -291,14 +303,13 @@ class Scheduler:
             f"run again when the cluster is back"
         )
 
-    def _release(self, run: Running) -> None:
+    def _release(self, ticket: int, run: Running) -> None:
         for name in run.placement.workers:
-            if name in self.load:
-                self.load[name] -= 1
+            self.tenants.get(name, {}).pop(ticket, None)
 
     def _finish(self, done: Finished, outcome: SweepOutcome) -> None:
         run = self.running.pop(done.ticket)
-        self._release(run)
+        self._release(done.ticket, run)
         if done.row is not None:
             if done.kept:
                 self._store_refused(done.kept, done.store_error)

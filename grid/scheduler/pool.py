@@ -16,6 +16,7 @@ from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerInfo, hostname
 from grid.spec.model import GridSpec
 from grid.trial.attempt import run_attempt
+from grid.trial.nvml import card_memory_mib
 
 
 class Pool(Protocol):
@@ -46,8 +47,9 @@ class Pool(Protocol):
 class LocalPool:
     """Slots in this process's threads, each launching the trial's own child process.
 
-    `gpus` names fake or real GPU ids to hand out (one slot each); with none, `cpu_slots` CPU
-    slots. No Ray: the same isolation and results, for debugging and cheap tests.
+    `gpus` names fake or real GPU ids to hand out (one slot each), their memory from NVML or
+    `gpu_memory_mib` (fake ones); with none, `cpu_slots` CPU slots. No Ray: the same isolation
+    and results, for debugging and cheap tests.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class LocalPool:
         gpus: list[str] | None = None,
         cpu_slots: int = 1,
         delivery: DeliveryOptions | None = None,
+        gpu_memory_mib: float | None = None,
     ):
         self.spec, self.store = spec, store
         self.delivery = delivery or DeliveryOptions()
@@ -65,7 +68,14 @@ class LocalPool:
         host = hostname()
         ids = [(g,) for g in gpus] if gpus else [() for _ in range(cpu_slots)]
         self._workers = [
-            WorkerInfo(f"{'gpu' if g else 'cpu'}{g[0] if g else i}", "local", host, g) for i, g in enumerate(ids)
+            WorkerInfo(
+                f"{'gpu' if g else 'cpu'}{g[0] if g else i}",
+                "local",
+                host,
+                g,
+                (card_memory_mib(g) or gpu_memory_mib) if g else None,
+            )
+            for i, g in enumerate(ids)
         ]
         self._done: queue.Queue[Finished] = queue.Queue()
         self._threads: list[threading.Thread] = []

@@ -17,6 +17,7 @@ from grid.results.spool import DeliveryOptions, default_state_dir
 from grid.results.storage_check import NodeProbes
 from grid.results.store import ResultStore
 from grid.scheduler.localray import LocalRay, end_leftovers
+from grid.scheduler.packing import MAX_PER_GPU
 from grid.scheduler.worker import RemoteGpuWorker
 from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerBug, WorkerInfo
 from grid.spec.model import GridSpec
@@ -80,7 +81,9 @@ class RayPool:
         delivery: DeliveryOptions | None = None,
         start_timeout_s: float = 120.0,
         max_restarts: int = 3,
+        gpu_memory_mib: float | None = None,
     ):
+        self.gpu_memory_mib = gpu_memory_mib  # fake GPUs' memory, for packing
         self.spec, self.store, self.cpu_slots = spec, store, cpu_slots
         self.delivery = delivery or DeliveryOptions()
         self.start_timeout_s, self.max_restarts = start_timeout_s, max_restarts
@@ -120,9 +123,9 @@ class RayPool:
             num_gpus=1 if self.on_gpu else 0,
             num_cpus=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            max_concurrency=(1 if self.spec.exclusive else self.spec.trials_per_gpu) + 2,
+            max_concurrency=MAX_PER_GPU + 2,  # packed trials, and pings while they run
             max_restarts=0,
-        ).remote(self.spec, self.store.uri, f"n{idx}", i, self.delivery)
+        ).remote(self.spec, self.store.uri, f"n{idx}", i, self.delivery, self.gpu_memory_mib)
         self._starting[actor.info.remote()] = (actor, slot)
 
     def _collect_started(self, timeout: float) -> list[WorkerInfo]:

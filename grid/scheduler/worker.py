@@ -15,19 +15,30 @@ from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Placement, Trial, WorkerInfo, hostname
 from grid.spec.model import GridSpec
 from grid.trial.attempt import run_attempt
+from grid.trial.nvml import card_memory_mib
 
 
 class GpuWorker:
-    def __init__(self, spec: GridSpec, store_uri: str, node_label: str, slot: int, delivery: DeliveryOptions):
+    def __init__(
+        self,
+        spec: GridSpec,
+        store_uri: str,
+        node_label: str,
+        slot: int,
+        delivery: DeliveryOptions,
+        gpu_memory_mib: float | None = None,
+    ):
         self.spec = spec
         self.store = ResultStore(store_uri)
         self.delivery = delivery
         self.gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         self.name = f"{node_label}/gpu{self.gpu_ids[0]}" if self.gpu_ids else f"{node_label}/cpu{slot}"
         self.node_id = ray.get_runtime_context().get_node_id()
+        # the card's memory for packing: NVML's figure; a fake GPU's from --gpu-memory-mib
+        self.memory_mib = (card_memory_mib(self.gpu_ids) or gpu_memory_mib) if self.gpu_ids else None
 
     def info(self) -> WorkerInfo:
-        return WorkerInfo(self.name, self.node_id, hostname(), self.gpu_ids)
+        return WorkerInfo(self.name, self.node_id, hostname(), self.gpu_ids, self.memory_mib)
 
     def ping(self) -> int:
         return os.getpid()
