@@ -22,17 +22,11 @@ def test_unusable_gpu_ids_say_why(monkeypatch):
     assert info["gpu_mem_method"].startswith("unavailable (")
 
 
-@pytest.mark.gpu
-def test_child_allocation_is_seen_per_process(tmp_path):
-    torch_code = (
-        "import torch, time; x = torch.empty(1024 * 1024 * 1024, dtype=torch.uint8, device='cuda');"
-        "torch.cuda.synchronize(); time.sleep(1.5)"
-    )
-    samplers, info = gpu_samplers(("0",))
-    assert samplers, info
+def run_on_gpu0(tmp_path, code, samplers):
+    """`python -c code` on GPU 0, watched by the samplers as a worker watches a trial."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     out = run_child(
-        [sys.executable, "-c", torch_code],
+        [sys.executable, "-c", code],
         env=env,
         cwd=None,
         log_path=str(tmp_path / "log"),
@@ -41,7 +35,41 @@ def test_child_allocation_is_seen_per_process(tmp_path):
         interval_s=0.02,
     )
     assert out.exit_code == 0, (tmp_path / "log").read_text()
+    return out
+
+
+@pytest.mark.gpu
+def test_child_allocation_is_seen_per_process(tmp_path):
+    torch_code = (
+        "import torch, time; x = torch.empty(1024 * 1024 * 1024, dtype=torch.uint8, device='cuda');"
+        "torch.cuda.synchronize(); time.sleep(1.5)"
+    )
+    samplers, info = gpu_samplers(("0",))
+    assert samplers, info
+    run_on_gpu0(tmp_path, torch_code, samplers)
     cols = samplers[0].columns()
     assert cols["gpu_mem_peak_mib"] >= 1024, cols
     assert cols["gpu_device_mem_peak_mib"] >= 1024, cols
     assert info["gpu_name"] and info["gpu_total_mib"] > 1024 and info["driver_version"]
+
+
+BURN = (
+    "import torch, time; a = torch.randn(4096, 4096, device='cuda'); t = time.time()\n"
+    "while time.time() - t < 2.0: a = (a @ a).clamp_(-1, 1)\n"
+    "torch.cuda.synchronize()"
+)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("counter", [True, False])
+def test_energy_from_the_counter_or_integrated_power(tmp_path, counter):
+    samplers, _ = gpu_samplers(("0",))
+    assert samplers
+    if not counter:  # as on a GPU without the total-energy counter: power samples integrated
+        samplers[0].energy_start = None
+    out = run_on_gpu0(tmp_path, BURN, samplers)
+    cols = samplers[0].columns()
+    # two seconds of matmuls: well above idle, well below 1 kW
+    assert 100 < cols["energy_j"] < 1000 * out.wall_s, cols
+    expected = "nvml total-energy counter" if counter else "nvml power integrated over"
+    assert cols["energy_method"].startswith(expected), cols

@@ -17,7 +17,8 @@ from grid.errors import ResultsError
 
 # 2: user targets (target, command, workdir, script), open metric columns, notes, processes
 # 3: stray_processes, containment, gpu_foreign_pids, gpu_wait_s
-SCHEMA_VERSION = 3
+# 4: searches (search_*), packing (shared_with), energy
+SCHEMA_VERSION = 4
 GOALS = ("max", "min")
 
 _F, _S, _I32, _I64 = pa.float64(), pa.string(), pa.int32(), pa.int64()
@@ -100,6 +101,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("workers", pa.list_(_S), "the workers that held its GPUs", "where"),
     Column("gpu_ids", pa.list_(_S), "the GPUs (CUDA_VISIBLE_DEVICES)", "where"),
     Column("exclusive", pa.bool_(), "whether the trial owned its GPUs", "setting"),
+    Column(
+        "shared_with", pa.list_(_S), "trials that ran on its GPUs at the same time (its timings are shared)", "outcome"
+    ),
+    Column("search_id", _S, "the search the trial is a step of (one per combination of the other axes)", "id"),
+    Column("search_axis", _S, "the axis the search moves (memory_fraction or batch_size)", "id"),
+    Column("search_step", _I32, "its step in that search", "id"),
+    Column("search_role", _S, "reference (no cap), probe (looks for the boundary) or confirm (timed)", "id"),
+    Column("energy_j", _F, "joules its GPUs used during the trial (NVML)", "measure", "min"),
+    Column("energy_per_epoch_j", _F, "GPU energy of a steady epoch (mean; energy_method says)", "measure", "min"),
+    Column("joules_per_image", _F, "GPU energy per image trained in the steady epochs", "measure", "min"),
+    Column("energy_method", _S, "NVML's total-energy counter, or power integrated over the samples", "detail"),
     Column("framework", _S, "the framework that ran", "detail", reportable=True),
     Column("framework_version", _S, "its version", "detail", reportable=True),
     Column("versions_json", _S, "versions of the packages in the trial", "detail", json_from="versions"),

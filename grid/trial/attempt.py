@@ -25,6 +25,7 @@ from grid.spec.model import GridSpec
 from grid.trial import collect, gpulock
 from grid.trial.classify import classify
 from grid.trial.contain import contain
+from grid.trial.cotenants import Tenancy
 from grid.trial.isolate import ChildOutcome, run_child
 from grid.trial.launch import Launch, prepare
 from grid.trial.nvml import gpu_samplers
@@ -56,6 +57,30 @@ def measured_fields(spec: GridSpec, trial: Trial, records: list[dict], log_file:
         notes=notes,
     )
     return fields
+
+
+def energy_per_work(row: dict[str, Any], samplers: list, spans: list[tuple[float, float, int]]) -> dict[str, Any]:
+    """Energy per steady epoch and per image trained in them: the GPUs' energy between each steady
+    epoch's start and end (NVML samples, interpolated). Without epoch times (a script that is not a
+    Keras fit), the whole trial's energy over all its epochs, start-up included, and the method says so."""
+    if row.get("energy_j") is None:
+        return {}
+    per_epoch = [samplers[0].energy_between(t0, t1) for t0, t1, _ in spans] if samplers and spans else []
+    if per_epoch and None not in per_epoch:
+        steady = sum(e for e in per_epoch if e is not None)
+        return {
+            "energy_per_epoch_j": steady / len(per_epoch),
+            "joules_per_image": steady / sum(images for _, _, images in spans),
+            "energy_method": f"{row['energy_method']}; per epoch and image: the steady epochs",
+        }
+    epochs, images = len(row.get("epoch_times") or []), row.get("images_per_epoch")
+    if not epochs:
+        return {}
+    return {
+        "energy_per_epoch_j": row["energy_j"] / epochs,
+        "joules_per_image": row["energy_j"] / (images * epochs) if images else None,
+        "energy_method": f"{row['energy_method']}; per epoch and image: the whole trial (no epoch times)",
+    }
 
 
 def _start(
@@ -105,9 +130,21 @@ def run_attempt(
         def waiting(gpu: str) -> None:
             log.warning("[grid] trial %s waits for GPU %s, held by a trial of another sweep", trial.trial_id, gpu)
 
-        with gpulock.holding(keys, spec.exclusive, waiting=waiting) as waited:
+        places = keys or [f"worker-{name}" for name in placement.workers]  # fake GPUs: by their worker
+        with (
+            gpulock.holding(keys, trial.exclusive, waiting=waiting) as waited,
+            Tenancy(places, spec.name, trial.trial_id, attempt) as stay,
+        ):
             row = attempt_row(spec, trial, attempt, placement, store, times, samplers, gpu_info)
         row["gpu_wait_s"] = waited if keys else None
+        row["shared_with"] = stay.others()
+        if row["shared_with"]:
+            row["notes"] = row.get("notes") or []
+            row["notes"].append(
+                f"shared its GPU with {len(row['shared_with'])} other trial(s) while it ran: its timings "
+                + ("and energy (the whole GPU's) " if row.get("energy_j") is not None else "")
+                + "are not those of a GPU of its own"
+            )
         data = encode_row(row, spec.param_kinds())
     except Exception as exc:
         row = error_row(spec, trial, attempt, placement, times, exc)
@@ -173,6 +210,7 @@ def attempt_row(
         }
     )
     row.update(measured)
+    row.update(energy_per_work(row, samplers or [], collect.steady_spans(records)))
     error = collect.first_error(records)
     if outcome is None:
         kind, _, message = (launch.missing or "").partition(": ")

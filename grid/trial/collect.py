@@ -81,7 +81,15 @@ def keras_epochs(record: dict) -> tuple[list[dict], int | None, str | None]:
         batch, source = fit.get("batch_size"), fit.get("batch_source")
         for i, e in enumerate(fit.get("epochs") or []):
             images = e["steps"] * batch if e.get("steps") is not None and batch else None
-            epochs.append({"s": e["s"], "train_s": e.get("train_s") or e["s"], "images": images, "first": i == 0})
+            epochs.append(
+                {
+                    "s": e["s"],
+                    "train_s": e.get("train_s") or e["s"],
+                    "images": images,
+                    "first": i == 0,
+                    "end": e.get("end"),
+                }
+            )
     if epochs:
         return epochs, batch, source
     for i, p in enumerate(record.get("predicts") or []):
@@ -138,6 +146,18 @@ def memory_fields(records: list[dict], framework: str) -> dict[str, Any]:
         "framework_peak_mib": sum(peaks) if peaks else None,
         "framework_mem_json": json.dumps(detail, sort_keys=True),
     }
+
+
+def steady_spans(records: list[dict]) -> list[tuple[float, float, int]]:
+    """(start, end, images) in wall-clock time of each steady epoch (not the first of a fit) of
+    the process that trained, where its epochs carry their end time (Keras fits)."""
+    main = primary(records)
+    epochs = keras_epochs(main)[0] if main is not None else []
+    return [
+        (e["end"] - e["s"], e["end"], e["images"])
+        for e in epochs
+        if not e["first"] and e.get("end") is not None and e.get("images")
+    ]
 
 
 def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

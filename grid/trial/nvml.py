@@ -1,14 +1,17 @@
 """GPU memory seen from outside the child, through NVML (nvidia-ml-py).
 
-Per GPU of the trial: the memory NVML attributes to the child's process tree (peak), and the
-device's used memory minus its value just before launch (peak). When NVML cannot attribute
-memory to our pids (no per-process accounting, or a container's pid namespace hides them),
+Per GPU of the trial: the memory NVML attributes to the child's process tree (peak), the
+device's used memory minus its value just before launch (peak), and the energy the GPUs used
+from launch to end (NVML's total-energy counter; power samples integrated where it is missing).
+When NVML cannot attribute memory to our pids (no per-process accounting, or a container's pid namespace hides them),
 the device-level figure stands in and `gpu_mem_method` says so.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
+import time
 from typing import Any
 
 MIB = 1024 * 1024
@@ -67,6 +70,30 @@ class NvmlSampler:
         self.errors: set[str] = set()
         self.foreign: set[int] = set()  # other processes NVML saw on these GPUs during the trial
         self.uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles.values()]
+        self.energy_start = self._energy_mj()  # None: no counter (before Volta); integrate power instead
+        self.energy_series: list[tuple[float, float]] = []  # (wall time, joules since launch)
+        self.power_j = 0.0
+        self.last_power: tuple[float, float] | None = None  # (time, watts) of the previous sample
+        self.power_samples = 0
+
+    def _energy_mj(self) -> int | None:
+        try:
+            return sum(self.nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.handles.values())
+        except self.nvml.NVMLError:
+            return None
+
+    def _integrate_power(self) -> None:
+        try:
+            watts = sum(self.nvml.nvmlDeviceGetPowerUsage(h) for h in self.handles.values()) / 1000
+        except self.nvml.NVMLError as exc:
+            self.errors.add(str(exc))
+            return
+        now = time.monotonic()
+        if self.last_power is not None:
+            then, before = self.last_power
+            self.power_j += (now - then) * (watts + before) / 2
+        self.last_power = (now, watts)
+        self.power_samples += 1
 
     def _process_used(self, handle: Any, pids: set[int]) -> int:
         used = 0
@@ -88,6 +115,20 @@ class NvmlSampler:
             self.process_peak[gpu] = max(self.process_peak[gpu], self._process_used(handle, pids))
             device = self.nvml.nvmlDeviceGetMemoryInfo(handle).used - self.baseline[gpu]
             self.device_peak[gpu] = max(self.device_peak[gpu], device)
+        if self.energy_start is None:
+            self._integrate_power()
+            self.energy_series.append((time.time(), self.power_j))
+        else:
+            now = self._energy_mj()
+            if now is not None:
+                self.energy_series.append((time.time(), (now - self.energy_start) / 1000))
+
+    def energy_between(self, t0: float, t1: float) -> float | None:
+        """Joules the GPUs used between two wall-clock times within the samples (interpolated)."""
+        series = self.energy_series
+        if len(series) < 2 or t0 < series[0][0] or t1 > series[-1][0]:
+            return None
+        return _at(series, t1) - _at(series, t0)
 
     def columns(self) -> dict:
         device = {g: max(0, v) / MIB for g, v in self.device_peak.items()}
@@ -106,7 +147,39 @@ class NvmlSampler:
             "gpu_mem_method": method,
             # Only where NVML's pids are ours to compare (not in another pid namespace).
             "gpu_foreign_pids": sorted(self.foreign) if self.attributed else None,
+            **self._energy(),
         }
+
+    def _energy(self) -> dict:
+        end = self._energy_mj() if self.energy_start is not None else None
+        if self.energy_start is not None and end is not None:
+            return {"energy_j": (end - self.energy_start) / 1000, "energy_method": "nvml total-energy counter"}
+        if self.power_samples >= 2:
+            return {
+                "energy_j": self.power_j,
+                "energy_method": f"nvml power integrated over {self.power_samples} samples",
+            }
+        return {"energy_j": None, "energy_method": "unavailable (no energy counter, too few power samples)"}
+
+
+def _at(series: list[tuple[float, float]], t: float) -> float:
+    """The cumulative energy at time t, linear between the two samples around it."""
+    i = bisect.bisect_left(series, (t, float("-inf")))
+    if i == 0:
+        return series[0][1]
+    (ta, ea), (tb, eb) = series[i - 1], series[min(i, len(series) - 1)]
+    return ea if tb == ta else ea + (eb - ea) * (t - ta) / (tb - ta)
+
+
+def card_memory_mib(gpu_ids: tuple[str, ...]) -> float | None:
+    """The memory of the (first) GPU, MiB; None where NVML cannot tell (no GPU, fake ids)."""
+    if not gpu_ids:
+        return None
+    try:
+        nvml = _nvml()
+        return float(nvml.nvmlDeviceGetMemoryInfo(_handle(nvml, gpu_ids[0])).total / MIB)
+    except Exception:  # NVML missing, a fake GPU id: unknown
+        return None
 
 
 def gpu_samplers(gpu_ids: tuple[str, ...]) -> tuple[list, dict]:

@@ -119,7 +119,8 @@ def _probe_class(keras, numpy):
             it1 = self._iterations()  # waits for the epoch's last step: the epoch ends when its work does
             seconds = time.perf_counter() - self._t0
             steps = it1 - self._it0 if it1 is not None and self._it0 is not None else self.params.get("steps")
-            self.epochs.append({"s": seconds, "train_s": seconds - self._val, "steps": steps})
+            # `end`: the wall clock, so that the worker can take the GPU's energy over the steady epochs
+            self.epochs.append({"s": seconds, "train_s": seconds - self._val, "steps": steps, "end": time.time()})
             for key, value in _scalars(logs).items():
                 self.history.setdefault(key, []).append(value)
 
