@@ -112,7 +112,7 @@ def page(tmp_path_factory) -> Path:
 def test_page_loads_clean_and_renders(page, tmp_path):
     body = body_of(tmp_path / "profile", page)
     assert body["data-ok"] == "true", body.get("data-problems")
-    assert body["data-images"] == "3" == str(len(list(page.parent.glob("*.png"))))
+    assert body["data-images"] == "4" == str(len(list(page.parent.glob("*.png"))))
     shot = tmp_path / "shot.png"
     chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,2000", page.as_uri())
     header = shot.read_bytes()[:24]

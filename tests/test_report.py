@@ -81,7 +81,7 @@ def row_of(view, **labels) -> list:
 
 def test_shootout_shows_failures_as_such_and_unmeasured_as_dash(mixed):
     (report,) = build_report(ResultStore(str(mixed)), ReportOptions())
-    view = report.tables[0]
+    view = report.table("shootout")
     assert view.headers[:5] == ["backend", "memory_fraction", "fail", "seconds", "NVML MiB"]
     assert "also varying, added to rows: fail, seconds" in view.notes
     oom = row_of(view, backend="jax", memory_fraction="0.5", fail="oom")
@@ -97,7 +97,7 @@ def test_shootout_shows_failures_as_such_and_unmeasured_as_dash(mixed):
 def test_pivot_median_and_range_match_the_raw_files(mixed):
     opts = ReportOptions(rows=["fail"], cols=["backend"], metric="first_epoch_s")
     (report,) = build_report(ResultStore(str(mixed)), opts)
-    pivot = report.tables[1]
+    pivot = report.table("pivot")
     assert pivot.headers == ["fail", "memory_fraction", "seconds", "backend=jax", "backend=none", "backend=torch"]
     raw = [r for f in glob.glob(f"{mixed}/sweep=mix/*.parquet") for r in pq.read_table(f).to_pylist()]
     config = ("jax", 0.5, "none")
@@ -115,7 +115,7 @@ def test_only_latest_attempts_count(mixed, tmp_path):
     shutil.copytree(mixed, results)
     run_sweep(tmp_path, MIXED, results, *TIMEOUTS[:-2], "--set", "timeout_s=30", "--retry-failed")
     (report,) = build_report(ResultStore(str(results)), ReportOptions())
-    row = row_of(report.tables[0], backend="torch")
+    row = row_of(report.table("shootout"), backend="torch")
     assert row[-1].text == "ok x2"
     assert report.status_counts() == {"ok": 10, "oom": 8}
     assert all(f.status == "oom" for f in report.failures())
@@ -177,7 +177,7 @@ def test_plots_drawn_where_axes_vary_and_skipped_with_a_reason(mixed, tmp_path):
         gpu_mem_peak_mib=lambda r: 16000 * (r["memory_fraction"] or 1.0),
         framework_peak_mib=lambda r: 900.0,
     )
-    plots = {p.name: p for p in sweep_plots(report.rows, report.axes, tmp_path, "mix")}
+    plots = {p.name: p for p in sweep_plots(report, tmp_path)}
     assert plots["memory-vs-fraction"].path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots["epoch-vs-fraction"].path.stat().st_size > 10_000
     note = plots["epoch-vs-fraction"].note
@@ -198,7 +198,7 @@ def test_gpu_scaling_plot_with_ideal_line(tmp_path):
     run_sweep(tmp_path, spec, tmp_path / "results", "--num-gpus", "2")
     (report,) = build_report(ResultStore(str(tmp_path / "results")), ReportOptions())
     derived(report, images_per_s=lambda r: 100.0 * r["batch_size"] * r["gpus"] ** 0.8)
-    plots = {p.name: p for p in sweep_plots(report.rows, report.axes, tmp_path, "scale")}
+    plots = {p.name: p for p in sweep_plots(report, tmp_path)}
     assert plots["throughput-vs-gpus"].path and plots["throughput-vs-batch"].path
     assert plots["memory-vs-fraction"].note.startswith("memory_fraction does not vary")
     assert "no GPU" in plots["epoch-vs-fraction"].note or "does not vary" in plots["epoch-vs-fraction"].note
@@ -214,7 +214,7 @@ def test_real_training_report(tmp_path):
     }
     run_sweep(tmp_path, spec, tmp_path / "results")
     (report,) = build_report(ResultStore(str(tmp_path / "results")), ReportOptions())
-    (row,) = report.tables[0].rows
+    (row,) = report.table("shootout").rows
     assert [c.text for c in row[:2]] == ["torch", "null"]
     assert re.fullmatch(r"\d+\.\d+", row[4].text) and re.fullmatch(r"\d+(\.\d+)?", row[5].text)  # epoch s, images/s
     assert main(["report", str(tmp_path / "results"), "--out", str(tmp_path / "report")]) == 0
@@ -262,7 +262,7 @@ def test_old_schema_files_read_with_new_ones(mixed, tmp_path, capsys):
     table = store.read()
     assert table.num_rows == 18 and table.schema.field("peak_rss_mib").type == pa.float64()
     (report,) = build_report(store, ReportOptions())
-    assert row_of(report.tables[0], backend="none", memory_fraction="0.5", fail="none")[-1].text == "ok x2"
+    assert row_of(report.table("shootout"), backend="none", memory_fraction="0.5", fail="none")[-1].text == "ok x2"
     page = render_page(report)
     assert f"<dt>schema versions</dt><dd>0, {SCHEMA_VERSION}</dd>" in page
     assert (

@@ -14,6 +14,9 @@ from typing import Any
 import pyarrow as pa
 
 from grid.errors import ResultsError, UsageError
+from grid.reports.answers import Answers, answer_table, answers, pareto_table, seed_tables
+from grid.reports.law import Law, fit_laws, law_table
+from grid.reports.searches import SearchResult, search_results, search_table
 from grid.reports.table import (
     EXTRA_METRICS,
     Cell,
@@ -41,18 +44,19 @@ SHOOTOUT_METRICS = (
     ("steady_epoch_s", "epoch s"),
     ("images_per_s", "images/s"),
 )
-# Numeric columns that are settings or bookkeeping, not measurements.
+ENERGY_METRICS = (("joules_per_image", "J/image"),)
 
 
 def shootout_table(rows: list[dict[str, Any]], row_axes: list[str], title: str) -> TableView:
     own = own_metrics(rows)
-    metrics = [*SHOOTOUT_METRICS, *((m, m) for m in own[:EXTRA_METRICS])]
+    energy = [m for m in ENERGY_METRICS if any(r.get(m[0]) is not None for r in rows)]  # GPUs only
+    metrics = [*SHOOTOUT_METRICS, *energy, *((m, m) for m in own[:EXTRA_METRICS])]
     headers = [*row_axes, *(label for _, label in metrics), "status"]
     body = [
         [*(Cell(show(v), "label") for v in g.key), *(metric_cell(g, m) for m, _ in metrics), status_cell(g)]
         for g in group_rows(rows, row_axes)
     ]
-    view = TableView(title, headers, body, len(row_axes))
+    view = TableView(title, headers, body, len(row_axes), kind="shootout")
     if len(own) > EXTRA_METRICS:
         view.notes.append(f"more metrics: {', '.join(own[EXTRA_METRICS:])} (pivot one with --metric NAME)")
     return view
@@ -74,7 +78,7 @@ def pivot_table(
                 *(metric_cell(cells[c.key], metric) if cells[c.key].rows else Cell("", "none") for c in columns),
             ]
         )
-    return TableView(title, headers, body, len(row_axes))
+    return TableView(title, headers, body, len(row_axes), kind="pivot")
 
 
 def busy_table(rows: list[dict[str, Any]], title: str) -> TableView | None:
@@ -99,7 +103,7 @@ def busy_table(rows: list[dict[str, Any]], title: str) -> TableView | None:
         ]
         for (host, worker), times in sorted(busy.items())
     ]
-    view = TableView(title, ["host", "worker", "trials", "busy s", "busy % of sweep"], body, 2)
+    view = TableView(title, ["host", "worker", "trials", "busy s", "busy % of sweep"], body, 2, kind="busy")
     view.notes.append(
         f"sweep span {fmt_number(wall)} s, from the first trial's start to the last one's end "
         f"(a resumed sweep's span includes the time between its runs)"
@@ -131,6 +135,28 @@ class SweepReport:
     fixed: dict[str, Any]
     tables: list[TableView] = field(default_factory=list)
     plots: list = field(default_factory=list)  # grid.plots.Plot
+    answers: Answers = field(default_factory=Answers)
+    searches: list[SearchResult] = field(default_factory=list)
+    laws: list[Law] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The report's findings for machines (report.json): what the tables show, as data."""
+        return {
+            "sweep": self.sweep,
+            "workload": self.workload,
+            "trials": len(self.rows),
+            "statuses": dict(self.status_counts()),
+            "varying": self.axes,
+            "fixed": self.fixed,
+            **self.answers.as_json(),
+            "searches": [s.as_json() for s in self.searches],
+            "memory_law": [law.as_json() for law in self.laws],
+            "plots": {p.name: str(p.path) if p.path else None for p in self.plots},
+        }
+
+    def table(self, kind: str) -> TableView:
+        """The first table of a kind (shootout, pivot, busy, answer, search, pareto, law, seed)."""
+        return next(t for t in self.tables if t.kind == kind)
 
     def failures(self) -> list[Failure]:
         """Failed trials, one entry per config and outcome: repeats that failed alike are one finding."""
@@ -167,10 +193,11 @@ def metrics_of(table: pa.Table) -> list[str]:
 
 
 def _axes(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
-    keys: dict[str, set] = {}
+    names = list(dict.fromkeys(k for row in rows for k in row["_config"]))
+    keys: dict[str, set] = {k: set() for k in names}
     for row in rows:
-        for k, v in row["_config"].items():
-            keys.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+        for k in names:  # a key some rows lack (gpu_shared) varies between null and its value
+            keys[k].add(json.dumps(row["_config"].get(k), sort_keys=True))
     varying = [k for k, vals in keys.items() if len(vals) > 1]
     fixed = {k: json.loads(next(iter(vals))) for k, vals in keys.items() if len(vals) == 1}
     return varying, fixed
@@ -202,6 +229,7 @@ def sweep_report(sweep: str, rows: list[dict[str, Any]], opts: ReportOptions, me
         }
     )
     report = SweepReport(sweep, ", ".join(workloads), rows, varying, fixed)
+    _lead_with_answers(report)
     default_rows = [a for a in SHOOTOUT_ROWS if a in config_keys]
     row_axes = opts.rows if opts.rows is not None else default_rows
     _check_axes(row_axes + (opts.cols or []), config_keys, "--rows/--cols")
@@ -222,6 +250,23 @@ def sweep_report(sweep: str, rows: list[dict[str, Any]], opts: ReportOptions, me
     if busy is not None:
         report.tables.append(busy)
     return report
+
+
+def _lead_with_answers(report: SweepReport) -> None:
+    """The answer first: fastest and leanest, the searches' boundaries, the Pareto front, the memory
+    law, and the study's table from no cap down to the first failure."""
+    rows, axes, sweep = report.rows, report.axes, report.sweep
+    report.answers = answers(rows, axes)
+    report.searches = search_results(rows, axes)
+    report.laws = fit_laws(rows, axes)
+    views = [
+        answer_table(report.answers, f"sweep {sweep}"),
+        search_table(rows, axes, f"sweep {sweep}"),
+        pareto_table(report.answers, f"sweep {sweep}"),
+        law_table(report.laws, f"sweep {sweep}"),
+        *seed_tables(rows, axes, f"sweep {sweep}"),
+    ]
+    report.tables += [v for v in views if v is not None]
 
 
 def build_report(store: ResultStore, opts: ReportOptions) -> list[SweepReport]:

@@ -150,11 +150,13 @@ def _failures(report: SweepReport) -> str:
 
 
 def write_report(reports: list[SweepReport], out: str, source: str) -> Path:
-    """PNGs and index.html under `out`; returns the page's path."""
+    """PNGs, index.html and report.json (the findings as data) under `out`; returns the page's path."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for report in reports:
-        report.plots = plots.sweep_plots(report.rows, report.axes, out_dir, prefix=report.sweep)
+        report.plots = plots.sweep_plots(report, out_dir)
     page = out_dir / "index.html"
     page.write_text(render(reports, source))
+    findings = {"results": source, "sweeps": [r.as_json() for r in reports]}
+    (out_dir / "report.json").write_text(json.dumps(findings, indent=2, default=str) + "\n")
     return page

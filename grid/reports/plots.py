@@ -16,7 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from grid.reports.table import Group, counts_text, group_rows, show, sort_key, spread
+from grid.reports.answers import Answers, timed
+from grid.reports.build import SweepReport
+from grid.reports.law import Law, law_axes
+from grid.reports.table import Group, counts_text, fmt_number, group_rows, show, sort_key, spread
 
 _IDEAL = "ideal: linear from the fewest GPUs (dotted)"
 
@@ -61,8 +64,131 @@ class Plot:
     note: str  # why it was skipped, or what it leaves out
 
 
-def sweep_plots(rows: list[dict[str, Any]], axes: list[str], out_dir: Path, prefix: str) -> list[Plot]:
-    return [draw(spec, rows, axes, out_dir / f"{prefix}-{spec.name}.png") for spec in PLOTS]
+def sweep_plots(report: SweepReport, out_dir: Path) -> list[Plot]:
+    """The report's plots as PNGs under out_dir, named after its sweep."""
+    rows, axes, prefix, laws, found = report.rows, report.axes, report.sweep, report.laws, report.answers
+    plots = []
+    for spec in PLOTS:
+        path = out_dir / f"{prefix}-{spec.name}.png"
+        if spec.x == "memory_fraction" and not skip_reason(spec, rows, axes):
+            plots.append(fraction_plot(spec, rows, axes, path, laws if spec.name == "memory-vs-fraction" else []))
+        else:
+            plots.append(draw(spec, rows, axes, path))
+    plots.append(pareto_plot(found, out_dir / f"{prefix}-pareto.png"))
+    return plots
+
+
+def fraction_plot(spec: PlotSpec, rows: list[dict[str, Any]], axes: list[str], path: Path, laws: list[Law]) -> Plot:
+    """A metric against the memory fraction on a numeric (log) axis: each combination's points, its
+    uncapped run as a dashed level apart from the axis, the fractions that failed shaded, and the
+    fitted memory law dotted."""
+    series_axes = law_axes(axes)
+    source = rows if spec.name == "memory-vs-fraction" else timed(rows)
+    fig, ax = plt.subplots(figsize=(6.8, 4.2), dpi=100)
+    capped = [r["_config"]["memory_fraction"] for r in source if r["_config"].get("memory_fraction") is not None]
+    notes: list[str] = []
+    unplotted: list[str] = []  # configs whose every run failed
+    if not capped:
+        plt.close(fig)
+        return Plot(spec.name, spec.title, None, "no trial ran with a memory_fraction cap")
+    lo, hi = min(capped), max(capped)
+    for i, series in enumerate(group_rows(source, series_axes)):
+        color = f"C{i % 10}"
+        label = " ".join(f"{a}={show(v)}" for a, v in zip(series_axes, series.key)) or "all"
+        by_x = group_rows(series.rows, ["memory_fraction"])
+        for (metric, suffix), style in zip(spec.metrics[:1], ("-o",)):  # NVML only: the framework's is in the tables
+            points = [(g.key[0], spread(g.values(metric))) for g in by_x if g.key[0] is not None]
+            points = [(x, st) for x, st in points if st is not None]
+            if points:
+                xs, stats = zip(*points)
+                ax.errorbar(
+                    xs,
+                    [st.median for st in stats],
+                    yerr=[[st.median - st.low for st in stats], [st.high - st.median for st in stats]],
+                    fmt=style,
+                    color=color,
+                    capsize=3,
+                    markersize=4,
+                    label=f"{label} {suffix}".strip(),
+                )
+            uncapped = next((spread(g.values(metric)) for g in by_x if g.key[0] is None), None)
+            if uncapped is not None:
+                ax.axhline(uncapped.median, color=color, linestyle=(0, (6, 3)), alpha=0.8, linewidth=1.2)
+                ax.annotate(
+                    f"no cap {fmt_number(uncapped.median)}",
+                    (1.0, uncapped.median),
+                    xycoords=("axes fraction", "data"),
+                    ha="right",
+                    va="bottom",
+                    fontsize="x-small",
+                    color=color,
+                )
+        unplotted += [
+            f"{label} memory_fraction={show(g.key[0])}: {counts_text(g.failures())}" for g in by_x if not g.ok()
+        ]
+        failed = [g.key[0] for g in by_x if g.key[0] is not None and g.failures()]
+        working = [g.key[0] for g in by_x if g.key[0] is not None and g.ok() and not g.failures()]
+        below = [f for f in failed if not working or f < min(working)]
+        if below:
+            edge = max(below)
+            ax.axvspan(lo / 1.5, edge, color=color, alpha=0.06, linewidth=0)
+            notes.append(f"{label}: {show(edge)} and below failed (shaded)")
+        law = next((law for law in laws if law.key == dict(zip(series_axes, series.key))), None)
+        if law is not None:
+            grid_x = [lo * (hi / lo) ** (k / 40) for k in range(41)] if hi > lo else [lo]
+            ax.plot(grid_x, [law.predict(x) for x in grid_x], ":", color=color, linewidth=1.5, alpha=0.9)
+            notes.append(f"{label}: {fmt_number(law.slope_mib)} x f + {fmt_number(law.intercept_mib)} MiB (dotted)")
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 1.5, hi * 1.5)
+    ax.set_title(spec.title)
+    ax.set_xlabel("memory_fraction (log); dashed: no cap, shaded: failed, dotted: fitted law")
+    ax.set_ylabel(spec.ylabel)
+    if spec.log_y:
+        y0, y1 = ax.dataLim.y0, ax.dataLim.y1
+        if y0 > 0 and y1 / y0 >= 20:
+            ax.set_yscale("log")
+    ax.grid(True, alpha=0.3, which="both")
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize="x-small" if len(handles) > 6 else "small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    if unplotted:
+        notes.append("not plotted: " + "; ".join(unplotted))
+    return Plot(spec.name, spec.title, path, "; ".join(notes))
+
+
+def pareto_plot(found: Answers, path: Path) -> Plot:
+    """Every timed config as a point of peak GPU memory and images/s; the Pareto front joined."""
+    title = "Pareto front: peak GPU memory vs images/s"
+    points = [p for p in found.points if p.memory_mib is not None and p.images_per_s is not None]
+    memory = [p.memory_mib or 0.0 for p in points]
+    speed = [p.images_per_s or 0.0 for p in points]
+    if len(points) < 2:
+        return Plot("pareto", title, None, "needs two or more timed configs with GPU memory and images/s measured")
+    fig, ax = plt.subplots(figsize=(6.8, 4.2), dpi=100)
+    ax.scatter(memory, speed, color="0.6", s=18, label="configs")
+    front = found.front
+    ax.plot(
+        [p.memory_mib or 0.0 for p in front],
+        [p.images_per_s or 0.0 for p in front],
+        "-o",
+        color="C3",
+        label="Pareto front",
+    )
+    for p in front:
+        where = (p.memory_mib, p.images_per_s)
+        ax.annotate(p.label, where, fontsize="xx-small", xytext=(4, 4), textcoords="offset points")
+    if min(memory) > 0 and max(memory) / min(memory) >= 20:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    ax.set_xlabel("peak GPU memory, MiB (NVML)")
+    ax.set_ylabel("images/s")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return Plot("pareto", title, path, f"{len(front)} of {len(points)} configs on the front")
 
 
 def skip_reason(spec: PlotSpec, rows: list[dict[str, Any]], axes: list[str]) -> str | None:

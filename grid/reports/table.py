@@ -46,12 +46,21 @@ def sort_key(value: Any) -> tuple:
     return (value is not None, isinstance(value, str), value if value is not None else 0)
 
 
+SHARED_KEY = "gpu_shared"  # in the config of a trial that shared its GPU: its timings are never mixed with others'
+
+
 def trial_config(row: dict[str, Any]) -> dict[str, Any]:
-    """The trial's config; rows of old schemas without `config_json` rebuild it from the param columns."""
+    """The trial's config; rows of old schemas without `config_json` rebuild it from the param columns.
+    A trial that shared its GPU gets `gpu_shared: true`, so that tables and `grid compare` keep its
+    timings apart from those of trials that had their GPU to themselves."""
     if row.get("config_json"):
-        return json.loads(row["config_json"])
-    workload = builtin_workloads().get(row.get("workload") or "")
-    return {name: row.get(name) for name in workload.params} if workload else {}
+        config = json.loads(row["config_json"])
+    else:
+        workload = builtin_workloads().get(row.get("workload") or "")
+        config = {name: row.get(name) for name in workload.params} if workload else {}
+    if row.get("shared_with"):
+        config[SHARED_KEY] = True
+    return config
 
 
 # -- groups of repeats
@@ -105,6 +114,7 @@ class TableView:
     rows: list[list[Cell]]
     labels: int  # leading columns that name the row
     notes: list[str] = field(default_factory=list)
+    kind: str = ""  # what it shows: answer, search, pareto, law, seed, shootout, pivot, busy
 
 
 def metric_cell(group: Group, metric: str) -> Cell:

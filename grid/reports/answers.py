@@ -1,0 +1,245 @@
+"""What a report leads with: the answer to "which configuration is fastest and leanest?".
+
+- the fastest configuration (images/s, else steady epoch) and the leanest one that ran (NVML peak),
+  both from timed runs only: a search's probes and trials that shared their GPU are left out;
+- per combination of the other axes (backend x batch size), the smallest memory fraction that
+  worked and the first that failed below it;
+- the Pareto front of peak GPU memory against images/s: the configurations no other beats on both;
+- the study's own table, per combination: from no cap down to the first out-of-memory fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from grid.reports.law import law_axes
+from grid.reports.table import (
+    SHARED_KEY,
+    Cell,
+    Group,
+    TableView,
+    describe,
+    fmt_number,
+    group_rows,
+    metric_cell,
+    show,
+    status_cell,
+)
+
+
+@dataclass(frozen=True)
+class Point:
+    """A config's timed repeats reduced to medians."""
+
+    config: dict[str, Any]
+    label: str
+    memory_mib: float | None
+    images_per_s: float | None
+    steady_epoch_s: float | None
+    joules_per_image: float | None = None
+
+
+@dataclass
+class Answers:
+    points: list[Point] = field(default_factory=list)
+    fastest: Point | None = None
+    leanest: Point | None = None
+    greenest: Point | None = None  # the least GPU energy per image trained
+    front: list[Point] = field(default_factory=list)
+    smallest: list[dict[str, Any]] = field(default_factory=list)  # per combination
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        def point(p: Point | None) -> dict[str, Any] | None:
+            return None if p is None else {k: v for k, v in p.__dict__.items() if k != "label"}
+
+        return {
+            "fastest": point(self.fastest),
+            "leanest": point(self.leanest),
+            "least_energy_per_image": point(self.greenest),
+            "pareto_front": [point(p) for p in self.front],
+            "smallest_working_fraction": self.smallest,
+            "notes": self.notes,
+        }
+
+
+def _median(group: Group, metric: str) -> float | None:
+    values = group.values(metric)
+    return statistics.median(values) if values else None
+
+
+def timed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose timings stand for their config: not a probe, not on a shared GPU."""
+    return [r for r in rows if r.get("search_role") != "probe" and not r["_config"].get(SHARED_KEY)]
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """Points no other point beats on both memory (lower) and images/s (higher), by memory."""
+    front: list[Point] = []
+    for p in sorted(points, key=lambda p: (p.memory_mib, -(p.images_per_s or 0))):
+        if p.memory_mib is None or p.images_per_s is None:
+            continue
+        if not front or p.images_per_s > (front[-1].images_per_s or 0):
+            front.append(p)
+    return front
+
+
+def smallest_fractions(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
+    """Per combination: the smallest fraction whose trials all worked, the first failing one below it."""
+    keys = law_axes(axes)
+    out = []
+    for group in group_rows([r for r in rows if "memory_fraction" in r["_config"]], keys):
+        by_fraction = group_rows(group.rows, ["memory_fraction"])
+        capped = [g for g in by_fraction if g.key[0] is not None]
+        if not capped:
+            continue
+        working = [g.key[0] for g in capped if g.ok() and not g.failures()]
+        lowest = min(working) if working else None
+        failing = {g.key[0]: g.failures().most_common(1)[0][0] for g in capped if g.failures()}
+        below = [f for f in failing if lowest is None or f < lowest]
+        first_fail = max(below) if below else None
+        out.append(
+            {
+                "combination": dict(zip(keys, group.key)),
+                "smallest_ok": lowest,
+                "first_fail": first_fail,
+                "first_fail_status": failing.get(first_fail) if first_fail is not None else None,
+                "fractions_tried": len(capped),
+            }
+        )
+    return out
+
+
+def varying(rows: list[dict[str, Any]], axes: list[str]) -> list[str]:
+    """The axes whose value differs among these rows."""
+    return [a for a in axes if len({json.dumps(r["_config"].get(a), sort_keys=True) for r in rows}) > 1]
+
+
+def answers(rows: list[dict[str, Any]], axes: list[str]) -> Answers:
+    result = Answers()
+    chosen = timed(rows)
+    named = varying(chosen, axes)  # a label names what differs among the timed runs only
+    for group in group_rows(chosen, axes):
+        if group.ok():
+            config = dict(zip(axes, group.key))
+            result.points.append(
+                Point(
+                    config,
+                    describe(group.rows[0], named),
+                    _median(group, "gpu_mem_peak_mib"),
+                    _median(group, "images_per_s"),
+                    _median(group, "steady_epoch_s"),
+                    _median(group, "joules_per_image"),
+                )
+            )
+    by_speed = [p for p in result.points if p.images_per_s is not None]
+    if by_speed:
+        result.fastest = max(by_speed, key=lambda p: p.images_per_s or 0)
+    else:
+        by_time = [p for p in result.points if p.steady_epoch_s is not None]
+        result.fastest = min(by_time, key=lambda p: p.steady_epoch_s or 0) if by_time else None
+    by_memory = [p for p in result.points if p.memory_mib is not None]
+    result.leanest = min(by_memory, key=lambda p: p.memory_mib or 0) if by_memory else None
+    by_energy = [p for p in result.points if p.joules_per_image is not None]
+    result.greenest = min(by_energy, key=lambda p: p.joules_per_image or 0) if by_energy else None
+    if not by_memory and result.points:
+        result.notes.append("no GPU memory measured (no GPU): leanest and the Pareto front need NVML figures")
+    result.front = pareto_front(result.points)
+    result.smallest = smallest_fractions(rows, axes)
+    return result
+
+
+def _point_text(p: Point | None) -> str:
+    if p is None:
+        return "-"
+    parts = [p.label]
+    if p.images_per_s is not None:
+        parts.append(f"{fmt_number(p.images_per_s)} images/s")
+    elif p.steady_epoch_s is not None:
+        parts.append(f"steady epoch {fmt_number(p.steady_epoch_s)} s")
+    if p.memory_mib is not None:
+        parts.append(f"{fmt_number(p.memory_mib)} MiB")
+    if p.joules_per_image is not None:
+        parts.append(f"{p.joules_per_image:.3g} J/image")
+    return ", ".join(parts)
+
+
+def answer_table(found: Answers, title: str) -> TableView | None:
+    if not found.points and not found.smallest:
+        return None
+    body = [
+        [Cell("fastest", "label"), Cell(_point_text(found.fastest), "label")],
+        [Cell("leanest that ran", "label"), Cell(_point_text(found.leanest), "label")],
+    ]
+    if found.greenest is not None:
+        body.append([Cell("least energy per image", "label"), Cell(_point_text(found.greenest), "label")])
+    for entry in found.smallest:
+        name = " ".join(f"{a}={show(v)}" for a, v in entry["combination"].items()) or "all"
+        ok = entry["smallest_ok"]
+        text = f"memory_fraction={show(ok)} works" if ok is not None else "no capped fraction worked"
+        if entry["first_fail"] is not None:
+            text += f", {show(entry['first_fail'])} {entry['first_fail_status']}"
+        tried = entry["fractions_tried"]
+        text += f" ({tried} fraction{'s' if tried != 1 else ''} tried)"
+        body.append([Cell(f"smallest fraction, {name}", "label"), Cell(text)])
+    view = TableView(f"{title}: the answer", ["question", "answer"], body, 1, kind="answer")
+    view.notes += [*found.notes, "timed runs only: search probes and trials that shared a GPU are left out"]
+    return view
+
+
+def pareto_table(found: Answers, title: str) -> TableView | None:
+    if len(found.front) < 1 or all(p.memory_mib is None for p in found.points):
+        return None
+    body = [
+        [
+            Cell(p.label, "label"),
+            Cell(fmt_number(p.memory_mib or 0)),
+            Cell(fmt_number(p.images_per_s or 0)),
+            Cell(fmt_number(p.steady_epoch_s) if p.steady_epoch_s is not None else "-"),
+        ]
+        for p in found.front
+    ]
+    headers = ["config", "NVML MiB", "images/s", "epoch s"]
+    view = TableView(f"{title}: Pareto front, peak GPU memory vs images/s", headers, body, 1, kind="pareto")
+    view.notes.append(
+        f"{len(found.front)} of {len(found.points)} timed configs: none of the others is both leaner and faster"
+    )
+    return view
+
+
+SEED_METRICS = ("gpu_mem_peak_mib", "framework_peak_mib", "steady_epoch_s", "images_per_s")
+
+
+def seed_tables(rows: list[dict[str, Any]], axes: list[str], title: str) -> list[TableView]:
+    """Per combination, the study's own table: no cap first, then each fraction down to the first failure."""
+    keys = law_axes(axes)
+    views = []
+    for group in group_rows([r for r in rows if "memory_fraction" in r["_config"]], keys):
+        fractions = group_rows(group.rows, ["memory_fraction"])
+        if len(fractions) < 2:
+            continue
+        ordered = sorted(fractions, key=lambda g: (g.key[0] is not None, -(g.key[0] or 0)))
+        body = []
+        for at in ordered:
+            clock = Group(at.key, timed(at.rows))  # timings from timed runs only, memory from every run
+            cells = [metric_cell(at, m) for m in SEED_METRICS[:2]]
+            cells += [metric_cell(clock, m) if clock.rows else Cell("-", "none") for m in SEED_METRICS[2:]]
+            failures = at.failures()
+            status = status_cell(at)
+            body.append([Cell("no cap" if at.key[0] is None else show(at.key[0]), "label"), *cells, status])
+            if failures and at.key[0] is not None:
+                break
+        name = " ".join(f"{a}={show(v)}" for a, v in zip(keys, group.key)) or "all"
+        view = TableView(
+            f"{title}, {name}: from no cap down to the first failure",
+            ["memory_fraction", "NVML MiB", "framework MiB", "epoch s", "images/s", "status"],
+            body,
+            1,
+            kind="seed",
+        )
+        view.notes.append("memory from every run; epoch s and images/s from timed runs only (not search probes)")
+        views.append(view)
+    return views
