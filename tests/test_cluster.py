@@ -13,6 +13,7 @@ import collections
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -341,7 +342,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(net, s3, cluste
     assert 12 <= len(before) < 40
     second = grid_run(net, cluster, s3, spec, s3.uri("resume"), "--lease-ttl", "4")
     assert second.finish() == 0, second.output
-    assert f"{len(before)} already done" in second.output
+    # a trial the killed driver's workers were finishing may land after the download: never fewer
+    done = re.search(r"(\d+) already done", second.output)
+    assert done and int(done.group(1)) >= len(before), second.output
     rows = download(net, s3, "resume", tmp_path / "after").read("resume").to_pylist()
     trials = by_trial(rows)
     assert len(trials) == 40 and all(len(t) == 1 and t[0]["status"] == "ok" for t in trials.values())

@@ -110,11 +110,14 @@ def s3(tmp_path_factory):
 @pytest.mark.slow
 def test_s3_lease_refuses_a_second_driver_expires_and_is_taken_over(s3):
     store = ResultStore(s3.uri("lease"))
-    first = Lease(store, "sweep1", ttl_s=1.0).acquire()
+    # A fresh SeaweedFS takes seconds for its first write (it grows a volume): with it, a 3 s lease
+    # would be written already expired. Warm the server first.
+    Lease(store, "warm-up", ttl_s=60.0).acquire().release()
+    first = Lease(store, "sweep1", ttl_s=3.0).acquire()
     with pytest.raises(BusyError, match=f"pid {os.getpid()}"):
-        Lease(store, "sweep1", ttl_s=1.0).acquire()
-    Lease(store, "other", ttl_s=1.0).acquire().release()  # another sweep is free
-    time.sleep(1.5)  # the first holder stopped refreshing: its lease expires
+        Lease(store, "sweep1", ttl_s=3.0).acquire()
+    Lease(store, "other", ttl_s=3.0).acquire().release()  # another sweep is free
+    time.sleep(3.5)  # the first holder stopped refreshing: its lease expires
     second = Lease(store, "sweep1", ttl_s=60.0).acquire()
     time.sleep(0.4)
     with pytest.raises(BusyError):
