@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+from grid.spec.workloads import PROJECT_ROOT, TRIAL_SITE
 from grid.trial.isolate import run_child
 
 
@@ -116,23 +118,48 @@ def test_memory_budget_ends_tree(tmp_path):
     assert "over memory_limit_mib=150" in (tmp_path / "log").read_text()
 
 
-def test_child_dies_with_its_launcher(tmp_path):
-    """A lost worker must not leave its trial running: the child is tied to the launching thread."""
+@pytest.mark.parametrize("start", ["bootstrap", "setpriv", "shim"])
+def test_child_dies_with_its_launcher(tmp_path, start):
+    """A lost worker must not leave its trial running: the child is tied to the launching thread,
+    by the trial's own bootstrap (a Python trial), by setpriv (any program), or by the Python shim
+    where setpriv is missing. The first two start no second interpreter."""
     pidfile = tmp_path / "pid"
-    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    code = (
+        "import os, sys, time; open(sys.argv[1], 'w').write("
+        "f'{os.getpid()} {os.path.basename(os.readlink(\"/proc/self/exe\"))} {len(sys.argv)}'); time.sleep(60)"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TRIAL_SITE), str(PROJECT_ROOT)]))
+    no_setpriv = "import grid.trial.isolate as i; i.shutil.which = lambda name: None;" if start == "shim" else ""
     launcher = (
-        "import os, sys; from grid.trial.isolate import run_child;"
-        f"run_child([sys.executable, '-c', {code!r}], env=dict(os.environ), cwd=None, "
-        f"log_path={str(tmp_path / 'log')!r}, timeout_s=60)"
+        f"import os, sys; {no_setpriv} from grid.trial.isolate import run_child;"
+        f"run_child([sys.executable, '-c', {code!r}, {str(pidfile)!r}], env={env!r}, cwd=None, "
+        f"log_path={str(tmp_path / 'log')!r}, timeout_s=60, bootstrapped={start == 'bootstrap'})"
     )
     proc = subprocess.Popen([sys.executable, "-c", launcher])
-    child = int(_wait_for_file(pidfile))
+    child, exe, _ = _wait_for_file(pidfile).split()
+    assert exe.startswith("python")
+    if start != "shim":  # one exec of the interpreter: the pid Popen got is the trial's own process
+        assert psutil.Process(int(child)).ppid() == proc.pid
+        assert "-S" not in psutil.Process(int(child)).cmdline()
     proc.kill()
     proc.wait()
     deadline = time.time() + 5
-    while _alive(child) and time.time() < deadline:
+    while _alive(int(child)) and time.time() < deadline:
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not _alive(int(child))
+
+
+def test_guard_variables_reach_only_the_top_process(tmp_path):
+    """The bootstrap pops the guard's variables: the trial's own children are not tied to the worker."""
+    code = "import os, subprocess, sys; print(os.environ.get('GRID_PARENT_PID')); sys.stdout.flush(); " + (
+        "subprocess.run([sys.executable, '-c', 'import os; print(os.environ.get(\"GRID_PARENT_PID\"))'])"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TRIAL_SITE), str(PROJECT_ROOT)]))
+    out = run_child(
+        [sys.executable, "-c", code], env=env, cwd=None, log_path=str(tmp_path / "log"), timeout_s=30, bootstrapped=True
+    )
+    assert out.exit_code == 0
+    assert (tmp_path / "log").read_text().split() == ["None", "None"]
 
 
 def test_timeout_of_a_child_that_obeys_sigterm_is_prompt(tmp_path):

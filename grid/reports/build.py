@@ -82,32 +82,46 @@ def pivot_table(
 
 
 def busy_table(rows: list[dict[str, Any]], title: str) -> TableView | None:
-    """How busy each worker (one GPU or CPU slot) was between the sweep's first start and last end."""
-    spans = [(r["started_at"], r["ended_at"]) for r in rows if r.get("started_at") and r.get("ended_at")]
-    if not spans:
+    """How busy each worker (one GPU or CPU slot) was between the sweep's first start and last end,
+    and, where NVML measured it, how much of that time its GPU was computing: "busy 99%" must not
+    hide "computing 6%"."""
+    timed = [r for r in rows if r.get("started_at") and r.get("ended_at")]
+    if not timed:
         return None
-    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    first, last = min(r["started_at"] for r in timed), max(r["ended_at"] for r in timed)
     wall = max((last - first).total_seconds(), 1e-9)
     busy: dict[tuple, list[float]] = collections.defaultdict(list)
-    for row in rows:
-        if row.get("started_at") and row.get("ended_at"):
-            for worker in row.get("workers") or ["-"]:
-                busy[(row.get("host") or "-", worker)].append((row["ended_at"] - row["started_at"]).total_seconds())
-    body = [
-        [
-            Cell(host, "label"),
-            Cell(worker, "label"),
-            Cell(str(len(times))),
-            Cell(fmt_number(sum(times))),
-            Cell(f"{100 * sum(times) / wall:.0f}%"),
-        ]
-        for (host, worker), times in sorted(busy.items())
-    ]
-    view = TableView(title, ["host", "worker", "trials", "busy s", "busy % of sweep"], body, 2, kind="busy")
+    computing: dict[tuple, float] = collections.defaultdict(float)
+    measured = any(r.get("gpu_compute_s") is not None for r in timed)
+    for row in timed:
+        workers = row.get("workers") or ["-"]
+        for worker in workers:
+            key = (row.get("host") or "-", worker)
+            busy[key].append((row["ended_at"] - row["started_at"]).total_seconds())
+            computing[key] += (row.get("gpu_compute_s") or 0.0) / len(workers)
+    headers = ["host", "worker", "trials", "busy s", "busy % of sweep"]
+    headers += ["GPU computing s", "computing % of sweep"] if measured else []
+    body = []
+    for key, times in sorted(busy.items()):
+        line = [Cell(key[0], "label"), Cell(key[1], "label"), Cell(str(len(times))), Cell(fmt_number(sum(times)))]
+        line.append(Cell(f"{100 * sum(times) / wall:.0f}%"))
+        if measured:
+            line += [Cell(fmt_number(computing[key])), Cell(f"{100 * computing[key] / wall:.1f}%")]
+        body.append(line)
+    view = TableView(title, headers, body, 2, kind="busy")
     view.notes.append(
         f"sweep span {fmt_number(wall)} s, from the first trial's start to the last one's end "
         f"(a resumed sweep's span includes the time between its runs)"
     )
+    if measured:
+        total_busy = sum(sum(t) for t in busy.values()) / (wall * len(busy))
+        total_computing = sum(computing.values()) / (wall * len(busy))
+        view.notes.append(
+            f"GPUs computing {100 * total_computing:.1f}% of the sweep on average, workers busy "
+            f"{100 * total_busy:.0f}%: computing is NVML's utilisation (the share of time a kernel ran) "
+            f"integrated over each trial; the rest of busy time is start-up, imports, compilation, "
+            f"input and the host"
+        )
     return view
 
 

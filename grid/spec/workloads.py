@@ -107,8 +107,12 @@ CORE: dict[str, Param] = {
         Param("epochs", int, None, minimum=1),
         Param("preallocate", bool, True),
         Param("memory_growth", bool, False),
+        Param("compile_cache", bool, True),
     )
 }
+# Core params every workload takes, built-ins included, without being in the config unless set
+# (a built-in's declared params are; these would change every existing trial's id).
+EVERYWHERE = frozenset({"compile_cache"})
 # Names a trial may not use for its own params: the trial's identity and the bootstrap's variables.
 RESERVED = frozenset({"trial", "trial_id", "attempt", "repeat", "sweep"})
 
@@ -143,7 +147,7 @@ class Workload:
         return {name: p.default for name, p in self.params.items()} if self.builtin else {}
 
     def param(self, name: str) -> Param | None:
-        return self.params.get(name) or (None if self.builtin else CORE.get(name))
+        return self.params.get(name) or (CORE.get(name) if not self.builtin or name in EVERYWHERE else None)
 
     def known_param(self, name: str) -> Param:
         """A param the spec has already been checked to name."""

@@ -22,7 +22,7 @@ from grid.results.spool import Delivered, DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
 from grid.spec.model import GridSpec
-from grid.trial import collect, gpulock
+from grid.trial import collect, compilecache, gpulock
 from grid.trial.classify import classify
 from grid.trial.contain import contain
 from grid.trial.cotenants import Tenancy
@@ -107,6 +107,7 @@ def _start(
         interval_s=spec.sample_interval_ms / 1000,
         memory_limit_mib=spec.memory_limit_mib,
         box=contain(f"{trial.trial_id}-{attempt}", launch.env["GRID_TRIAL"]),
+        bootstrapped=launch.bootstrapped,
     ), offset
 
 
@@ -135,7 +136,8 @@ def run_attempt(
             gpulock.holding(keys, trial.exclusive, waiting=waiting) as waited,
             Tenancy(places, spec.name, trial.trial_id, attempt) as stay,
         ):
-            row = attempt_row(spec, trial, attempt, placement, store, times, samplers, gpu_info)
+            cache = compilecache.folder(delivery.state_dir, spec.name)
+            row = attempt_row(spec, trial, attempt, placement, store, times, samplers, gpu_info, cache)
         row["gpu_wait_s"] = waited if keys else None
         row["shared_with"] = stay.others()
         if row["shared_with"]:
@@ -182,11 +184,13 @@ def attempt_row(
     times: AttemptTimes,
     samplers: list | None = None,
     gpu_info: dict | None = None,
+    compile_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Run one attempt in an isolated process tree; returns its row."""
+    """Run one attempt in an isolated process tree; returns its row. `compile_dir`: this node's
+    compilation cache for the sweep (none: the trial compiles cold)."""
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
     try:
-        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info)
+        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
         outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [])
         records = collect.read_records(os.path.join(scratch, "records"))

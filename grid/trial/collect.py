@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from grid.results.schema import BY_NAME, REPORTABLE, REPORTED_AS_JSON
+from grid.trial import compilecache
 
 FRAMEWORKS = ("tensorflow", "jax", "torch", "mxnet")
 DEFAULT_CAP = "none (framework default)"
@@ -164,7 +165,7 @@ def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str,
     """Row fields from the records alone, and notes on how they were obtained."""
     main = primary(records)
     if main is None:
-        return {"processes": 0}, []
+        return {"processes": 0, **compilecache.first_epoch_state(None, config)}, []
     notes: list[str] = []
     epochs, batch, source = keras_epochs(main)
     fields: dict[str, Any] = {
@@ -172,6 +173,7 @@ def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str,
         "fit_calls": len(main.get("fits") or []),
         "import_s": main.get("import_s"),
         **epoch_fields(epochs),
+        **compilecache.first_epoch_state(main, config),
     }
     if batch:
         fields["global_batch"] = batch

@@ -2,11 +2,17 @@
 
 The parent owns the timeout and the CPU memory budget and kills the whole group; the child is
 also tied to the launching thread (PR_SET_PDEATHSIG) so a lost worker does not leave it running.
+
+One interpreter start per trial: a Python trial joins its cgroup and sets the parent-death signal
+in its own bootstrap, before anything else runs (tasks/site/sitecustomize.py, GRID_PARENT_PID and
+GRID_CGROUP_PROCS); any other program starts through `setpriv --pdeathsig` (a small C program),
+after `sh` has put it in the cgroup. Only without setpriv does a Python shim exec the child.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +24,9 @@ from typing import Protocol
 from grid.trial.contain import Containment, ReaperContainment, contain
 from grid.trial.measure import RssSampler
 
-# Joins the trial's cgroup (argv[1], "-" for none) and sets "kill me when my parent thread exits",
-# then becomes the real child. Done in a separate exec rather than preexec_fn, which is unsafe in
-# a threaded parent (a Ray actor is one).
+# Without setpriv: joins the trial's cgroup (argv[1], "-" for none) and sets "kill me when my
+# parent thread exits", then becomes the real child. Done in a separate exec rather than
+# preexec_fn, which is unsafe in a threaded parent (a Ray actor is one).
 _SHIM = (
     "import ctypes, os, sys\n"
     "if sys.argv[1] != '-':\n"
@@ -34,6 +40,32 @@ _SHIM = (
     "    pass\n"
     "os.execv(sys.argv[2], sys.argv[2:])\n"
 )
+
+
+_JOIN_THEN_EXEC = 'echo $$ > "$0" || echo "[gpu-grid] could not join the trial cgroup $0" >&2; exec "$@"'
+
+
+def guarded(argv: list[str], join_file: str, bootstrapped: bool) -> tuple[list[str], dict[str, str]]:
+    """The argv that starts `argv` in the trial's cgroup, tied to this thread, and the variables that
+    ask a Python trial's bootstrap to do it itself (`bootstrapped`: the program runs gpu-grid's
+    sitecustomize first)."""
+    if bootstrapped:
+        return argv, {"GRID_PARENT_PID": str(os.getpid()), "GRID_CGROUP_PROCS": join_file}
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return [sys.executable, "-S", "-c", _SHIM, join_file, *argv], {}
+    inner = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+    return (inner if join_file == "-" else ["/bin/sh", "-c", _JOIN_THEN_EXEC, join_file, *inner]), {}
+
+
+def _move(pid: int, join_file: str) -> None:
+    """Put the child in its cgroup from outside too (a Python started with -S or -I skips its bootstrap)."""
+    if join_file != "-":
+        try:
+            with open(join_file, "w") as f:
+                f.write(str(pid))
+        except OSError:
+            pass  # the child ended already, or the cgroup is not ours to write: the child's own join reports it
 
 
 class Sampler(Protocol):
@@ -105,16 +137,19 @@ def run_child(
     memory_limit_mib: float | None = None,
     grace_s: float = 5.0,
     box: Containment | None = None,
+    bootstrapped: bool = False,
 ) -> ChildOutcome:
     """Run `argv` to completion, timeout or budget; leaves no process of it alive, whatever group
-    or session it moved to (`box`: a cgroup, else the processes seen and orphans adopted)."""
+    or session it moved to (`box`: a cgroup, else the processes seen and orphans adopted).
+    `bootstrapped`: argv is a Python that runs the trial bootstrap, which guards itself."""
     rss = RssSampler()
     box = box or contain("child", env.get("GRID_TRIAL", ""))
+    argv, guard_env = guarded(argv, box.join_file, bootstrapped)
     with open(log_path, "ab", buffering=0) as log:
         started = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-S", "-c", _SHIM, box.join_file, *argv],
-            env=env,
+            argv,
+            env={**env, **guard_env},
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -123,6 +158,8 @@ def run_child(
             close_fds=True,
         )
         ReaperContainment.roots.add(proc.pid)
+        if bootstrapped:
+            _move(proc.pid, box.join_file)
         box.observe([proc.pid])
         deadline = time.monotonic() + timeout_s
         timed_out = over_budget = False

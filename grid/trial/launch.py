@@ -6,6 +6,7 @@
 - PYTHONPATH starts with tasks/site, so every Python process of the trial runs the bootstrap;
   PATH starts with the trial interpreter's folder, so `python`, `torchrun` and friends inside the
   trial are that interpreter's.
+- The frameworks' compilation caches point at the node's folder for the sweep (compilecache.py).
 - A function runs as `<interpreter> -m gridtrial`; a command runs as written, a leading
   `python`/`python3` replaced by the trial's interpreter, other programs found on that PATH.
 """
@@ -23,6 +24,7 @@ from grid.shared import Placement, Trial
 from grid.spec.model import GridSpec
 from grid.spec.target import is_python, render, render_value, resolve_program
 from grid.spec.workloads import KERAS_BACKENDS, PROJECT_ROOT, TRIAL_SITE
+from grid.trial import compilecache
 
 # Variables the worker sets itself, or that Ray sets for its own processes and a trial must not inherit.
 _NOT_INHERITED = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "KERAS_BACKEND", "OMP_NUM_THREADS", "PYTHONPATH")
@@ -36,6 +38,7 @@ class Launch:
     cwd: str
     command: str  # the argv as one shell-quoted line, for logs and the row
     missing: str | None = None  # why it cannot start: the program or interpreter is not there
+    bootstrapped: bool = False  # a Python that runs the trial bootstrap first (it guards itself)
 
 
 def interpreter_for(spec: GridSpec, backend: str | None) -> str:
@@ -52,9 +55,15 @@ def config_env(config: dict[str, Any]) -> dict[str, str]:
 
 
 def child_env(
-    spec: GridSpec, trial: Trial, attempt: int, placement: Placement, interpreter: str, trial_path: str
+    spec: GridSpec,
+    trial: Trial,
+    attempt: int,
+    placement: Placement,
+    interpreter: str,
+    trial_path: str,
+    compile_dir: str | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The child's whole environment, and the part gpu-grid set explicitly."""
+    """The child's whole environment, and the part gpu-grid set explicitly (the spec's `env` last)."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "GRID_")) and k not in _NOT_INHERITED}
     explicit = {
         "CUDA_VISIBLE_DEVICES": ",".join(placement.gpu_ids),
@@ -73,6 +82,7 @@ def child_env(
     backend = trial.config.get("backend")
     if backend in KERAS_BACKENDS:
         explicit["KERAS_BACKEND"] = backend
+    explicit.update(compilecache.environment(trial.config, compile_dir))
     explicit.update(spec.env)
     return {**inherited, **explicit}, explicit
 
@@ -105,6 +115,7 @@ def prepare(
     placement: Placement,
     scratch: str,
     gpu_info: dict[str, Any] | None = None,
+    compile_dir: str | None = None,
 ) -> Launch:
     """Write the trial JSON into `scratch` and say how to start the attempt's process."""
     records_dir = os.path.join(scratch, "records")
@@ -112,7 +123,7 @@ def prepare(
     doc = trial_document(spec, trial, attempt, placement, records_dir, gpu_info or {})
     trial_path = os.path.join(scratch, "trial.json")
     interpreter = interpreter_for(spec, trial.config.get("backend"))
-    env, explicit = child_env(spec, trial, attempt, placement, interpreter, trial_path)
+    env, explicit = child_env(spec, trial, attempt, placement, interpreter, trial_path, compile_dir)
     if doc["command"]:
         argv = render(
             tuple(doc["command"]),
@@ -137,4 +148,4 @@ def prepare(
             f"CommandNotFound: program {argv[0]!r} not found (not a file in {spec.workdir}, not on PATH={env['PATH']})"
         )
     argv = [program or argv[0], *argv[1:]]
-    return Launch(argv, env, explicit, spec.workdir, shlex.join(argv), missing)
+    return Launch(argv, env, explicit, spec.workdir, shlex.join(argv), missing, bootstrapped=python)

@@ -1,8 +1,10 @@
 """GPU memory seen from outside the child, through NVML (nvidia-ml-py).
 
 Per GPU of the trial: the memory NVML attributes to the child's process tree (peak), the
-device's used memory minus its value just before launch (peak), and the energy the GPUs used
-from launch to end (NVML's total-energy counter; power samples integrated where it is missing).
+device's used memory minus its value just before launch (peak), the energy the GPUs used
+from launch to end (NVML's total-energy counter; power samples integrated where it is missing), and
+how much of the trial the GPUs spent computing (NVML's utilisation: the share of the last sample
+period in which a kernel ran), so a worker "busy" for a trial cannot hide a GPU that idled.
 When NVML cannot attribute memory to our pids (no per-process accounting, or a container's pid namespace hides them),
 the device-level figure stands in and `gpu_mem_method` says so.
 """
@@ -75,6 +77,9 @@ class NvmlSampler:
         self.power_j = 0.0
         self.last_power: tuple[float, float] | None = None  # (time, watts) of the previous sample
         self.power_samples = 0
+        self.util_s = 0.0  # GPU-seconds with a kernel running, summed over the trial's GPUs
+        self.util_span_s = 0.0  # seconds covered by utilisation samples
+        self.last_util: tuple[float, float] | None = None  # (time, GPU-busy fraction summed over GPUs)
 
     def _energy_mj(self) -> int | None:
         try:
@@ -94,6 +99,19 @@ class NvmlSampler:
             self.power_j += (now - then) * (watts + before) / 2
         self.last_power = (now, watts)
         self.power_samples += 1
+
+    def _sample_utilisation(self) -> None:
+        try:
+            busy = sum(self.nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self.handles.values()) / 100
+        except self.nvml.NVMLError as exc:
+            self.errors.add(str(exc))
+            return
+        now = time.monotonic()
+        if self.last_util is not None:
+            then, before = self.last_util
+            self.util_s += (now - then) * (busy + before) / 2
+            self.util_span_s += now - then
+        self.last_util = (now, busy)
 
     def _process_used(self, handle: Any, pids: set[int]) -> int:
         used = 0
@@ -115,6 +133,7 @@ class NvmlSampler:
             self.process_peak[gpu] = max(self.process_peak[gpu], self._process_used(handle, pids))
             device = self.nvml.nvmlDeviceGetMemoryInfo(handle).used - self.baseline[gpu]
             self.device_peak[gpu] = max(self.device_peak[gpu], device)
+        self._sample_utilisation()
         if self.energy_start is None:
             self._integrate_power()
             self.energy_series.append((time.time(), self.power_j))
@@ -148,6 +167,15 @@ class NvmlSampler:
             # Only where NVML's pids are ours to compare (not in another pid namespace).
             "gpu_foreign_pids": sorted(self.foreign) if self.attributed else None,
             **self._energy(),
+            **self.utilisation(),
+        }
+
+    def utilisation(self) -> dict:
+        if self.util_span_s <= 0:
+            return {"gpu_util_pct": None, "gpu_compute_s": None}
+        return {
+            "gpu_util_pct": 100 * self.util_s / (self.util_span_s * len(self.handles)),
+            "gpu_compute_s": self.util_s,
         }
 
     def _energy(self) -> dict:

@@ -41,6 +41,10 @@ def _run_shadowed() -> None:
     spec.loader.exec_module(module)
 
 
+if os.environ.get("GRID_PARENT_PID"):
+    from gridtrial import guard
+
+    guard.adopt()
 if os.environ.get("GRID_TRIAL"):
     _start_trial()
 _run_shadowed()

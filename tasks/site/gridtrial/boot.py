@@ -64,6 +64,8 @@ class Boot:
         self._env_caps: dict[str, str] = {}
         self._torch_capped: set[int] = set()
         self._torch_target = threading.local()
+        # jax's persistent compilation cache in this process: compilations that asked it, answers, seconds saved
+        self.compiles: dict[str, Any] = {}
 
     # -- which frameworks are capped, and how
     def caps(self, framework: str) -> bool:
@@ -183,6 +185,30 @@ class Boot:
 
     def on_jax(self, jax, seconds: float) -> None:
         self._imported("jax", jax, seconds)
+        self._count_compiles()
+
+    def _count_compiles(self) -> None:
+        """Listen to jax's compilation-cache events: a compilation that asked the cache and was not
+        answered was compiled cold (and written to it)."""
+        try:
+            from jax import monitoring
+        except ImportError:
+            return
+        counts = self.compiles
+        counts.update(requests=0, hits=0, saved_s=0.0)
+
+        def on_event(event: str, **_: Any) -> None:
+            if event == "/jax/compilation_cache/compile_requests_use_cache":
+                counts["requests"] += 1
+            elif event == "/jax/compilation_cache/cache_hits":
+                counts["hits"] += 1
+
+        def on_duration(event: str, duration: float, **_: Any) -> None:
+            if event == "/jax/compilation_cache/compile_time_saved_sec":
+                counts["saved_s"] += duration
+
+        monitoring.register_event_listener(on_event)
+        monitoring.register_event_duration_secs_listener(on_duration)
 
     def on_mxnet(self, mx, seconds: float) -> None:
         self._imported("mxnet", mx, seconds)
@@ -217,11 +243,17 @@ class Boot:
     def after_keras_call(self) -> None:
         """Keep what was measured now (a process killed later still leaves it)."""
         self.read_memory()
+        self.keep_compiles()
         self.record.write()
         self._exit_last()
 
+    def keep_compiles(self) -> None:
+        if self.compiles:
+            self.record.update(compiles=dict(self.compiles))
+
     def finish(self) -> None:
         self.read_memory()
+        self.keep_compiles()
         self.record.write()
 
     def excepthook(self, previous):

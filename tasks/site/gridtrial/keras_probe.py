@@ -82,7 +82,7 @@ def _rows(x: Any) -> int | None:
         return None
 
 
-def _probe_class(keras, numpy):
+def _probe_class(keras, numpy, compiles: dict[str, Any]):
     class GridProbe(keras.callbacks.Callback):
         """Epoch times, validation time inside them, steps, and the epoch logs."""
 
@@ -121,6 +121,8 @@ def _probe_class(keras, numpy):
             steps = it1 - self._it0 if it1 is not None and self._it0 is not None else self.params.get("steps")
             # `end`: the wall clock, so that the worker can take the GPU's energy over the steady epochs
             self.epochs.append({"s": seconds, "train_s": seconds - self._val, "steps": steps, "end": time.time()})
+            if compiles:  # the process's compilations so far: was the first epoch compiled or loaded?
+                self.epochs[-1]["compiles"] = dict(compiles)
             for key, value in _scalars(logs).items():
                 self.history.setdefault(key, []).append(value)
 
@@ -146,7 +148,7 @@ def _first(callbacks: Any, probe) -> Any:
 class KerasProbe:
     def __init__(self, keras, numpy, boot):
         self.keras, self.boot = keras, boot
-        self.Probe = _probe_class(keras, numpy)
+        self.Probe = _probe_class(keras, numpy, boot.compiles)
 
     def install(self) -> None:
         model = self.keras.Model

@@ -1,0 +1,63 @@
+"""The persistent compilation cache the trials of a sweep share on each node.
+
+Every trial of a grid compiles much the same program (ResNet-50's train step, per batch size and
+backend); compiling it once per node and loading it afterwards takes seconds off each trial's
+first epoch. jax's cache is the one that matters (Keras on jax compiles every step function);
+TensorFlow's XLA cache and torch.compile's (inductor, triton) share the folder where a script
+uses them. `compile_cache: false` (a param or an axis) turns them off to measure cold compiles.
+
+Each row says what its first epoch did in the `compile` column: `cold` (something was compiled and
+written to the cache), `cached` (every compilation came from it), `off`, or null where nothing
+compiled through a cache gpu-grid can see (jax's cache is the one it counts; TensorFlow's and
+torch's are shared but not counted).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+ON_DEFAULT = True
+
+
+def folder(state_dir: str, sweep: str) -> str:
+    """This node's cache for a sweep, under the machine's state folder (--state-dir)."""
+    return os.path.join(state_dir, "compile-cache", sweep)
+
+
+def enabled(config: dict[str, Any]) -> bool:
+    return config.get("compile_cache", ON_DEFAULT) is not False
+
+
+def environment(config: dict[str, Any], root: str | None) -> dict[str, str]:
+    """The variables that point the frameworks at the cache (or turn their caches off)."""
+    if not enabled(config) or root is None:
+        return {"JAX_ENABLE_COMPILATION_CACHE": "false", "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
+    xla_flags = os.environ.get("TF_XLA_FLAGS", "")
+    return {
+        "JAX_ENABLE_COMPILATION_CACHE": "true",
+        "JAX_COMPILATION_CACHE_DIR": os.path.join(root, "jax"),
+        # every compilation, however quick or small: the first epoch is many of them
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "TF_XLA_FLAGS": f"{xla_flags} --tf_xla_persistent_cache_directory={os.path.join(root, 'tensorflow')}".strip(),
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(root, "inductor"),
+        "TRITON_CACHE_DIR": os.path.join(root, "triton"),
+    }
+
+
+def first_epoch_state(record: dict[str, Any] | None, config: dict[str, Any]) -> dict[str, Any]:
+    """The row's `compile` (cold, cached, off or None) and `compile_saved_s` from the process that
+    trained: its compilations up to the end of its first epoch (the whole process without epochs)."""
+    if not enabled(config):
+        return {"compile": "off", "compile_saved_s": None}
+    counts = (record or {}).get("compiles") or {}
+    for fit in (record or {}).get("fits") or []:
+        epochs = fit.get("epochs") or []
+        if epochs and epochs[0].get("compiles"):
+            counts = epochs[0]["compiles"]
+            break
+    requests, hits = counts.get("requests") or 0, counts.get("hits") or 0
+    if not requests:
+        return {"compile": None, "compile_saved_s": None}
+    return {"compile": "cached" if hits >= requests else "cold", "compile_saved_s": counts.get("saved_s")}
