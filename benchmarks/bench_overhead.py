@@ -3,7 +3,8 @@
     python benchmarks/bench_overhead.py RESULTS [--sweep overhead-gpu] [--json out.json]
 
 Reads the rows of a sweep like specs/overhead-gpu.yaml (run it on a GPU first) and prints, per
-backend and start kind (compile cache off / cold / cached), the GPU-held seconds (the trial's
+backend, start (cold: a new interpreter, warm: forked from a warm parent) and compile (cache off,
+cold or cached; none where nothing compiled through it), the GPU-held seconds (the trial's
 start to end on its worker), the steady-epoch seconds (epochs x the steady epoch), their
 difference (the fixed overhead), and where it went: framework import, the first epoch's excess
 over a steady one (compilation, autotuning), and the rest (interpreter start, model build, exit).
@@ -46,20 +47,21 @@ def table(rows: list[dict]) -> tuple[str, list[dict]]:
     for row in rows:
         found = overhead(row)
         if found is not None:
-            groups[(row.get("backend"), row.get("compile") or "none", row.get("gpu_name"))].append(found)
+            key = (row.get("backend"), row.get("start") or "cold", row.get("compile") or "none", row.get("gpu_name"))
+            groups[key].append(found)
     lines = [
-        "| backend | compile | trials | GPU-held s | steady-epoch s | fixed overhead s | import s "
+        "| backend | start | compile | trials | GPU-held s | steady-epoch s | fixed overhead s | import s "
         "| first-epoch excess s | rest s | GPU util % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     out = []
-    for (backend, compiled, gpu), found in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (backend, start, compiled, gpu), found in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         keys = [k for k in found[0] if found[0][k] is not None]
         med = {k: statistics.median(f[k] for f in found if f[k] is not None) for k in keys}
-        out.append({"backend": backend, "compile": compiled, "gpu": gpu, "trials": len(found), **med})
+        out.append({"backend": backend, "start": start, "compile": compiled, "gpu": gpu, "trials": len(found), **med})
         cells = [f"{med.get(k, float('nan')):.1f}" for k in ("held_s", "steady_s", "overhead_s", "import_s")]
         cells += [f"{med.get(k, float('nan')):.1f}" for k in ("first_epoch_excess_s", "rest_s", "gpu_util_pct")]
-        lines.append(f"| {backend} | {compiled} | {len(found)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {backend} | {start} | {compiled} | {len(found)} | " + " | ".join(cells) + " |")
     return "\n".join(lines), out
 
 

@@ -175,10 +175,13 @@ def run_grid(trials: int, seconds: float, gpus: int, results: str, sample_interv
     by_worker: dict[str, list[dict]] = {}
     for row in rows:
         by_worker.setdefault(row["workers"][0], []).append(row)
-    gaps = []
+    gaps, handback = [], []
     for runs in by_worker.values():
         runs.sort(key=lambda r: ts(r, "started_at"))
         gaps += [ts(b, "started_at") - ts(a, "ended_at") for a, b in itertools.pairwise(runs)]
+        # the part of a gap before the driver dispatched the next trial: the worker finishing the
+        # row (records, Parquet write and fsync, log), Ray returning it, the driver choosing
+        handback += [ts(b, "dispatched_at") - ts(a, "ended_at") for a, b in itertools.pairwise(runs)]
     return {
         "trials": len(rows),
         "ok": sum(r["status"] == "ok" for r in rows),
@@ -188,6 +191,7 @@ def run_grid(trials: int, seconds: float, gpus: int, results: str, sample_interv
         "dispatch_to_child_start_s": dist([ts(r, "started_at") - ts(r, "dispatched_at") for r in rows]),
         "queued_to_child_start_s": dist([ts(r, "started_at") - ts(r, "queued_at") for r in rows]),
         "gpu_idle_between_trials_s": dist(gaps),
+        "end_to_next_dispatch_s": dist(handback),
         "child_wall_s": dist([r["wall_s"] for r in rows]),
         "workers": len(by_worker),
         "cpu": cpu.summary(),
@@ -324,6 +328,13 @@ def report(out: dict) -> str:
             f"start p50 {q['p50']:.1f} s (all {a['trials']} are queued at once); startup (Ray workers, storage "
             f"check) {r['startup_s']:.1f} s"
         )
+        h = r.get("end_to_next_dispatch_s") or {}
+        if h:
+            lines.append(
+                f"Of a GPU's idle time between two trials, from one trial's end to the next one's dispatch (the "
+                f"worker finishing the row, Ray returning it, the driver choosing): p50 {h['p50'] * 1000:.0f} ms, "
+                f"p99 {h['p99'] * 1000:.0f} ms."
+            )
     kinds = list(g["cpu"])
     lines.append("\nCPU, average cores busy over each run's wall time:\n")
     lines.append("| runner | " + " | ".join(kinds) + " |")

@@ -26,3 +26,35 @@ def test_busy_time_per_worker(tmp_path):
     assert sum(int(row[2].text) for row in view.rows) == 4 + 2 * 4
     for row in view.rows:
         assert 50 <= int(row[4].text.rstrip("%")) <= 100
+
+
+def test_busy_table_shows_what_the_gpus_computed():
+    """NVML utilisation integrated per trial (gpu_compute_s) beside busy time: busy 100 % of a
+    sweep can be computing 10 %; a 2-GPU trial's computing is split over its two workers."""
+    import datetime as dt
+
+    t0 = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+
+    def row(worker, start, end, compute):
+        return {
+            "host": "n",
+            "workers": worker,
+            "started_at": t0 + dt.timedelta(seconds=start),
+            "ended_at": t0 + dt.timedelta(seconds=end),
+            "gpu_compute_s": compute,
+        }
+
+    rows = [
+        row(["g0"], 0, 50, 5.0),
+        row(["g0"], 50, 100, 5.0),
+        row(["g1"], 0, 50, 0.0),
+        row(["g0", "g1"], 100, 120, 4.0),
+    ]
+    view = busy_table(rows, "busy")
+    assert view.headers[-2:] == ["GPU computing s", "computing % of sweep"]
+    by_worker = {r[1].text: [c.text for c in r] for r in view.rows}
+    assert by_worker["g0"][3:] == ["120", "100%", "12.0", "10.0%"]
+    assert by_worker["g1"][3:] == ["70.0", "58%", "2.00", "1.7%"]
+    assert "GPUs computing 5.8% of the sweep on average, workers busy 79%" in view.notes[-1]
+    no_nvml = busy_table([{**r, "gpu_compute_s": None} for r in rows], "busy")
+    assert len(no_nvml.headers) == 5 and len(no_nvml.notes) == 1

@@ -73,3 +73,15 @@ def test_energy_from_the_counter_or_integrated_power(tmp_path, counter):
     assert 100 < cols["energy_j"] < 1000 * out.wall_s, cols
     expected = "nvml total-energy counter" if counter else "nvml power integrated over"
     assert cols["energy_method"].startswith(expected), cols
+
+
+@pytest.mark.gpu
+def test_utilisation_tells_computing_from_waiting(tmp_path):
+    """A trial that imports torch, computes for 2 s, then idles for 2 s: the GPU-seconds computing
+    are about 2 and the utilisation well under 100 %, where busy time would say 100 %."""
+    samplers, info = gpu_samplers(("0",))
+    assert samplers, info
+    run_on_gpu0(tmp_path, BURN + "\ntime.sleep(2.0)", samplers)
+    cols = samplers[0].columns()
+    assert 5 <= cols["gpu_util_pct"] <= 70, cols
+    assert 1.0 <= cols["gpu_compute_s"] <= 3.5, cols

@@ -18,7 +18,7 @@ from grid.errors import ResultsError
 # 2: user targets (target, command, workdir, script), open metric columns, notes, processes
 # 3: stray_processes, containment, gpu_foreign_pids, gpu_wait_s
 # 4: searches (search_*), packing (shared_with), energy
-# 5: gpu_util_pct, gpu_compute_s, compile, compile_saved_s
+# 5: gpu_util_pct, gpu_compute_s, compile, compile_saved_s, start
 SCHEMA_VERSION = 5
 GOALS = ("max", "min")
 
@@ -112,6 +112,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("energy_j", _F, "joules its GPUs used during the trial (NVML)", "measure", "min"),
     Column("energy_per_epoch_j", _F, "GPU energy of a steady epoch (mean; energy_method says)", "measure", "min"),
     Column("joules_per_image", _F, "GPU energy per image trained in the steady epochs", "measure", "min"),
+    Column("start", _S, "warm (forked from a parent that imported its framework) or cold (new interpreter)", "detail"),
     Column("compile", _S, "its first epoch: cold (compiled), cached (loaded), off, or null (none seen)", "detail"),
     Column("compile_saved_s", _F, "compile seconds the persistent cache saved (jax's own figure)", "measure"),
     Column("gpu_util_pct", _F, "mean NVML utilisation of its GPUs: share of the trial a kernel ran", "measure"),

@@ -15,6 +15,7 @@ from grid.results.spool import DeliveryOptions, Spool
 from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerInfo, hostname
 from grid.spec.model import GridSpec
+from grid.trial import warm
 from grid.trial.attempt import run_attempt
 from grid.trial.nvml import card_memory_mib
 
@@ -122,3 +123,4 @@ class LocalPool:
     def close(self) -> None:
         for thread in self._threads:
             thread.join(timeout=0)
+        warm.stop_all()  # the warm parents this process started for its trials

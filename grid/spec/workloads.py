@@ -108,11 +108,12 @@ CORE: dict[str, Param] = {
         Param("preallocate", bool, True),
         Param("memory_growth", bool, False),
         Param("compile_cache", bool, True),
+        Param("warm_start", bool, True),
     )
 }
 # Core params every workload takes, built-ins included, without being in the config unless set
 # (a built-in's declared params are; these would change every existing trial's id).
-EVERYWHERE = frozenset({"compile_cache"})
+EVERYWHERE = frozenset({"compile_cache", "warm_start"})
 # Names a trial may not use for its own params: the trial's identity and the bootstrap's variables.
 RESERVED = frozenset({"trial", "trial_id", "attempt", "repeat", "sweep"})
 

@@ -22,7 +22,7 @@ from grid.results.spool import Delivered, DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
 from grid.spec.model import GridSpec
-from grid.trial import collect, compilecache, gpulock
+from grid.trial import collect, compilecache, gpulock, warm
 from grid.trial.classify import classify
 from grid.trial.contain import contain
 from grid.trial.cotenants import Tenancy
@@ -96,6 +96,8 @@ def _start(
         if launch.missing:
             log.write(f"[gpu-grid] cannot start: {launch.missing}\n".encode())
             return None, log.tell()
+        parent, why = warm_parent(launch, trial)
+        log.write(f"[gpu-grid] {'warm start from ' + parent.describe() if parent else 'cold start: ' + why}\n".encode())
         offset = log.tell()
     return run_child(
         launch.argv,
@@ -108,7 +110,17 @@ def _start(
         memory_limit_mib=spec.memory_limit_mib,
         box=contain(f"{trial.trial_id}-{attempt}", launch.env["GRID_TRIAL"]),
         bootstrapped=launch.bootstrapped,
+        warm=parent,
     ), offset
+
+
+def warm_parent(launch: Launch, trial: Trial) -> tuple[warm.Parent | None, str]:
+    """The warm parent this attempt forks from, or why it starts as a fresh interpreter."""
+    plan = warm.plan(launch.argv, launch.env, trial.config, launch.bootstrapped)
+    if isinstance(plan, str):
+        return None, plan
+    parent, why = warm.starter().parent(plan)
+    return parent, why or ""
 
 
 def run_attempt(
@@ -233,12 +245,14 @@ def attempt_row(
                 f"other processes used its GPUs during the trial (pids {row['gpu_foreign_pids']}): its timings "
                 f"and memory may be polluted"
             )
+        row["notes"] += outcome.notes
         if outcome.stray_killed:
             row["notes"].append(f"{outcome.stray_killed} process(es) of the trial outlived it and were ended")
         row.update(
             {
                 "stray_processes": outcome.stray_killed,
                 "containment": outcome.containment,
+                "start": outcome.start,
                 "status": verdict["status"].value,
                 "error_type": verdict["error_type"],
                 "error_tail": verdict["error_tail"],

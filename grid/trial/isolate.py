@@ -23,6 +23,7 @@ from typing import Protocol
 
 from grid.trial.contain import Containment, ReaperContainment, contain
 from grid.trial.measure import RssSampler
+from grid.trial.warm import Parent, WarmChild
 
 # Without setpriv: joins the trial's cgroup (argv[1], "-" for none) and sets "kill me when my
 # parent thread exits", then becomes the real child. Done in a separate exec rather than
@@ -85,6 +86,7 @@ class ChildOutcome:
     peak_rss_mib: float
     stray_killed: int = 0
     containment: str = ""
+    start: str = "cold"  # warm: forked from a warm parent
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -108,7 +110,7 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-def end_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+def end_group(proc: subprocess.Popen | WarmChild, grace_s: float = 5.0) -> None:
     """SIGTERM the whole group, then SIGKILL whatever is left after `grace_s`.
 
     The leader is reaped first: an unreaped (zombie) leader keeps its group "alive" to killpg.
@@ -138,25 +140,36 @@ def run_child(
     grace_s: float = 5.0,
     box: Containment | None = None,
     bootstrapped: bool = False,
+    warm: Parent | None = None,
 ) -> ChildOutcome:
     """Run `argv` to completion, timeout or budget; leaves no process of it alive, whatever group
     or session it moved to (`box`: a cgroup, else the processes seen and orphans adopted).
-    `bootstrapped`: argv is a Python that runs the trial bootstrap, which guards itself."""
+    `bootstrapped`: argv is a Python that runs the trial bootstrap, which guards itself.
+    `warm`: fork the child from this warm parent (argv[1:] is what runs), not a fresh interpreter."""
     rss = RssSampler()
     box = box or contain("child", env.get("GRID_TRIAL", ""))
     argv, guard_env = guarded(argv, box.join_file, bootstrapped)
     with open(log_path, "ab", buffering=0) as log:
         started = time.time()
-        proc = subprocess.Popen(
-            argv,
-            env={**env, **guard_env},
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+        proc: subprocess.Popen | WarmChild | None = None
+        notes: list[str] = []
+        if warm is not None:
+            try:
+                proc = warm.fork(argv[1:], env, cwd or os.getcwd(), log_path, box.join_file)
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.write(f"[gpu-grid] warm start failed ({type(exc).__name__}: {exc}); starting cold\n".encode())
+                notes.append(f"warm start failed ({type(exc).__name__}: {exc}); it started cold")
+        if proc is None:
+            proc = subprocess.Popen(
+                argv,
+                env={**env, **guard_env},
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
         ReaperContainment.roots.add(proc.pid)
         if bootstrapped:
             _move(proc.pid, box.join_file)
@@ -203,4 +216,6 @@ def run_child(
         peak_rss_mib=rss.peak_mib,
         stray_killed=strays,
         containment=box.method,
+        start="warm" if isinstance(proc, WarmChild) else "cold",
+        notes=notes,
     )

@@ -12,21 +12,6 @@ import os
 import sys
 
 
-def _start_trial() -> None:
-    try:
-        from gridtrial import boot
-
-        boot.start()
-    except Exception as exc:
-        # Running on without the cap would make an uncapped run look capped: end the process.
-        print(
-            f"[gpu-grid] trial bootstrap failed in pid {os.getpid()}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-            flush=True,
-        )
-        raise SystemExit(1) from None
-
-
 def _run_shadowed() -> None:
     """Run the next `sitecustomize` on sys.path, which this module hides by coming first."""
     import importlib.machinery
@@ -46,5 +31,7 @@ if os.environ.get("GRID_PARENT_PID"):
 
     guard.adopt()
 if os.environ.get("GRID_TRIAL"):
-    _start_trial()
+    from gridtrial import boot
+
+    boot.start_or_exit()
 _run_shadowed()

@@ -292,10 +292,26 @@ def start(trial_path: str | None = None) -> Boot:
             site = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             if site not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)
-            boot = Boot(trial)
-            boot.install()
-            _boot = boot
+            _boot = Boot(trial)  # kept even if install fails: its record says why (start_or_exit)
+            _boot.install()
         return _boot
+
+
+def start_or_exit() -> None:
+    """Start the bootstrap of a trial's process (sitecustomize, a warm parent's child); a failure
+    ends the process: running on without the cap would make an uncapped run look capped."""
+    try:
+        start()
+    except Exception as exc:
+        if _boot is not None:  # a framework imported already (a warm start) fails here, not at its import
+            _boot.record.update(error=error_fields(exc))
+            _boot.record.write()
+        print(
+            f"[gpu-grid] trial bootstrap failed in pid {os.getpid()}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1) from None
 
 
 def current() -> Boot | None:

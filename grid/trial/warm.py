@@ -1,0 +1,272 @@
+"""Warm trial starts: fork each trial from a parent that has imported its framework already.
+
+A fresh interpreter per trial pays the framework's import every time (jax ~3-5 s, keras+torch
+~14 s on an H100 box). Per worker, per interpreter, backend and shared environment, one parent
+(tasks/site/gridtrial/zygote.py) imports keras and the backend once, without starting the GPU,
+and forks each trial; the child takes the trial's environment (GPUs, backend, cap) before the
+framework touches the GPU, so every isolation guarantee stays: its own process and session, the
+timeout ends its group, NVML and RSS per trial, the cap applied in the trial, nothing shared
+between trials but the imported code.
+
+A trial starts cold instead (and its row says why) where forking is not known to be safe: a
+backend other than jax or torch, a command that is not `python script.py ...` or
+`python -m module ...`, `warm_start: false`, or a parent that could not import without starting
+the GPU. For torch, Keras's import would start CUDA (`torch.cuda.is_available()` at import): the
+parent imports it with PYTORCH_NVML_BASED_CUDA_CHECK=1, and checks after every import that CUDA
+did not start; if it did, the next parent stops before that module.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import select
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("grid")
+
+# What a parent imports per backend (in order; a parent stops before a module that starts the GPU).
+WARM_MODULES = {
+    "jax": ["numpy", "jax", "jax.numpy", "keras"],
+    "torch": ["numpy", "torch", "keras"],
+}
+# Variables that differ per trial (the rest of a trial's environment must equal its parent's). The
+# GPUs do not: Keras on torch picks its default device at import, so a parent serves one GPU set
+# (a pinned worker's own GPU, mostly).
+_PER_TRIAL_PREFIXES = ("GRID_",)
+_READY_TIMEOUT_S = 300.0
+_MAX_PARENTS = 4  # per worker process; the least recently used one is ended past that
+
+
+def shared_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith(_PER_TRIAL_PREFIXES)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a trial could start warm: which parent (key) and the argv after the interpreter."""
+
+    key: str
+    interpreter: str
+    backend: str
+    modules: tuple[str, ...]
+    env: dict[str, str]  # the parent's environment: the trial's, less what varies per trial
+    args: list[str]
+
+
+def plan(argv: list[str], env: dict[str, str], config: dict[str, Any], bootstrapped: bool) -> Plan | str:
+    """The warm start of this trial, or why it starts cold."""
+    backend = config.get("backend")
+    if config.get("warm_start", True) is False:
+        return "warm_start: false"
+    if not bootstrapped:
+        return "not a Python trial"
+    if backend not in WARM_MODULES:
+        return f"backend {backend!r}: forking is tested for jax and torch only"
+    args = argv[1:]
+    if not args or (args[0] == "-m" and len(args) < 2) or (args[0].startswith("-") and args[0] != "-m"):
+        return f"interpreter arguments {args[:1]} (warm starts run `python script.py ...` or `python -m module ...`)"
+    parent_env = shared_env(env)
+    if backend == "torch":
+        parent_env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    digest = hashlib.sha256(json.dumps([argv[0], backend, sorted(parent_env.items())]).encode()).hexdigest()[:16]
+    return Plan(digest, argv[0], backend, tuple(WARM_MODULES[backend]), parent_env, args)
+
+
+class WarmChild:
+    """A forked trial process, as far as run_child needs: pid, poll, wait (Popen's interface)."""
+
+    def __init__(self, pid: int, conn: socket.socket):
+        self.pid, self.conn = pid, conn
+        self.returncode: int | None = None
+        self._buffer = b""
+
+    def _read(self, timeout: float | None) -> None:
+        if self.returncode is not None:
+            return
+        ready, _, _ = select.select([self.conn], [], [], timeout)
+        if not ready:
+            return
+        chunk = self.conn.recv(4096)
+        if not chunk:  # the parent died: its pdeathsig took the child with it
+            self.returncode = -9
+            self.conn.close()
+            return
+        self._buffer += chunk
+        if self._buffer.endswith(b"\n"):
+            self.returncode = int(json.loads(self._buffer.splitlines()[-1])["exit"])
+            self.conn.close()
+
+    def poll(self) -> int | None:
+        self._read(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired("warm trial", timeout or 0)
+            self._read(left)
+        return self.returncode
+
+
+class Parent:
+    """One warm parent process and its socket."""
+
+    def __init__(self, plan: Plan, folder: str, modules: list[str]):
+        self.plan, self.modules = plan, modules
+        self.socket_path = os.path.join(folder, f"{plan.key}-{len(modules)}.sock")
+        self.proc: subprocess.Popen | None = None
+        self.state: dict[str, Any] = {}
+
+    def start(self) -> None:
+        env = {**self.plan.env, "GRID_PARENT_PID": str(os.getpid()), "GRID_CGROUP_PROCS": "-"}
+        errors = self.socket_path[: -len(".sock")] + ".log"  # its import warnings: a file, never a full pipe
+        with open(errors, "wb") as err:
+            self.proc = subprocess.Popen(
+                [self.plan.interpreter, "-m", "gridtrial.zygote", self.socket_path, *self.modules],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], _READY_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else b""
+        try:
+            self.state = json.loads(line)
+        except ValueError:
+            self.stop()
+            with open(errors, "rb") as f:
+                tail = f.read().decode(errors="replace")[-2000:].strip()
+            self.state = {"ready": False, "error": f"no ready line ({tail or 'no output'})"}
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and bool(self.state.get("ready"))
+
+    def describe(self) -> str:
+        pid = self.proc.pid if self.proc else "-"
+        return f"warm parent pid {pid} ({', '.join(self.modules)} imported in {self.state.get('import_s', 0):.1f} s)"
+
+    def fork(self, args: list[str], env: dict[str, str], cwd: str, log_path: str, join_file: str) -> WarmChild:
+        """Fork the trial: `args` after the interpreter, its whole environment, folder and log."""
+        assert self.proc is not None
+        guard = {"GRID_PARENT_PID": str(self.proc.pid), "GRID_CGROUP_PROCS": join_file}
+        request = {"args": args, "env": {**env, **guard}, "cwd": cwd, "log": log_path}
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(self.socket_path)
+        conn.sendall((json.dumps(request) + "\n").encode())
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise ConnectionError("the warm parent closed the connection")
+            reply += chunk
+        answer = json.loads(reply)
+        if "pid" not in answer:
+            raise RuntimeError(answer.get("error", "the warm parent refused the trial"))
+        return WarmChild(int(answer["pid"]), conn)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            if self.proc.poll() is None:
+                self.proc.kill()
+        with contextlib.suppress(OSError):
+            os.unlink(self.socket_path)
+
+
+class Starter:
+    """This process's warm parents, started by one long-lived thread (the parents' pdeathsig ties
+    them to the thread that started them: a trial's thread may end, this one does not)."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="gpu-grid-warm-")
+        self.parents: OrderedDict[str, Parent] = OrderedDict()
+        self.unsafe: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._starter, name="gpu-grid-warm-parents", daemon=True).start()
+        atexit.register(self.stop)
+
+    def _starter(self) -> None:
+        while True:
+            parent, done = self.jobs.get()
+            try:
+                parent.start()
+            except Exception as exc:
+                parent.state = {"ready": False, "error": f"{type(exc).__name__}: {exc}"}
+            done.set()
+
+    def _started(self, plan: Plan, modules: list[str]) -> Parent:
+        parent = Parent(plan, self.folder, modules)
+        done = threading.Event()
+        self.jobs.put((parent, done))
+        done.wait()
+        return parent
+
+    def parent(self, plan: Plan) -> tuple[Parent | None, str | None]:
+        """A ready parent for the plan (started now if needed), or why there is none."""
+        with self.lock:
+            if plan.key in self.unsafe:
+                return None, self.unsafe[plan.key]
+            found = self.parents.get(plan.key)
+            if found is not None and found.alive():
+                self.parents.move_to_end(plan.key)
+                return found, None
+            modules = list(plan.modules)
+            while True:
+                parent = self._started(plan, modules)
+                if parent.alive():
+                    break
+                reason = parent.state.get("unsafe") or parent.state.get("error") or "the parent did not start"
+                safe = parent.state.get("safe_modules")
+                if not parent.state.get("unsafe") or not safe or safe == modules:
+                    self.unsafe[plan.key] = f"no warm parent: {reason}"
+                    return None, self.unsafe[plan.key]
+                log.warning("[grid] warm parent for %s: %s; importing only %s", plan.backend, reason, ", ".join(safe))
+                modules = safe
+            self.parents[plan.key] = parent
+            while len(self.parents) > _MAX_PARENTS:
+                self.parents.popitem(last=False)[1].stop()
+            return parent, None
+
+    def stop(self) -> None:
+        with self.lock:
+            for parent in self.parents.values():
+                parent.stop()
+            self.parents.clear()
+
+
+_starter: Starter | None = None
+_starter_lock = threading.Lock()
+
+
+def starter() -> Starter:
+    global _starter
+    with _starter_lock:
+        if _starter is None:
+            _starter = Starter()
+        return _starter
+
+
+def stop_all() -> None:
+    """End this process's warm parents (a local sweep's end; a worker's parents die with it)."""
+    if _starter is not None:
+        _starter.stop()

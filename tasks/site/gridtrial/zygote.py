@@ -1,0 +1,188 @@
+"""A warm parent: imports a framework once, without touching the GPU, and forks each trial from it.
+
+    python -m gridtrial.zygote SOCKET MODULE [MODULE ...]
+
+Started by a worker (grid/trial/warm.py) with the environment its trials share. It imports the
+modules one by one and checks after each that no GPU runtime started (a fork of a process that
+started CUDA fails in the child with "CUDA error: initialization error"): if one did, it says which
+and exits, and the worker starts a parent that stops before that module, or starts trials cold.
+Then it prints one JSON line ({"ready": ...}) and serves the socket: per connection one request
+(the trial's argv, environment, folder and log), answered with {"pid": N} once the child runs and
+{"exit": CODE} when it ends (negative: the signal). The forked child becomes the trial's process as
+a fresh interpreter would: its own session, output to the log, the trial's environment, cgroup and
+parent-death signal (guard.py), the trial bootstrap, then the script, module or function runs as
+`__main__`. Standard library only: it runs in any trial interpreter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+
+def gpu_started(name: str) -> str | None:
+    """Which GPU runtime is running in this process already (a fork would break it), if any."""
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch.cuda, "is_initialized", lambda: False)():
+        return f"importing {name} initialised CUDA (torch.cuda.is_initialized())"
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    if bridge is not None and getattr(bridge, "_backends", None):
+        return f"importing {name} started a jax backend ({', '.join(bridge._backends)})"
+    return None
+
+
+def warm_up(modules: list[str]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    imported = []
+    for name in modules:
+        importlib.import_module(name)
+        unsafe = gpu_started(name)
+        if unsafe:
+            return {"ready": False, "unsafe": unsafe, "safe_modules": imported}
+        imported.append(name)
+    return {
+        "ready": True,
+        "imported": imported,
+        "import_s": time.perf_counter() - t0,
+        "threads": threading.active_count(),
+        "os_threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None,
+    }
+
+
+def _send(conn: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        conn.sendall((json.dumps(message) + "\n").encode())
+    except OSError:
+        pass  # the worker went away: its trial dies with us or was ended already
+
+
+def _read_request(conn: socket.socket) -> dict[str, Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("the worker closed the connection before its request ended")
+        data += chunk
+    return json.loads(data)
+
+
+def serve(listener: socket.socket) -> dict[str, Any]:
+    """Fork a child per request until the worker goes away; returns (in the child only) its request."""
+    children: dict[int, socket.socket] = {}
+    while True:
+        ready, _, _ = select.select([listener], [], [], 0.01)
+        if ready:
+            conn, _ = listener.accept()
+            try:
+                request = _read_request(conn)
+            except (OSError, ValueError) as exc:
+                _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+                conn.close()
+                continue
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                for other in children.values():
+                    other.close()
+                conn.close()
+                return request
+            children[pid] = conn
+            _send(conn, {"pid": pid})
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            conn = children.pop(pid, None)
+            if conn is not None:
+                _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                conn.close()
+
+
+def become_trial(request: dict[str, Any]) -> None:
+    """In the forked child: turn into the trial's process, then run its target as `__main__`."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(null)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    from gridtrial import guard
+
+    guard.adopt()
+    if os.environ.get("GRID_TRIAL"):
+        from gridtrial import boot
+
+        boot.start_or_exit()
+
+
+def run_target(request: dict[str, Any]) -> None:
+    """The argv after the interpreter: `-m module args...` or `script.py args...` (checked by the worker)."""
+    import runpy
+
+    args = request["args"]
+    if args[0] == "-m":
+        sys.argv = [args[1], *args[2:]]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    else:
+        script = os.path.abspath(args[0])
+        sys.argv = list(args)
+        sys.path[0] = os.path.dirname(script)
+        runpy.run_path(script, run_name="__main__")
+
+
+def main(argv: list[str]) -> None:
+    path, modules = argv[0], argv[1:]
+    try:
+        state = warm_up(modules)
+    except BaseException as exc:
+        state = {"ready": False, "error": f"{type(exc).__name__}: {exc}"}
+    if not state["ready"]:
+        print(json.dumps(state), flush=True)
+        sys.exit(3)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    print(json.dumps(state), flush=True)
+    request = serve(listener)
+    # The trial's own process from here: exit as a script would, atexit handlers included.
+    become_trial(request)
+    try:
+        run_target(request)
+    except SystemExit:
+        raise
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)

@@ -1,0 +1,161 @@
+"""Warm trial starts: trials forked from a parent that imported the framework keep every isolation
+guarantee (own process and session, the trial's environment and cap, timeout ends the group,
+nothing shared between trials, nothing outliving a lost worker), and the row says how each started."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from grid.results.store import ResultStore
+from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.spec.parse import load_spec
+from grid.trial import warm
+
+TRAIN = textwrap.dedent(
+    """
+    import json, os, sys
+    import keras
+
+    def run(config):
+        # state another trial would see if trials shared a process
+        seen = getattr(keras, "_touched_by_a_trial", None)
+        keras._touched_by_a_trial = os.environ["GRID_TRIAL_ID"]
+        if config.get("sleep"):
+            import time
+            open(config["pidfile"], "w").write(str(os.getpid()))
+            time.sleep(config["sleep"])
+        return {
+            "saw_other_trial": 1.0 if seen else 0.0,
+            "own_session": 1.0 if os.getsid(0) == os.getpid() == os.getpgid(0) else 0.0,
+            "env_is_mine": float(json.load(open(os.environ["GRID_TRIAL"]))["trial_id"] == os.environ["GRID_TRIAL_ID"]),
+            "mem_fraction_env": float(
+                os.environ.get("XLA_CLIENT_MEM_FRACTION") or os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION") or 0
+            ),
+        }
+
+    if __name__ == "__main__":
+        print(f"script argv={sys.argv[1:]} main={__name__}")
+        print(f"score: {len(sys.argv)}")
+    """
+)
+
+
+def _sweep(tmp_path, name: str, **spec) -> list[dict]:
+    (tmp_path / "train_mod.py").write_text(TRAIN)
+    spec_file = tmp_path / f"{name}.yaml"
+    spec_file.write_text(json.dumps({"name": name, "timeout_s": 60, **spec}))
+    parsed = load_spec(str(spec_file))
+    opts = RunOptions(results=str(tmp_path / "results"), runner="local", num_gpus=1, live=False)
+    run_sweep(parsed, opts)
+    rows = ResultStore(str(tmp_path / "results")).latest(name).to_pylist()
+    return sorted(rows, key=lambda r: r["started_at"])
+
+
+@pytest.mark.slow
+def test_warm_trials_are_isolated_from_each_other(tmp_path):
+    rows = _sweep(
+        tmp_path,
+        "warm-fn",
+        function="train_mod:run",
+        axes={"backend": ["jax"], "memory_fraction": [0.3, 0.5]},
+    )
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r["error_message"] for r in rows]
+    assert [r["start"] for r in rows] == ["warm", "warm"]
+    for row in rows:
+        assert row["saw_other_trial"] == 0.0 and row["own_session"] == 1.0 and row["env_is_mine"] == 1.0
+        assert row["mem_fraction_env"] == row["memory_fraction"]  # the trial's own cap, set in the child
+        assert row["import_s"] == 0.0  # the parent imported jax and keras
+    log = Path(rows[0]["log_path"]).read_text()
+    assert "warm start from warm parent pid" in log
+
+
+@pytest.mark.slow
+def test_a_script_runs_warm_as_main_with_its_argv(tmp_path):
+    rows = _sweep(
+        tmp_path,
+        "warm-script",
+        command="python train_mod.py --x {x}",
+        axes={"backend": ["jax"], "x": [1]},
+        metrics={"score": "score: ([0-9]+)"},
+    )
+    assert rows[0]["status"] == "ok" and rows[0]["start"] == "warm"
+    assert rows[0]["score"] == 3
+    log = Path(rows[0]["log_path"]).read_text()
+    assert "script argv=['--x', '1'] main=__main__" in log
+
+
+@pytest.mark.slow
+def test_timeout_ends_a_warm_trial(tmp_path):
+    pidfile = tmp_path / "pid"
+    rows = _sweep(
+        tmp_path,
+        "warm-timeout",
+        function="train_mod:run",
+        params={"backend": "jax", "sleep": 60, "pidfile": str(pidfile)},
+        timeout_s=3,
+    )
+    assert rows[0]["status"] == "timeout" and rows[0]["start"] == "warm"
+    assert (
+        not psutil.pid_exists(int(pidfile.read_text())) or psutil.Process(int(pidfile.read_text())).status() == "zombie"
+    )
+
+
+def test_cold_where_forking_is_not_known_safe():
+    env = {"PATH": "/bin", "GRID_TRIAL_ID": "t"}
+    assert "tested for jax and torch" in warm.plan(["python", "x.py"], env, {"backend": "tensorflow"}, True)
+    assert "interpreter arguments" in warm.plan(["python", "-c", "1"], env, {"backend": "jax"}, True)
+    assert warm.plan(["python", "x.py"], env, {"backend": "jax", "warm_start": False}, True) == "warm_start: false"
+    assert warm.plan(["bash", "x.sh"], env, {"backend": "jax"}, False) == "not a Python trial"
+    one = warm.plan(["python", "x.py"], env, {"backend": "jax"}, True)
+    other = warm.plan(["python", "y.py"], {**env, "GRID_TRIAL_ID": "u"}, {"backend": "jax"}, True)
+    assert isinstance(one, warm.Plan) and isinstance(other, warm.Plan)
+    assert one.key == other.key and "GRID_TRIAL_ID" not in one.env  # per-trial variables do not split parents
+    assert warm.plan(["python", "x.py"], {**env, "JAX_X": "1"}, {"backend": "jax"}, True).key != one.key
+
+
+@pytest.mark.slow
+def test_warm_parent_and_its_trial_die_with_a_lost_worker(tmp_path):
+    """The worker dies (SIGKILL): its warm parent (tied to the worker's starter thread) and the
+    trial (tied to the parent) end with it."""
+    pidfile = tmp_path / "pid"
+    code = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+    (tmp_path / "t.py").write_text(code)
+    launcher = textwrap.dedent(
+        f"""
+        import os, sys
+        from grid.spec.workloads import PROJECT_ROOT, TRIAL_SITE
+        from grid.trial import warm
+        from grid.trial.isolate import run_child
+        path = os.pathsep.join([str(TRIAL_SITE), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])
+        env = dict(os.environ, PYTHONPATH=path, KERAS_BACKEND="jax")
+        argv = [sys.executable, {str(tmp_path / "t.py")!r}, {str(pidfile)!r}]
+        plan = warm.plan(argv, env, {{"backend": "jax"}}, True)
+        parent, why = warm.starter().parent(plan)
+        assert parent is not None, why
+        print(parent.proc.pid, flush=True)
+        log = {str(tmp_path / "log")!r}
+        run_child(argv, env=env, cwd=None, log_path=log, timeout_s=60, bootstrapped=True, warm=parent)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
+    parent_pid = int(proc.stdout.readline())
+    deadline = time.time() + 60
+    while not (pidfile.exists() and pidfile.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    assert psutil.Process(child).ppid() == parent_pid
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 5
+    while (psutil.pid_exists(child) or psutil.pid_exists(parent_pid)) and time.time() < deadline:
+        time.sleep(0.05)
+    for pid in (child, parent_pid):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
