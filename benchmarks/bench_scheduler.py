@@ -40,6 +40,8 @@ from grid.results.store import ResultStore  # noqa: E402
 from grid.scheduler.raypool import connect  # noqa: E402
 from grid.scheduler.sweep import RunOptions, run_sweep  # noqa: E402
 from grid.spec.parse import parse_spec  # noqa: E402
+from grid.spec.workloads import TRIAL_SITE  # noqa: E402
+from grid.trial import warm  # noqa: E402
 from grid.trial.isolate import run_child  # noqa: E402
 
 
@@ -76,6 +78,11 @@ class CpuWatch:
                 name, t = proc.name(), proc.cpu_times()
             except psutil.Error:
                 continue
+            if _is_warm_parent(proc):  # its forked trials are reaped by it: its children times count
+                sample = ("trial processes", t.user + t.system, t.children_user + t.children_system)
+                self.first.setdefault(proc.pid, ("trial processes", 0.0, 0.0) if self._started else sample)
+                self.last[proc.pid] = sample
+                continue
             if _parent_is_worker(proc):
                 continue  # a trial process: counted in its worker's children times once it is waited for
             kind = "driver" if proc.pid == me.pid else "ray workers" if name.startswith("ray::") else "ray daemons"
@@ -107,12 +114,19 @@ class CpuWatch:
         for pid, (kind, own, kids) in self.last.items():
             _kind0, own0, kids0 = self.first[pid]
             cores[kind] += own - own0
-            if kind == "ray workers":
+            if kind in ("ray workers", "trial processes"):
                 cores["trial processes"] += kids - kids0
         busy = lambda t: t.user + t.system + t.nice + t.irq + t.softirq + t.steal  # noqa: E731
         machine = busy(self._machine1) - busy(self._machine0)
         cores["other (not this run)"] = max(0.0, machine - sum(cores.values()))
         return {k: v / self.wall for k, v in cores.items()} | {"machine": machine / self.wall}
+
+
+def _is_warm_parent(proc: psutil.Process) -> bool:
+    try:
+        return "gridtrial.zygote" in proc.cmdline()
+    except psutil.Error:
+        return False
 
 
 def _parent_is_worker(proc: psutil.Process) -> bool:
@@ -122,36 +136,51 @@ def _parent_is_worker(proc: psutil.Process) -> bool:
         return True
 
 
+def sleep_trial(scratch: Path, seconds: float, batch_size: int = 1) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of one `sleep` trial as a worker starts it cold (`python -m
+    gridtrial` under the trial bootstrap), for Ray Tune and for the child-cost measure."""
+    (scratch / "records").mkdir(parents=True, exist_ok=True)
+    trial = scratch / "trial.json"
+    config = {"seconds": seconds, "hold_mib": 0, "fail": "none", "batch_size": batch_size}
+    doc = {"trial_id": f"t{batch_size}", "attempt": 0, "workload": "sleep", "config": config, "gpu_ids": []}
+    doc |= {"records_dir": str(scratch / "records"), "workdir": str(REPO), "function": "tasks.sleep:run"}
+    trial.write_text(json.dumps(doc))
+    env = {"PYTHONPATH": os.pathsep.join([str(TRIAL_SITE), str(REPO)]), "GRID_TRIAL": str(trial)}
+    return [sys.executable, "-m", "gridtrial"], env
+
+
 def child_cpu_cost(repeats: int = 20) -> dict[str, float]:
     """CPU seconds one trial's child costs when its work is nothing (`sleep` of 0 s), through the
-    real launcher (grid/trial/isolate.py): what every trial spends on top of its own work."""
+    real launcher (grid/trial/isolate.py): a new interpreter (cold), and a fork of a warm parent
+    (what a worker does by default); what every trial spends on top of its own work."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-child-"))
-    trial = scratch / "trial.json"
-    trial.write_text(
-        json.dumps(
-            {
-                "trial_id": "x",
-                "attempt": 0,
-                "workload": "sleep",
-                "result_path": str(scratch / "r.json"),
-                "config": {"seconds": 0.0, "hold_mib": 0, "fail": "none"},
-            }
-        )
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv, extra = sleep_trial(scratch, 0.0)
+    env = {**os.environ, **extra}
     before, walls = resource.getrusage(resource.RUSAGE_CHILDREN), []
     for _ in range(repeats):
-        out = run_child(
-            [sys.executable, "-m", "tasks.sleep", str(trial)],
-            env=env,
-            cwd=str(scratch),
-            log_path=str(scratch / "log"),
-            timeout_s=60,
-        )
+        out = run_child(argv, env=env, cwd=str(scratch), log_path=str(scratch / "log"), timeout_s=60, bootstrapped=True)
         walls.append(out.wall_s)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / repeats
-    return {"cpu_s": cpu, "wall_s": statistics.median(walls)}
+    cold = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / repeats
+    plan = warm.plan(argv, env, {}, True)
+    assert isinstance(plan, warm.Plan), plan
+    parent, why = warm.starter().parent(plan)
+    assert parent is not None and parent.proc is not None, why
+    zygote = psutil.Process(parent.proc.pid)
+    t0, warm_walls = zygote.cpu_times(), []
+    for _ in range(repeats):
+        out = run_child(argv, env=env, cwd=str(scratch), log_path=str(scratch / "log"), timeout_s=60, warm=parent)
+        warm_walls.append(out.wall_s)
+    t1 = zygote.cpu_times()
+    forked = (t1.children_user - t0.children_user + t1.children_system - t0.children_system) / repeats
+    forked += (t1.user - t0.user + t1.system - t0.system) / repeats  # the parent's fork and bookkeeping
+    warm.stop_all()
+    return {
+        "cpu_s": cold,
+        "wall_s": statistics.median(walls),
+        "warm_cpu_s": forked,
+        "warm_wall_s": statistics.median(warm_walls),
+    }
 
 
 def run_grid(trials: int, seconds: float, gpus: int, results: str, sample_interval_ms: int | None = None) -> dict:
@@ -202,40 +231,20 @@ def run_grid(trials: int, seconds: float, gpus: int, results: str, sample_interv
 def tune_trial(config: dict) -> dict:
     """One Tune trial: the same child process a gpu-grid worker runs, on the GPU Tune gave it."""
     scratch = Path(tempfile.mkdtemp(prefix="tune-trial-"))
-    result = scratch / "result.json"
-    (scratch / "trial.json").write_text(
-        json.dumps(
-            {
-                "trial_id": f"tune-{config['batch_size']}",
-                "attempt": 0,
-                "workload": "sleep",
-                "result_path": str(result),
-                "config": {
-                    "seconds": config["seconds"],
-                    "hold_mib": 0,
-                    "fail": "none",
-                    "batch_size": config["batch_size"],
-                },
-            }
-        )
-    )
+    argv, extra = sleep_trial(scratch, config["seconds"], config["batch_size"])
     gpu = ",".join(str(g) for g in ray.get_gpu_ids())
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
-        "CUDA_VISIBLE_DEVICES": gpu,
-        "PYTHONPATH": config["repo"],
-    }
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "CUDA_VISIBLE_DEVICES": gpu, **extra}
     started = time.time()
     code = subprocess.run(
-        [sys.executable, "-m", "tasks.sleep", str(scratch / "trial.json")],
+        argv,
         env=env,
         cwd=scratch,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     ).returncode
     ended = time.time()
-    status = json.loads(result.read_text())["status"] if result.exists() else "error"
-    return {"ok": int(code == 0 and status == "ok"), "started": started, "ended": ended, "gpu": gpu}
+    recorded = any((scratch / "records").iterdir())  # the bootstrap's record: the trial really ran
+    return {"ok": int(code == 0 and recorded), "started": started, "ended": ended, "gpu": gpu}
 
 
 def run_tune(trials: int, seconds: float, reuse_actors: bool, storage: str) -> dict:
@@ -344,10 +353,10 @@ def report(out: dict) -> str:
     c = out["child_cost"]
     demand = c["cpu_s"] * a["gpus"] / a["seconds"]
     lines.append(
-        f"\nOne trial child costs {c['cpu_s'] * 1000:.0f} ms of CPU (interpreter start and exit, "
-        f"{c['wall_s'] * 1000:.0f} ms "
-        f"wall alone); {a['gpus']} trials every {a['seconds']} s need {demand:.2f} CPU cores for that alone, "
-        f"of the {out['machine']['cpus']} this machine has."
+        f"\nOne trial child costs {c['cpu_s'] * 1000:.0f} ms of CPU started cold (a new interpreter, "
+        f"{c['wall_s'] * 1000:.0f} ms wall alone), {c.get('warm_cpu_s', 0) * 1000:.0f} ms forked from a warm "
+        f"parent ({c.get('warm_wall_s', 0) * 1000:.0f} ms wall); cold, {a['gpus']} trials every {a['seconds']} s "
+        f"would need {demand:.2f} CPU cores for that alone, of the {out['machine']['cpus']} this machine has."
     )
     return "\n".join(lines)
 

@@ -34,6 +34,8 @@ TRAIN = textwrap.dedent(
             time.sleep(config["sleep"])
         return {
             "saw_other_trial": 1.0 if seen else 0.0,
+            "numpy_draw": float(__import__("numpy").random.rand()),
+            "python_draw": __import__("random").random(),
             "own_session": 1.0 if os.getsid(0) == os.getpid() == os.getpgid(0) else 0.0,
             "env_is_mine": float(json.load(open(os.environ["GRID_TRIAL"]))["trial_id"] == os.environ["GRID_TRIAL_ID"]),
             "mem_fraction_env": float(
@@ -73,6 +75,8 @@ def test_warm_trials_are_isolated_from_each_other(tmp_path):
         assert row["saw_other_trial"] == 0.0 and row["own_session"] == 1.0 and row["env_is_mine"] == 1.0
         assert row["mem_fraction_env"] == row["memory_fraction"]  # the trial's own cap, set in the child
         assert row["import_s"] == 0.0  # the parent imported jax and keras
+    # numpy's and Python's global generators are reseeded in each child, as in a new interpreter
+    assert rows[0]["numpy_draw"] != rows[1]["numpy_draw"] and rows[0]["python_draw"] != rows[1]["python_draw"]
     log = Path(rows[0]["log_path"]).read_text()
     assert "warm start from warm parent pid" in log
 
@@ -110,7 +114,8 @@ def test_timeout_ends_a_warm_trial(tmp_path):
 
 def test_cold_where_forking_is_not_known_safe():
     env = {"PATH": "/bin", "GRID_TRIAL_ID": "t"}
-    assert "tested for jax and torch" in warm.plan(["python", "x.py"], env, {"backend": "tensorflow"}, True)
+    bare = warm.plan(["python", "x.py"], env, {"backend": "tensorflow"}, True)
+    assert isinstance(bare, warm.Plan) and bare.modules == tuple(warm.BARE)  # no framework in the parent
     assert "interpreter arguments" in warm.plan(["python", "-c", "1"], env, {"backend": "jax"}, True)
     assert warm.plan(["python", "x.py"], env, {"backend": "jax", "warm_start": False}, True) == "warm_start: false"
     assert warm.plan(["bash", "x.sh"], env, {"backend": "jax"}, False) == "not a Python trial"

@@ -16,7 +16,7 @@ from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerInfo, hostname
 from grid.spec.model import GridSpec
 from grid.trial import warm
-from grid.trial.attempt import run_attempt
+from grid.trial.attempt import run_attempt, warm_up
 from grid.trial.nvml import card_memory_mib
 
 
@@ -79,6 +79,7 @@ class LocalPool:
             for i, g in enumerate(ids)
         ]
         self._done: queue.Queue[Finished] = queue.Queue()
+        warm_up()
         self._threads: list[threading.Thread] = []
         self._next = 0
 

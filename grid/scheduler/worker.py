@@ -14,7 +14,7 @@ from grid.results.spool import Delivered, DeliveryOptions, Spool
 from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Placement, Trial, WorkerInfo, hostname
 from grid.spec.model import GridSpec
-from grid.trial.attempt import run_attempt
+from grid.trial.attempt import run_attempt, warm_up
 from grid.trial.nvml import card_memory_mib
 
 
@@ -36,6 +36,7 @@ class GpuWorker:
         self.node_id = ray.get_runtime_context().get_node_id()
         # the card's memory for packing: NVML's figure; a fake GPU's from --gpu-memory-mib
         self.memory_mib = (card_memory_mib(self.gpu_ids) or gpu_memory_mib) if self.gpu_ids else None
+        warm_up()
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(self.name, self.node_id, hostname(), self.gpu_ids, self.memory_mib)

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 import traceback
-from importlib import metadata
 from typing import Any
 
 from gridtrial import devmem, hooks, memcap
@@ -34,6 +33,8 @@ _start_lock = threading.Lock()
 
 
 def _version(package: str) -> str | None:
+    from importlib import metadata  # here, not at import: ~10-20 ms every trial process would pay
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

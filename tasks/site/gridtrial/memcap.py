@@ -10,7 +10,6 @@ Stdlib only at import time: every trial interpreter imports this module, MXNet's
 from __future__ import annotations
 
 import os
-from importlib import metadata
 
 NO_GPU = " (no GPU visible: not applied)"
 DEFAULT = "none (framework default)"
@@ -28,6 +27,8 @@ def _release(version: str) -> tuple[int, ...]:
 
 def jax_fraction_variable(jaxlib_version: str | None = None) -> str:
     """The fraction variable the installed jaxlib reads (it is jaxlib's xla_client that reads it)."""
+    from importlib import metadata
+
     version = jaxlib_version or metadata.version("jaxlib")
     if _release(version) >= JAX_NEW_NAME_SINCE:
         return "XLA_CLIENT_MEM_FRACTION"

@@ -127,6 +127,9 @@ def become_trial(request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:  # seeded once, in the parent: every trial would draw the same numbers
+        numpy.random.seed()
     from gridtrial import guard
 
     guard.adopt()
