@@ -78,7 +78,7 @@ def test_warm_trials_are_isolated_from_each_other(tmp_path):
     # numpy's and Python's global generators are reseeded in each child, as in a new interpreter
     assert rows[0]["numpy_draw"] != rows[1]["numpy_draw"] and rows[0]["python_draw"] != rows[1]["python_draw"]
     log = Path(rows[0]["log_path"]).read_text()
-    assert "warm start from warm parent pid" in log
+    assert "warm start from the warm parent, process " in log
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ def plan(argv: list[str], env: dict[str, str], config: dict[str, Any], bootstrap
     if backend == "torch":
         parent_env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     digest = hashlib.sha256(json.dumps([argv[0], backend, sorted(parent_env.items())]).encode()).hexdigest()[:16]
-    return Plan(digest, argv[0], str(backend), tuple(WARM_MODULES.get(backend, BARE)), parent_env, args)
+    return Plan(digest, argv[0], str(backend), tuple(WARM_MODULES.get(str(backend), BARE)), parent_env, args)
 
 
 class WarmChild:
@@ -162,7 +162,8 @@ class Parent:
 
     def describe(self) -> str:
         pid = self.proc.pid if self.proc else "-"
-        return f"warm parent pid {pid} ({', '.join(self.modules)} imported in {self.state.get('import_s', 0):.1f} s)"
+        imported = f"{', '.join(self.modules)} imported in {self.state.get('import_s', 0):.1f} s"
+        return f"the warm parent, process {pid} ({imported})"
 
     def fork(self, args: list[str], env: dict[str, str], cwd: str, log_path: str, join_file: str) -> WarmChild:
         """Fork the trial: `args` after the interpreter, its whole environment, folder and log."""
