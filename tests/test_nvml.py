@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
 from grid.trial.isolate import run_child
-from grid.trial.nvml import gpu_samplers
+from grid.trial.nvml import Trapezoid, gpu_samplers
 
 
 def test_cpu_slot_measures_nothing():
     assert gpu_samplers(()) == ([], {})
+
+
+def test_trapezoid_integrates_samples_over_time():
+    """Power (W -> J) and utilisation (busy fraction -> GPU-seconds) are integrated between samples."""
+    integral = Trapezoid()
+    integral.add(2.0)
+    time.sleep(0.2)
+    integral.add(4.0)
+    assert integral.samples == 2 and 0.19 <= integral.span_s < 0.5
+    assert integral.total == pytest.approx(3.0 * integral.span_s)
 
 
 def test_unusable_gpu_ids_say_why(monkeypatch):

@@ -60,6 +60,25 @@ def gpu_facts(nvml: Any, handles: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class Trapezoid:
+    """The integral over time of a sampled quantity: trapezoids between consecutive samples."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.span_s = 0.0
+        self.samples = 0
+        self._last: tuple[float, float] | None = None  # (time, value) of the previous sample
+
+    def add(self, value: float) -> None:
+        now = time.monotonic()
+        if self._last is not None:
+            then, before = self._last
+            self.total += (now - then) * (value + before) / 2
+            self.span_s += now - then
+        self._last = (now, value)
+        self.samples += 1
+
+
 class NvmlSampler:
     """Peak GPU memory of a process tree on each of its GPUs, sampled by the worker's watch loop."""
 
@@ -74,12 +93,8 @@ class NvmlSampler:
         self.uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles.values()]
         self.energy_start = self._energy_mj()  # None: no counter (before Volta); integrate power instead
         self.energy_series: list[tuple[float, float]] = []  # (wall time, joules since launch)
-        self.power_j = 0.0
-        self.last_power: tuple[float, float] | None = None  # (time, watts) of the previous sample
-        self.power_samples = 0
-        self.util_s = 0.0  # GPU-seconds with a kernel running, summed over the trial's GPUs
-        self.util_span_s = 0.0  # seconds covered by utilisation samples
-        self.last_util: tuple[float, float] | None = None  # (time, GPU-busy fraction summed over GPUs)
+        self.power = Trapezoid()  # watts summed over the GPUs -> joules
+        self.util = Trapezoid()  # busy fraction summed over the GPUs -> GPU-seconds with a kernel running
 
     def _energy_mj(self) -> int | None:
         try:
@@ -87,31 +102,18 @@ class NvmlSampler:
         except self.nvml.NVMLError:
             return None
 
-    def _integrate_power(self) -> None:
+    def _summed(self, read: Any) -> float | None:
+        """`read(handle)` summed over the trial's GPUs; None (and the reason kept) if NVML refuses."""
         try:
-            watts = sum(self.nvml.nvmlDeviceGetPowerUsage(h) for h in self.handles.values()) / 1000
+            return float(sum(read(h) for h in self.handles.values()))
         except self.nvml.NVMLError as exc:
             self.errors.add(str(exc))
-            return
-        now = time.monotonic()
-        if self.last_power is not None:
-            then, before = self.last_power
-            self.power_j += (now - then) * (watts + before) / 2
-        self.last_power = (now, watts)
-        self.power_samples += 1
+            return None
 
     def _sample_utilisation(self) -> None:
-        try:
-            busy = sum(self.nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self.handles.values()) / 100
-        except self.nvml.NVMLError as exc:
-            self.errors.add(str(exc))
-            return
-        now = time.monotonic()
-        if self.last_util is not None:
-            then, before = self.last_util
-            self.util_s += (now - then) * (busy + before) / 2
-            self.util_span_s += now - then
-        self.last_util = (now, busy)
+        busy = self._summed(lambda h: self.nvml.nvmlDeviceGetUtilizationRates(h).gpu)
+        if busy is not None:
+            self.util.add(busy / 100)
 
     def _process_used(self, handle: Any, pids: set[int]) -> int:
         used = 0
@@ -135,8 +137,10 @@ class NvmlSampler:
             self.device_peak[gpu] = max(self.device_peak[gpu], device)
         self._sample_utilisation()
         if self.energy_start is None:
-            self._integrate_power()
-            self.energy_series.append((time.time(), self.power_j))
+            milliwatts = self._summed(self.nvml.nvmlDeviceGetPowerUsage)
+            if milliwatts is not None:
+                self.power.add(milliwatts / 1000)
+            self.energy_series.append((time.time(), self.power.total))
         else:
             now = self._energy_mj()
             if now is not None:
@@ -171,21 +175,21 @@ class NvmlSampler:
         }
 
     def utilisation(self) -> dict:
-        if self.util_span_s <= 0:
+        if self.util.span_s <= 0:
             return {"gpu_util_pct": None, "gpu_compute_s": None}
         return {
-            "gpu_util_pct": 100 * self.util_s / (self.util_span_s * len(self.handles)),
-            "gpu_compute_s": self.util_s,
+            "gpu_util_pct": 100 * self.util.total / (self.util.span_s * len(self.handles)),
+            "gpu_compute_s": self.util.total,
         }
 
     def _energy(self) -> dict:
         end = self._energy_mj() if self.energy_start is not None else None
         if self.energy_start is not None and end is not None:
             return {"energy_j": (end - self.energy_start) / 1000, "energy_method": "nvml total-energy counter"}
-        if self.power_samples >= 2:
+        if self.power.samples >= 2:
             return {
-                "energy_j": self.power_j,
-                "energy_method": f"nvml power integrated over {self.power_samples} samples",
+                "energy_j": self.power.total,
+                "energy_method": f"nvml power integrated over {self.power.samples} samples",
             }
         return {"energy_j": None, "energy_method": "unavailable (no energy counter, too few power samples)"}
 
