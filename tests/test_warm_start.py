@@ -5,6 +5,7 @@ nothing shared between trials, nothing outliving a lost worker), and the row say
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,9 @@ import pytest
 from grid.results.store import ResultStore
 from grid.scheduler.sweep import RunOptions, run_sweep
 from grid.spec.parse import load_spec
+from grid.spec.workloads import PROJECT_ROOT, TRIAL_SITE
 from grid.trial import warm
+from grid.trial.isolate import run_child
 
 TRAIN = textwrap.dedent(
     """
@@ -164,3 +167,24 @@ def test_warm_parent_and_its_trial_die_with_a_lost_worker(tmp_path):
         time.sleep(0.05)
     for pid in (child, parent_pid):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_many_quick_warm_trials_each_report_their_exit(tmp_path):
+    """Children that end at once (their exit can reach the worker with their pid) and exit codes
+    other than 0, forked one after another from one bare parent."""
+    (tmp_path / "quick.py").write_text("import sys; sys.exit(int(sys.argv[1]))")
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(TRIAL_SITE), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    starter = warm.Starter()
+    try:
+        for i in range(30):
+            argv = [sys.executable, str(tmp_path / "quick.py"), str(i % 3)]
+            plan = warm.plan(argv, env, {}, True)
+            parent, why = starter.parent(plan)
+            assert parent is not None, why
+            out = run_child(argv, env=env, cwd=str(tmp_path), log_path=str(tmp_path / "log"), timeout_s=30, warm=parent)
+            assert (out.start, out.exit_code) == ("warm", i % 3)
+        assert len(starter.parents) == 1
+    finally:
+        starter.stop()

@@ -148,7 +148,7 @@ def run_child(
     `warm`: fork the child from this warm parent (argv[1:] is what runs), not a fresh interpreter."""
     rss = RssSampler()
     box = box or contain("child", env.get("GRID_TRIAL", ""))
-    argv, guard_env = guarded(argv, box.join_file, bootstrapped)
+    cold_argv, guard_env = guarded(argv, box.join_file, bootstrapped)
     with open(log_path, "ab", buffering=0) as log:
         started = time.time()
         proc: subprocess.Popen | WarmChild | None = None
@@ -161,7 +161,7 @@ def run_child(
                 notes.append(f"warm start failed ({type(exc).__name__}: {exc}); it started cold")
         if proc is None:
             proc = subprocess.Popen(
-                argv,
+                cold_argv,
                 env={**env, **guard_env},
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,

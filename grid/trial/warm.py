@@ -106,7 +106,11 @@ class WarmChild:
             self.returncode = -9
             self.conn.close()
             return
-        self._buffer += chunk
+        self.take(chunk)
+
+    def take(self, data: bytes) -> None:
+        """Bytes from the parent: the child's exit status, once its line is whole."""
+        self._buffer += data
         if self._buffer.endswith(b"\n"):
             self.returncode = int(json.loads(self._buffer.splitlines()[-1])["exit"])
             self.conn.close()
@@ -174,15 +178,18 @@ class Parent:
         conn.connect(self.socket_path)
         conn.sendall((json.dumps(request) + "\n").encode())
         reply = b""
-        while not reply.endswith(b"\n"):
+        while b"\n" not in reply:
             chunk = conn.recv(4096)
             if not chunk:
                 raise ConnectionError("the warm parent closed the connection")
             reply += chunk
-        answer = json.loads(reply)
+        line, _, rest = reply.partition(b"\n")  # a child that ended at once: its exit may follow
+        answer = json.loads(line)
         if "pid" not in answer:
             raise RuntimeError(answer.get("error", "the warm parent refused the trial"))
-        return WarmChild(int(answer["pid"]), conn)
+        child = WarmChild(int(answer["pid"]), conn)
+        child.take(rest)
+        return child
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -76,11 +76,18 @@ def _read_request(conn: socket.socket) -> dict[str, Any]:
 
 
 def serve(listener: socket.socket) -> dict[str, Any]:
-    """Fork a child per request until the worker goes away; returns (in the child only) its request."""
+    """Fork a child per request until the worker goes away; returns (in the child only) its request.
+    Sleeps until a request or a child's end (SIGCHLD, through a wake-up pipe): no polling."""
     children: dict[int, socket.socket] = {}
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     while True:
-        ready, _, _ = select.select([listener], [], [], 0.01)
-        if ready:
+        ready, _, _ = select.select([listener, wake_r], [], [])
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        if listener in ready:
             conn, _ = listener.accept()
             try:
                 request = _read_request(conn)
@@ -92,6 +99,10 @@ def serve(listener: socket.socket) -> dict[str, Any]:
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.close(wake_r)
+                os.close(wake_w)
                 listener.close()
                 for other in children.values():
                     other.close()
