@@ -61,12 +61,18 @@ report: venv
 nightly: venv
 	BASELINE=$(BASELINE) GRID=$(BIN)/grid GRID_ARGS="$(GRID_ARGS)" scripts/nightly.sh
 
-# Scheduler overhead against the ideal makespan and against Ray Tune (numbers: benchmarks/RESULTS.md).
+# Scheduler overhead against the ideal makespan and against Ray Tune; on a GPU box also a trial's
+# fixed overhead, cold vs warm starts, compile cache off vs on (numbers: benchmarks/RESULTS.md).
 BENCH_ARGS ?= --trials 1000 --seconds 1 --gpus 16
-.PHONY: cluster-demo
+BENCH_GPU_RESULTS ?= benchmarks/overhead-results
+.PHONY: cluster-demo bench-gpu
 
-bench: venv $(VENV)/.bench-installed
+bench: venv $(VENV)/.bench-installed $(if $(HAS_GPU),bench-gpu)
 	$(BIN)/python benchmarks/bench_scheduler.py $(BENCH_ARGS) --json benchmarks/last-run.json
+
+bench-gpu: venv
+	$(BIN)/grid run specs/overhead-gpu.yaml --results $(BENCH_GPU_RESULTS) --plain
+	$(BIN)/python benchmarks/bench_overhead.py $(BENCH_GPU_RESULTS) --json benchmarks/overhead-last-run.json
 
 $(VENV)/.bench-installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[bench]"
