@@ -39,10 +39,12 @@ sys.path.insert(0, str(REPO))
 from grid.results.store import ResultStore  # noqa: E402
 from grid.scheduler.raypool import connect  # noqa: E402
 from grid.scheduler.sweep import RunOptions, run_sweep  # noqa: E402
+from grid.shared import Placement  # noqa: E402
+from grid.spec.expand import expand  # noqa: E402
 from grid.spec.parse import parse_spec  # noqa: E402
-from grid.spec.workloads import TRIAL_SITE  # noqa: E402
 from grid.trial import warm  # noqa: E402
 from grid.trial.isolate import run_child  # noqa: E402
+from grid.trial.launch import Launch, prepare  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -136,17 +138,14 @@ def _parent_is_worker(proc: psutil.Process) -> bool:
         return True
 
 
-def sleep_trial(scratch: Path, seconds: float, batch_size: int = 1) -> tuple[list[str], dict[str, str]]:
-    """The argv and environment of one `sleep` trial as a worker starts it cold (`python -m
-    gridtrial` under the trial bootstrap), for Ray Tune and for the child-cost measure."""
-    (scratch / "records").mkdir(parents=True, exist_ok=True)
-    trial = scratch / "trial.json"
-    config = {"seconds": seconds, "hold_mib": 0, "fail": "none", "batch_size": batch_size}
-    doc = {"trial_id": f"t{batch_size}", "attempt": 0, "workload": "sleep", "config": config, "gpu_ids": []}
-    doc |= {"records_dir": str(scratch / "records"), "workdir": str(REPO), "function": "tasks.sleep:run"}
-    trial.write_text(json.dumps(doc))
-    env = {"PYTHONPATH": os.pathsep.join([str(TRIAL_SITE), str(REPO)]), "GRID_TRIAL": str(trial)}
-    return [sys.executable, "-m", "gridtrial"], env
+def sleep_trial(scratch: Path, seconds: float, batch_size: int = 1, gpu_ids: tuple[str, ...] = ()) -> Launch:
+    """One `sleep` trial as a worker starts it cold (`python -m gridtrial` under the trial
+    bootstrap, grid/trial/launch.py), for Ray Tune and for the child-cost measure."""
+    params = {"seconds": seconds, "batch_size": batch_size}
+    spec = parse_spec({"name": "bench-child", "workload": "sleep", "params": params})
+    (trial,) = expand(spec).trials
+    placement = Placement(node_id="bench", host=platform.node(), workers=("bench",), gpu_ids=gpu_ids)
+    return prepare(spec, trial, 0, placement, str(scratch))
 
 
 def child_cpu_cost(repeats: int = 20) -> dict[str, float]:
@@ -154,8 +153,8 @@ def child_cpu_cost(repeats: int = 20) -> dict[str, float]:
     real launcher (grid/trial/isolate.py): a new interpreter (cold), and a fork of a warm parent
     (what a worker does by default); what every trial spends on top of its own work."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-child-"))
-    argv, extra = sleep_trial(scratch, 0.0)
-    env = {**os.environ, **extra}
+    launch = sleep_trial(scratch, 0.0)
+    argv, env = launch.argv, launch.env
     before, walls = resource.getrusage(resource.RUSAGE_CHILDREN), []
     for _ in range(repeats):
         out = run_child(argv, env=env, cwd=str(scratch), log_path=str(scratch / "log"), timeout_s=60, bootstrapped=True)
@@ -231,13 +230,13 @@ def run_grid(trials: int, seconds: float, gpus: int, results: str, sample_interv
 def tune_trial(config: dict) -> dict:
     """One Tune trial: the same child process a gpu-grid worker runs, on the GPU Tune gave it."""
     scratch = Path(tempfile.mkdtemp(prefix="tune-trial-"))
-    argv, extra = sleep_trial(scratch, config["seconds"], config["batch_size"])
-    gpu = ",".join(str(g) for g in ray.get_gpu_ids())
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "CUDA_VISIBLE_DEVICES": gpu, **extra}
+    gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
+    gpu = ",".join(gpu_ids)
+    launch = sleep_trial(scratch, config["seconds"], config["batch_size"], gpu_ids)
     started = time.time()
     code = subprocess.run(
-        argv,
-        env=env,
+        launch.argv,
+        env=launch.env,
         cwd=scratch,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -129,10 +129,8 @@ def warm_up() -> None:
     (~0.2 s alone; 2-3 s when 16 workers reach it at once on a 2-core box, which was the scheduler
     benchmark's p99 GPU idle gap)."""
     now = utc_time(time.time())
-    encode_row(
-        {"sweep": "warm-up", "trial_id": "0", "attempt": 0, "status": "ok", "started_at": now, "ended_at": now}
-        | {"notes": ["warm-up"], "epoch_times": [0.0], "wall_s": 0.0}
-    )
+    row = {"sweep": "warm-up", "trial_id": "0", "attempt": 0, "status": "ok", "started_at": now, "ended_at": now}
+    encode_row({**row, "notes": ["warm-up"], "epoch_times": [0.0], "wall_s": 0.0})
 
 
 def run_attempt(

@@ -164,8 +164,9 @@ def steady_spans(records: list[dict]) -> list[tuple[float, float, int]]:
 def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Row fields from the records alone, and notes on how they were obtained."""
     main = primary(records)
+    compiled = compilecache.first_epoch_state(main, config)
     if main is None:
-        return {"processes": 0, **compilecache.first_epoch_state(None, config)}, []
+        return {"processes": 0, **compiled}, []
     notes: list[str] = []
     epochs, batch, source = keras_epochs(main)
     fields: dict[str, Any] = {
@@ -173,7 +174,7 @@ def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str,
         "fit_calls": len(main.get("fits") or []),
         "import_s": main.get("import_s"),
         **epoch_fields(epochs),
-        **compilecache.first_epoch_state(main, config),
+        **compiled,
     }
     if batch:
         fields["global_batch"] = batch
