@@ -231,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="MIB",
-        help="memory of each fake GPU (--num-gpus on a CPU box), to pack non-exclusive trials by footprint "
-        "(real GPUs report theirs through NVML)",
+        help="memory of each GPU, to pack non-exclusive trials by footprint: a fake GPU's (--num-gpus on a "
+        "CPU box), or less than a real card's to leave room for others (default: NVML's figure)",
     )
     p.add_argument(
         "--cpu-slots", type=int, default=1, help="trials at once per node when there are no GPUs (default 1)"

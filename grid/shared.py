@@ -71,7 +71,7 @@ class WorkerInfo:
     node_id: str
     host: str
     gpu_ids: tuple[str, ...]  # () for a CPU slot
-    memory_mib: float | None = None  # the card's memory (NVML, or --gpu-memory-mib for fake GPUs)
+    memory_mib: float | None = None  # the card's memory (--gpu-memory-mib where given, else NVML)
 
 
 @dataclass(frozen=True)

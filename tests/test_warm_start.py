@@ -188,3 +188,61 @@ def test_many_quick_warm_trials_each_report_their_exit(tmp_path):
         assert len(starter.parents) == 1
     finally:
         starter.stop()
+
+
+EXITS = textwrap.dedent(
+    """
+    import atexit, os, sys, threading, time
+
+    out = sys.argv[1]
+    kept = open(os.path.join(out, "unclosed.txt"), "w")  # never closed: teardown would flush it
+    kept.write("buffered line\\n")
+
+    def late():
+        time.sleep(0.3)
+        open(os.path.join(out, "thread.txt"), "w").write("thread finished\\n")
+
+    threading.Thread(target=late).start()  # not a daemon: the exit waits for it
+    atexit.register(lambda: open(os.path.join(out, "atexit.txt"), "a").write("handler ran\\n"))  # twice would show
+
+    class Noisy:
+        def __del__(self):
+            open(os.path.join(out, "del.txt"), "w").write("teardown ran\\n")
+
+    alive_at_exit = Noisy()
+    print("stdout line", end="")  # no newline: still buffered at exit
+    sys.exit(sys.argv[2] if not sys.argv[2].isdigit() else int(sys.argv[2]))
+    """
+)
+
+
+@pytest.mark.parametrize("full_exit", [False, True])
+def test_a_warm_trial_exits_as_a_script_would_without_the_teardown(tmp_path, full_exit):
+    """Threads joined, exit handlers run, unclosed files and stdout flushed, the exit status kept;
+    only the interpreter's teardown (a __del__ at exit) is skipped, unless GRID_FULL_EXIT=1."""
+    (tmp_path / "exits.py").write_text(EXITS)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(TRIAL_SITE), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    if full_exit:
+        env["GRID_FULL_EXIT"] = "1"
+    starter = warm.Starter()
+    try:
+        for code, status in (("3", 3), ("a message", 1)):
+            out = tmp_path / f"out-{status}"
+            out.mkdir()
+            argv = [sys.executable, str(tmp_path / "exits.py"), str(out), code]
+            parent, why = starter.parent(warm.plan(argv, env, {}, True))
+            assert parent is not None, why
+            log = tmp_path / f"log-{status}"
+            result = run_child(argv, env=env, cwd=str(tmp_path), log_path=str(log), timeout_s=30, warm=parent)
+            assert (result.start, result.exit_code) == ("warm", status)
+            assert (out / "unclosed.txt").read_text() == "buffered line\n"
+            assert (out / "thread.txt").read_text() == "thread finished\n"
+            assert (out / "atexit.txt").read_text() == "handler ran\n"
+            assert (out / "del.txt").exists() == full_exit
+            text = log.read_text()
+            assert "stdout line" in text
+            assert ("a message" in text) == (code == "a message")
+    finally:
+        starter.stop()

@@ -48,8 +48,8 @@ class Pool(Protocol):
 class LocalPool:
     """Slots in this process's threads, each launching the trial's own child process.
 
-    `gpus` names fake or real GPU ids to hand out (one slot each), their memory from NVML or
-    `gpu_memory_mib` (fake ones); with none, `cpu_slots` CPU slots. No Ray: the same isolation
+    `gpus` names fake or real GPU ids to hand out (one slot each), their memory `gpu_memory_mib`
+    where given, else NVML's; with none, `cpu_slots` CPU slots. No Ray: the same isolation
     and results, for debugging and cheap tests.
     """
 
@@ -74,7 +74,7 @@ class LocalPool:
                 "local",
                 host,
                 g,
-                (card_memory_mib(g) or gpu_memory_mib) if g else None,
+                (gpu_memory_mib or card_memory_mib(g)) if g else None,
             )
             for i, g in enumerate(ids)
         ]

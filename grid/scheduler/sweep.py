@@ -40,7 +40,7 @@ class RunOptions:
     state_dir: str = field(default_factory=default_state_dir)  # this machine's spool, lease of a local Ray
     store_retry_s: float = 60.0  # how long a worker retries a row the store refuses before keeping it
     lease_ttl_s: float = 60.0  # on S3: how soon a dead driver's lease on the sweep expires
-    gpu_memory_mib: float | None = None  # fake GPUs' memory, to pack trials by footprint
+    gpu_memory_mib: float | None = None  # each GPU's memory for packing (fake GPUs; default NVML's)
 
     @property
     def delivery(self) -> DeliveryOptions:

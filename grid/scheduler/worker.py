@@ -34,8 +34,8 @@ class GpuWorker:
         self.gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         self.name = f"{node_label}/gpu{self.gpu_ids[0]}" if self.gpu_ids else f"{node_label}/cpu{slot}"
         self.node_id = ray.get_runtime_context().get_node_id()
-        # the card's memory for packing: NVML's figure; a fake GPU's from --gpu-memory-mib
-        self.memory_mib = (card_memory_mib(self.gpu_ids) or gpu_memory_mib) if self.gpu_ids else None
+        # the card's memory for packing: --gpu-memory-mib where given (a fake GPU's), else NVML's figure
+        self.memory_mib = (gpu_memory_mib or card_memory_mib(self.gpu_ids)) if self.gpu_ids else None
         warm_up()
 
     def info(self) -> WorkerInfo:

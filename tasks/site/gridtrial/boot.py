@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import Any
 
-from gridtrial import devmem, hooks, memcap
+from gridtrial import devmem, hooks, memcap, stacks
 from gridtrial.record import Record
 
 FRAMEWORKS = ("tensorflow", "jax", "torch", "mxnet")
@@ -67,6 +67,8 @@ class Boot:
         self._torch_target = threading.local()
         # jax's persistent compilation cache in this process: compilations that asked it, answers, seconds saved
         self.compiles: dict[str, Any] = {}
+        self.sampler = stacks.start(str(trial.get("trial_id", "trial")))  # only with GRID_PROFILE set
+        self.pid = os.getpid()
 
     # -- which frameworks are capped, and how
     def caps(self, framework: str) -> bool:
@@ -253,9 +255,13 @@ class Boot:
             self.record.update(compiles=dict(self.compiles))
 
     def finish(self) -> None:
+        if os.getpid() != self.pid:
+            return  # a bare os.fork() of this process exiting: this record and profile are its parent's
         self.read_memory()
         self.keep_compiles()
         self.record.write()
+        if self.sampler is not None:
+            self.sampler.write()
 
     def excepthook(self, previous):
         def hook(kind, value, tb):

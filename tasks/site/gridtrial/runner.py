@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from gridtrial import boot
+from gridtrial import boot, leave
 
 
 def resolve(target: str) -> Callable[[dict], Any]:
@@ -67,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
     target = state.trial.get("function")
     if not target:
         sys.exit(f"{os.environ['GRID_TRIAL']} names no function to run")
-    sys.exit(run_function(target))
+    leave.leave(run_function(target))

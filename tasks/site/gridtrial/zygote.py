@@ -16,6 +16,7 @@ parent-death signal (guard.py), the trial bootstrap, then the script, module or 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -27,6 +28,8 @@ import threading
 import time
 import traceback
 from typing import Any
+
+from gridtrial import leave
 
 
 def gpu_started(name: str) -> str | None:
@@ -179,17 +182,20 @@ def main(argv: list[str]) -> None:
     listener.bind(path)
     listener.listen(64)
     print(json.dumps(state), flush=True)
+    gc.freeze()  # the imported modules' objects: the trials' collections skip them (and their pages stay shared)
     request = serve(listener)
-    # The trial's own process from here: exit as a script would, atexit handlers included.
-    become_trial(request)
+    # The trial's own process from here: it exits as a script would, exit handlers included,
+    # without the interpreter's teardown (leave.py).
+    code = 0
     try:
+        become_trial(request)
         run_target(request)
-    except SystemExit:
-        raise
+    except SystemExit as exc:
+        code = leave.exit_code(exc)
     except BaseException:
         sys.excepthook(*sys.exc_info())
-        sys.exit(1)
-    sys.exit(0)
+        code = 1
+    leave.leave(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""How a trial process that gpu-grid runs (a warm parent's child, or `python -m gridtrial`) ends:
+as the interpreter would, without the interpreter's teardown.
+
+A normal exit waits for the non-daemon threads, runs the exit handlers (the bootstrap's record,
+logging, multiprocessing, jax's and torch's own), then tears the interpreter down: every module
+and object freed one by one, then the libraries' C++ destructors. For a process that imported jax
+or torch that teardown took 1.1-1.5 s on an H100 (benchmarks/probe_warm_start.py), all of it time
+the trial holds its GPU and does nothing. Here the threads are joined and the handlers run as
+usual, every file object still open is flushed, and the process ends with os._exit: the kernel
+frees the memory, files and the GPU context.
+
+The flush is needed either way: a script run warm (by runpy, in a forked child) that never closed
+a file lost its buffered lines even with the normal exit, where `python train.py` would have
+written them (tests/test_warm_start.py checks both exits).
+
+What is skipped: `__del__` methods of objects still alive at exit, and C++ destructors. A script
+that relies on them sets GRID_FULL_EXIT=1 in the trial's environment (the spec's `env:`): the
+same steps, then the normal teardown. A script started cold (`warm_start: false`) runs as
+`python train.py` and exits the normal way.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import io
+import os
+import sys
+import threading
+from typing import NoReturn
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The status `sys.exit(code)` gives: None is 0, a number itself, anything else printed and 1."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _join_threads() -> None:
+    main = threading.main_thread()
+    while True:
+        left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+        if not left:
+            return
+        for thread in left:
+            thread.join()
+
+
+def _flush_open_files() -> None:
+    """Write out what file objects still buffer (teardown would, when it freed them)."""
+    for obj in gc.get_objects():
+        if isinstance(obj, (io.BufferedIOBase, io.TextIOBase)):
+            try:
+                if not obj.closed and obj.writable():
+                    obj.flush()
+            except Exception:
+                pass  # a broken pipe, a closed descriptor: teardown would have failed the same way
+
+
+def leave(code: int) -> NoReturn:
+    """End this process with `code` after its threads and exit handlers, skipping the teardown."""
+    _join_threads()
+    atexit._run_exitfuncs()  # and forgets them: a full exit below does not run them twice
+    _flush_open_files()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    if os.environ.get("GRID_FULL_EXIT") == "1":
+        sys.exit(code)
+    os._exit(code & 0xFF)
