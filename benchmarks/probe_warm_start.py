@@ -61,7 +61,7 @@ def child(backend: str, variant: str, out_fd: int) -> None:
     marks: dict[str, float] = {"start": time.time()}
     import keras
 
-    from tasks import data
+    from tasks import data, keras_common, keras_resnet50
 
     ds = data.synthetic(int(os.environ.get("PROBE_IMAGES", "3200")))
     x, y = ds.x, ds.y
@@ -75,11 +75,7 @@ def child(backend: str, variant: str, out_fd: int) -> None:
 
         torch.zeros(1, device="cuda")
     marks["backend"] = time.time()
-    model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    model = keras_common.compile_model(keras, keras_resnet50, {})  # the built-in workload's model and optimizer
     marks["build"] = time.time()
     epochs: list[float] = []
 
