@@ -66,3 +66,30 @@ def test_first_epoch_state_reads_the_first_epochs_counts():
     assert compilecache.first_epoch_state(later, {})["compile"] == "cold"
     assert compilecache.first_epoch_state({}, {}) == {"compile": None, "compile_saved_s": None}
     assert compilecache.first_epoch_state(None, {"compile_cache": False})["compile"] == "off"
+
+
+TORCH_COMPILE = """
+import torch
+
+def run(config):
+    f = torch.compile(lambda x: torch.sin(x) * 2 + 1)
+    return {"y": float(f(torch.ones(8)).sum())}
+"""
+
+
+@pytest.mark.slow
+def test_torch_compile_is_counted_cold_then_cached(tmp_path):
+    """torch.compile's FX graph cache (inductor, CPU here) shared by the sweep's trials on the node."""
+    (tmp_path / "tc_mod.py").write_text(TORCH_COMPILE)
+    spec = parse_spec(
+        {"name": "torch-cache", "function": "tc_mod:run", "workdir": str(tmp_path), "repeats": 2, "timeout_s": 300}
+    )
+    state = str(tmp_path / "state")
+    opts = RunOptions(results=str(tmp_path / "results"), runner="local", num_gpus=1, live=False, state_dir=state)
+    run_sweep(spec, opts)
+    rows = sorted(
+        ResultStore(str(tmp_path / "results")).latest("torch-cache").to_pylist(), key=lambda r: r["started_at"]
+    )
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r["error_message"] for r in rows]
+    assert [r["compile"] for r in rows] == ["cold", "cached"]
+    assert os.listdir(os.path.join(compilecache.folder(state, "torch-cache"), "inductor"))

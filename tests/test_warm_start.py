@@ -192,9 +192,18 @@ def test_many_quick_warm_trials_each_report_their_exit(tmp_path):
 
 EXITS = textwrap.dedent(
     """
-    import atexit, os, sys, threading, time
+    import atexit, concurrent.futures, os, sys, threading, time, weakref
 
     out = sys.argv[1]
+    pool = concurrent.futures.ThreadPoolExecutor(2)  # never shut down: exiting must not wait for it forever
+    pool.submit(time.sleep, 0.1)
+
+    class Gone:
+        pass
+
+    gone = Gone()
+    proxy = weakref.proxy(gone)  # a dead weak proxy among the collector's objects
+    del gone
     kept = open(os.path.join(out, "unclosed.txt"), "w")  # never closed: teardown would flush it
     kept.write("buffered line\\n")
 

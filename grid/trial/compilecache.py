@@ -8,8 +8,8 @@ uses them. `compile_cache: false` (a param or an axis) turns them off to measure
 
 Each row says what its first epoch did in the `compile` column: `cold` (something was compiled and
 written to the cache), `cached` (every compilation came from it), `off`, or null where nothing
-compiled through a cache gpu-grid can see (jax's cache is the one it counts; TensorFlow's and
-torch's are shared but not counted).
+compiled through a cache gpu-grid can see: jax's (its monitoring events) and torch.compile's
+(inductor's FX graph cache counters) are counted; TensorFlow's XLA cache is shared but not counted.
 """
 
 from __future__ import annotations

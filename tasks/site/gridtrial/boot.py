@@ -250,9 +250,24 @@ class Boot:
         self.record.write()
         self._exit_last()
 
+    def compile_counts(self) -> dict[str, Any]:
+        """This process's compilations that asked a persistent cache so far, and its answers: jax's
+        (its monitoring events, counted as they come) and torch.compile's (inductor's FX graph cache
+        counters, read now; a graph the cache cannot hold counts as compiled cold)."""
+        counts = dict(self.compiles)
+        dynamo = sys.modules.get("torch._dynamo.utils")  # imported by torch.compile, never by us
+        inductor = getattr(dynamo, "counters", {}).get("inductor") or {}
+        hits = inductor.get("fxgraph_cache_hit", 0)
+        asked = hits + inductor.get("fxgraph_cache_miss", 0) + inductor.get("fxgraph_cache_bypass", 0)
+        if asked:
+            counts["requests"] = counts.get("requests", 0) + asked
+            counts["hits"] = counts.get("hits", 0) + hits
+        return counts
+
     def keep_compiles(self) -> None:
-        if self.compiles:
-            self.record.update(compiles=dict(self.compiles))
+        counts = self.compile_counts()
+        if counts:
+            self.record.update(compiles=counts)
 
     def finish(self) -> None:
         if os.getpid() != self.pid:

@@ -17,6 +17,7 @@ import functools
 import inspect
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 _inside = threading.local()  # in a fit call on this thread: its evaluate (validation) is fit's
@@ -82,7 +83,7 @@ def _rows(x: Any) -> int | None:
         return None
 
 
-def _probe_class(keras, numpy, compiles: dict[str, Any]):
+def _probe_class(keras, numpy, compile_counts: Callable[[], dict[str, Any]]):
     class GridProbe(keras.callbacks.Callback):
         """Epoch times, validation time inside them, steps, and the epoch logs."""
 
@@ -121,8 +122,9 @@ def _probe_class(keras, numpy, compiles: dict[str, Any]):
             steps = it1 - self._it0 if it1 is not None and self._it0 is not None else self.params.get("steps")
             # `end`: the wall clock, so that the worker can take the GPU's energy over the steady epochs
             self.epochs.append({"s": seconds, "train_s": seconds - self._val, "steps": steps, "end": time.time()})
-            if compiles:  # the process's compilations so far: was the first epoch compiled or loaded?
-                self.epochs[-1]["compiles"] = dict(compiles)
+            compiles = compile_counts()  # the process's so far: was the first epoch compiled or loaded?
+            if compiles:
+                self.epochs[-1]["compiles"] = compiles
             for key, value in _scalars(logs).items():
                 self.history.setdefault(key, []).append(value)
 
@@ -148,7 +150,7 @@ def _first(callbacks: Any, probe) -> Any:
 class KerasProbe:
     def __init__(self, keras, numpy, boot):
         self.keras, self.boot = keras, boot
-        self.Probe = _probe_class(keras, numpy, boot.compiles)
+        self.Probe = _probe_class(keras, numpy, boot.compile_counts)
 
     def install(self) -> None:
         model = self.keras.Model

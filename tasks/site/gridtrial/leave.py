@@ -27,7 +27,10 @@ import io
 import os
 import sys
 import threading
+import traceback
 from typing import NoReturn
+
+_FILES = (io.BufferedIOBase, io.TextIOBase)
 
 
 def exit_code(exc: SystemExit) -> int:
@@ -41,6 +44,13 @@ def exit_code(exc: SystemExit) -> int:
 
 
 def _join_threads() -> None:
+    """What the interpreter does first at exit: threading's own exit hooks (concurrent.futures's
+    executors are told to stop there: joining their threads before that waits forever), then the
+    non-daemon threads joined."""
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+        return
     main = threading.main_thread()
     while True:
         left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
@@ -51,21 +61,24 @@ def _join_threads() -> None:
 
 
 def _flush_open_files() -> None:
-    """Write out what file objects still buffer (teardown would, when it freed them)."""
+    """Write out what file objects still buffer (teardown would, when it freed them). By type, not
+    isinstance: the collector's list holds weak proxies too, and isinstance on a dead one raises."""
     for obj in gc.get_objects():
-        if isinstance(obj, (io.BufferedIOBase, io.TextIOBase)):
-            try:
-                if not obj.closed and obj.writable():
-                    obj.flush()
-            except Exception:
-                pass  # a broken pipe, a closed descriptor: teardown would have failed the same way
+        try:
+            if issubclass(type(obj), _FILES) and not obj.closed and obj.writable():
+                obj.flush()
+        except Exception:
+            pass  # a broken pipe, a closed descriptor: teardown would have failed the same way
 
 
 def leave(code: int) -> NoReturn:
-    """End this process with `code` after its threads and exit handlers, skipping the teardown."""
-    _join_threads()
-    atexit._run_exitfuncs()  # and forgets them: a full exit below does not run them twice
-    _flush_open_files()
+    """End this process with `code` after its threads and exit handlers, skipping the teardown.
+    A step that fails is reported and the next one still runs: the process always ends."""
+    for step in (_join_threads, atexit._run_exitfuncs, _flush_open_files):
+        try:
+            step()  # the exit handlers run once: a full exit below does not run them again
+        except BaseException:
+            traceback.print_exc()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
