@@ -74,7 +74,7 @@ class LocalPool:
                 "local",
                 host,
                 g,
-                (gpu_memory_mib or card_memory_mib(g)) if g else None,
+                card_memory_mib(g, gpu_memory_mib),
             )
             for i, g in enumerate(ids)
         ]

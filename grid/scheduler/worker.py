@@ -35,7 +35,7 @@ class GpuWorker:
         self.name = f"{node_label}/gpu{self.gpu_ids[0]}" if self.gpu_ids else f"{node_label}/cpu{slot}"
         self.node_id = ray.get_runtime_context().get_node_id()
         # the card's memory for packing: --gpu-memory-mib where given (a fake GPU's), else NVML's figure
-        self.memory_mib = (gpu_memory_mib or card_memory_mib(self.gpu_ids)) if self.gpu_ids else None
+        self.memory_mib = card_memory_mib(self.gpu_ids, gpu_memory_mib)
         warm_up()
 
     def info(self) -> WorkerInfo:

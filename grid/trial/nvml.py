@@ -203,10 +203,13 @@ def _at(series: list[tuple[float, float]], t: float) -> float:
     return ea if tb == ta else ea + (eb - ea) * (t - ta) / (tb - ta)
 
 
-def card_memory_mib(gpu_ids: tuple[str, ...]) -> float | None:
-    """The memory of the (first) GPU, MiB; None where NVML cannot tell (no GPU, fake ids)."""
+def card_memory_mib(gpu_ids: tuple[str, ...], given: float | None = None) -> float | None:
+    """The memory of the (first) GPU for packing, MiB: `given` (--gpu-memory-mib) where set, else
+    NVML's figure; None without GPUs or where NVML cannot tell (fake ids)."""
     if not gpu_ids:
         return None
+    if given:
+        return given
     try:
         nvml = _nvml()
         return float(nvml.nvmlDeviceGetMemoryInfo(_handle(nvml, gpu_ids[0])).total / MIB)

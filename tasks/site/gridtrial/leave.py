@@ -44,20 +44,10 @@ def exit_code(exc: SystemExit) -> int:
 
 
 def _join_threads() -> None:
-    """What the interpreter does first at exit: threading's own exit hooks (concurrent.futures's
-    executors are told to stop there: joining their threads before that waits forever), then the
-    non-daemon threads joined."""
-    shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is not None:
-        shutdown()
-        return
-    main = threading.main_thread()
-    while True:
-        left = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
-        if not left:
-            return
-        for thread in left:
-            thread.join()
+    """What the interpreter does first at exit (every CPython has it): threading's own exit hooks
+    (concurrent.futures's executors are told to stop there: joining their threads before that waits
+    forever), then the non-daemon threads joined."""
+    threading._shutdown()
 
 
 def _flush_open_files() -> None:
