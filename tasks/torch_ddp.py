@@ -7,6 +7,12 @@ two-process run on a CPU box. Each rank reads its own data shard, caps its own d
 its timings to a file the trial process collects. Each rank is a Python process of the trial,
 so the bootstrap caps the rank's own device (it sets LOCAL_RANK before touching CUDA) and reads
 that rank's peak memory.
+
+The ranks are forked from the trial process where that is safe (CUDA not started in it, which
+this process never does: it asks NVML whether CUDA exists), so they start with torch and Keras
+imported, as a warm trial does, instead of importing them again in a fresh interpreter each
+(8-10 s a rank); each then starts a bootstrap of its own (gridtrial.boot.start_in_fork). Where
+forking is not possible they are spawned. The row's `parallelism` says which.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from importlib import import_module
 from tasks.data import whole_batches
 from tasks.devices import gpus_error
 
+_CUDA_ERROR_NOT_INITIALIZED = 3
+STARTED = {"fork": "forked", "spawn": "spawned"}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -28,33 +37,88 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cuda_driver_started() -> bool:
+    """Whether this process initialised the CUDA driver (a fork of it would fail in the child with
+    "CUDA error: initialization error"), asked without initialising it: cuDeviceGetCount answers
+    CUDA_ERROR_NOT_INITIALIZED (3) until cuInit has run. No driver: nothing to break."""
+    import ctypes
+
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int()
+    return driver.cuDeviceGetCount(ctypes.byref(count)) != _CUDA_ERROR_NOT_INITIALIZED
+
+
+def start_method(multiprocessing) -> str:
+    """`fork` where the ranks can be forked from this process, else `spawn`."""
+    if "fork" in multiprocessing.get_all_start_methods() and not cuda_driver_started():
+        return "fork"
+    return "spawn"
+
+
 def run(cfg: dict, module_name: str, k: int) -> dict:
-    """Spawn k ranks, wait for all, and merge what they measured. This process never starts CUDA."""
+    """Start k ranks, wait for all, and merge what they measured. This process never starts CUDA:
+    it asks NVML whether CUDA exists and how many devices it has, so that its ranks can be forked."""
+    import multiprocessing
+
     import torch
     import torch.multiprocessing as mp
 
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # is_available() without starting the CUDA driver
     cuda = torch.cuda.is_available()
     if cuda and torch.cuda.device_count() < k:
         raise gpus_error(k, f"torch sees {torch.cuda.device_count()} CUDA device(s)")
+    how = start_method(multiprocessing)
     with tempfile.TemporaryDirectory(prefix="gpu-grid-ddp-") as out_dir:
-        mp.spawn(rank_main, args=(cfg, module_name, k, free_port(), out_dir), nprocs=k, join=True)
+        args = (cfg, module_name, k, free_port(), out_dir, how)
+        mp.start_processes(rank_main, args=args, nprocs=k, join=True, start_method=how)
         ranks = []
         for r in range(k):
             with open(os.path.join(out_dir, f"rank-{r}.json")) as f:
                 ranks.append(json.load(f))
+    transport = "nccl" if cuda else "gloo, CPU"
     return {
         "epoch_times": ranks[0]["epoch_times"],
         "images_per_epoch": ranks[0]["images_per_epoch"] * k,
         "global_batch": cfg["batch_size"] * k,
         "framework": "torch",
-        "parallelism": f"torch DistributedDataParallel, {k} processes ({'nccl' if cuda else 'gloo, CPU'})",
+        "parallelism": f"torch DistributedDataParallel, {k} processes ({transport}, {STARTED[how]})",
         **ranks[0]["data"],
     }
 
 
-def rank_main(rank: int, cfg: dict, module_name: str, k: int, port: int, out_dir: str) -> None:
+def rank_main(rank: int, cfg: dict, module_name: str, k: int, port: int, out_dir: str, how: str) -> None:
     """One rank: join the group, train or infer on its shard, write what it measured."""
     os.environ.update(LOCAL_RANK=str(rank), RANK=str(rank), WORLD_SIZE=str(k))
+    bootstrap = _own_bootstrap() if how == "fork" else None
+    try:
+        _rank(rank, cfg, module_name, k, port, out_dir)
+    except BaseException as exc:
+        if bootstrap is not None:
+            bootstrap.fail(exc)
+        raise
+    if how == "fork":
+        # multiprocessing ends a forked rank with os._exit: no teardown, and none of the exit
+        # handlers inherited from the trial process (they would remove its temporary folder, ...)
+        if bootstrap is not None:
+            bootstrap.finish()
+        return
+    _leave()
+
+
+def _own_bootstrap():
+    """A forked rank's own trial bootstrap (its record, its device's cap), which it finishes itself
+    (a forked process ends without exit handlers); None outside gpu-grid."""
+    try:
+        from gridtrial import boot
+    except ImportError:
+        return None
+    return boot.start_in_fork()
+
+
+def _rank(rank: int, cfg: dict, module_name: str, k: int, port: int, out_dir: str) -> None:
     import torch
     import torch.distributed as dist
 
@@ -72,6 +136,20 @@ def rank_main(rank: int, cfg: dict, module_name: str, k: int, port: int, out_dir
             json.dump(result, f)
     finally:
         dist.destroy_process_group()
+
+
+def _leave() -> None:
+    """End a spawned rank that finished as gpu-grid ends its trial processes: threads joined, exit handlers
+    run (the bootstrap records the rank's peak memory there), files flushed, then os._exit without
+    the interpreter's teardown (tasks/site/gridtrial/leave.py). The teardown held the GPU 1.1-1.5 s
+    after torch, and gloo's threads can abort in it ("terminate called without an active
+    exception", seen once in CI). A rank that raised returns instead, so torch.multiprocessing
+    reports its traceback; outside gpu-grid's bootstrap the rank exits the normal way."""
+    try:
+        from gridtrial import leave
+    except ImportError:
+        return
+    leave.leave(0)
 
 
 def _shard_run(torch, workload, cfg: dict, rank: int, k: int, device) -> dict:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from trials import REPO, SITE, boot_child
+from trials import MXNET_PYTHON, REPO, SITE, boot_child
 
 JAX_OPTIONS = (
     "import json, os, jax\nfrom jaxlib import xla_client\nfrom gridtrial import memory_cap\n"
@@ -141,3 +141,54 @@ def test_jax_cap_and_peak_on_a_gpu(tmp_path):
     total = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total
     assert 0.15 * total < out["limit"] <= 0.2 * total
     assert rec["memory"]["jax"]["peak_mib"] >= 4.0
+
+
+FORKED = """
+import json, os, numpy
+from gridtrial import boot, report
+report(who="parent")
+parent_record = boot.current().record.path
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    inherited = boot.current()
+    inherited.record.merge("reports", {"who": "the child, in its parent's record"})
+    inherited.record.write()  # a record is written only by its own process: nothing happens
+    os.environ["RANK"] = "1"
+    own = boot.start_in_fork()
+    report(who="child")
+    facts = {"own_pid": own.pid == os.getpid(), "current": own is boot.current(), "new": own is not inherited,
+             "draw": float(numpy.random.random())}
+    os.write(w, json.dumps(facts).encode())
+    own.finish()
+    os._exit(0)
+os.waitpid(pid, 0)
+facts = json.loads(os.read(r, 4096))
+with open(parent_record) as f:
+    on_disk = json.load(f)["reports"]
+print(json.dumps({**facts, "parent_draw": float(numpy.random.random()), "parent_record_on_disk": on_disk,
+                  "own_process_again": boot.start_in_fork() is None}))
+"""
+
+
+@pytest.mark.parametrize(
+    "python",
+    [
+        sys.executable,
+        pytest.param(
+            str(MXNET_PYTHON),  # numpy 1.23: a fork keeps the global generator's state (numpy 2 reseeds)
+            marks=pytest.mark.skipif(not MXNET_PYTHON.exists(), reason="no MXNet interpreter: make mxnet-env"),
+        ),
+    ],
+    ids=["numpy2", "numpy1"],
+)
+def test_a_forked_process_gets_a_bootstrap_and_record_of_its_own(tmp_path, python):
+    """What a DDP rank forked from the trial process (tasks/torch_ddp.py) relies on."""
+    out, records = boot_child(tmp_path, FORKED, {"lr": 0.1}, python=python)
+    assert out["own_pid"] and out["current"] and out["new"] and out["own_process_again"]
+    assert out["parent_record_on_disk"] == {"who": "parent"}  # the child could not overwrite it
+    assert out["draw"] != out["parent_draw"]  # numpy reseeded in the child, as a spawned process's
+    by_who = {rec["reports"]["who"]: rec for rec in records}
+    assert set(by_who) == {"parent", "child"}
+    assert by_who["child"]["rank"] == "1" and by_who["child"]["pid"] != by_who["parent"]["pid"]
+    assert by_who["child"]["ppid"] == by_who["parent"]["pid"]

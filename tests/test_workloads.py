@@ -120,7 +120,7 @@ def test_torch_ddp_two_gloo_processes_on_cpu(tmp_path):
     params = {"epochs": 2, "images": 256, "batch_size": 32, "gpus": 2, "memory_fraction": 0.5}
     row = ok(run_trial(tmp_path, "keras_tiny", "torch", params))
     assert row["global_batch"] == 64 and len(row["epoch_times"]) == 2 and row["images_per_epoch"] == 256
-    assert row["parallelism"] == "torch DistributedDataParallel, 2 processes (gloo, CPU)"
+    assert row["parallelism"] == "torch DistributedDataParallel, 2 processes (gloo, CPU, forked)"
     assert row["processes"] == 3  # the trial process and its two ranks, each under the bootstrap
     assert row["memory_cap_method"] == (
         "torch: set_per_process_memory_fraction(0.5) (no GPU visible: not applied), in each of 3 processes"

@@ -172,6 +172,8 @@ class Boot:
         torch.cuda.set_device = set_device
 
     def _cap_torch(self, torch, devices: list[int] | None = None) -> None:
+        if os.getpid() != self.pid:
+            return  # a forked child's CUDA: its own bootstrap caps it (start_in_fork)
         if devices is None:
             target = getattr(self._torch_target, "index", None)
             local = os.environ.get("LOCAL_RANK")
@@ -278,6 +280,12 @@ class Boot:
         if self.sampler is not None:
             self.sampler.write()
 
+    def fail(self, exc: BaseException) -> None:
+        """Keep an exception that will not reach this process's excepthook (a forked DDP rank's
+        error goes back to the trial process through torch.multiprocessing) and write the record."""
+        self.record.update(error=error_fields(exc))
+        self.finish()
+
     def excepthook(self, previous):
         def hook(kind, value, tb):
             self.record.update(error=error_fields(value))
@@ -317,6 +325,26 @@ def start(trial_path: str | None = None) -> Boot:
             _boot = Boot(trial)  # kept even if install fails: its record says why (start_or_exit)
             _boot.install()
         return _boot
+
+
+def start_in_fork() -> Boot | None:
+    """Make a process forked from a trial process (a DDP rank that the built-in torch workload forks)
+    a trial process of its own, as a spawned one would be: its own record, memory cap (with its
+    LOCAL_RANK) and exit handler; the parent's bootstrap, inherited, stays inert here (its record is
+    written and its cap applied only in the process it started in). Returns the new bootstrap, or
+    None where there is nothing to do: no trial, or this process's own bootstrap (a spawned rank)."""
+    global _boot
+    with _start_lock:
+        inherited = _boot
+        if inherited is None or inherited.pid == os.getpid():
+            return None
+        atexit.unregister(inherited.finish)
+        _boot = None
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:  # fresh, as a spawned process's (Python's random reseeds itself at fork)
+        numpy.random.seed()
+    start_or_exit()
+    return _boot
 
 
 def start_or_exit() -> None:

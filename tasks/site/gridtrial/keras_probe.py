@@ -149,8 +149,16 @@ def _first(callbacks: Any, probe) -> Any:
 
 class KerasProbe:
     def __init__(self, keras, numpy, boot):
-        self.keras, self.boot = keras, boot
-        self.Probe = _probe_class(keras, numpy, boot.compile_counts)
+        self.keras, self._installed_by = keras, boot
+        self.Probe = _probe_class(keras, numpy, lambda: self.boot.compile_counts())
+
+    @property
+    def boot(self):
+        """This process's bootstrap: the one that installed the probe, or a forked child's own
+        (boot.start_in_fork), whose record is the one written there."""
+        from gridtrial import boot
+
+        return boot.current() or self._installed_by
 
     def install(self) -> None:
         model = self.keras.Model

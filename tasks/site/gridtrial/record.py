@@ -72,9 +72,11 @@ class Record:
             self._worth_writing = True
 
     def write(self) -> None:
-        """Rewrite the file whole if anything worth keeping happened in this process."""
+        """Rewrite the file whole if anything worth keeping happened in this process. Only the
+        process it describes writes it: a forked child (a DDP rank forked from the trial process)
+        keeps a record of its own (boot.start_in_fork)."""
         with self._lock:
-            if not self._worth_writing:
+            if not self._worth_writing or os.getpid() != self.data["pid"]:
                 return
             self.data["argv"] = list(getattr(sys, "argv", []))
             self.data["updated"] = time.time()
