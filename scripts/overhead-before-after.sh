@@ -5,7 +5,8 @@
 # folder so that each compiles cold once; then GPU tests (default: the warm-start ones; "" for none).
 # Everything lands in OUT_DIR (default docs/results/overhead-after/) and, on the device machine, in
 # $OUT/<OUT_DIR's name>.tgz.
-#   run(command="scripts/overhead-before-after.sh [SPEC] [OUT_DIR] [TESTS]", carry=[".gpu-bundle"])
+#   run(command="scripts/overhead-before-after.sh [SPEC] [OUT_DIR] [TESTS]", carry=[".gpu-bundle", "old-code"])
+# (old-code/ is git-ignored, so it travels only when carried)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source .gpu-bundle/setup.sh
