@@ -12,7 +12,8 @@ The ranks are forked from the trial process where that is safe (CUDA not started
 this process never does: it asks NVML whether CUDA exists), so they start with torch and Keras
 imported, as a warm trial does, instead of importing them again in a fresh interpreter each
 (8-10 s a rank); each then starts a bootstrap of its own (gridtrial.boot.start_in_fork). Where
-forking is not possible they are spawned. The row's `parallelism` says which.
+forking is not possible, or the trial says `warm_start: false`, they are spawned. The row's
+`parallelism` says which.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def run(cfg: dict, module_name: str, k: int) -> dict:
     cuda = torch.cuda.is_available()
     if cuda and torch.cuda.device_count() < k:
         raise gpus_error(k, f"torch sees {torch.cuda.device_count()} CUDA device(s)")
-    how = start_method(multiprocessing)
+    how = "spawn" if cfg.get("warm_start", True) is False else start_method(multiprocessing)
     with tempfile.TemporaryDirectory(prefix="gpu-grid-ddp-") as out_dir:
         args = (cfg, module_name, k, free_port(), out_dir, how)
         mp.start_processes(rank_main, args=args, nprocs=k, join=True, start_method=how)

@@ -127,6 +127,14 @@ def test_torch_ddp_two_gloo_processes_on_cpu(tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_torch_ddp_ranks_spawned_with_warm_start_false(tmp_path):
+    params = {"epochs": 1, "images": 128, "batch_size": 32, "gpus": 2, "memory_fraction": 0.5, "warm_start": False}
+    row = ok(run_trial(tmp_path, "keras_tiny", "torch", params))
+    assert row["parallelism"] == "torch DistributedDataParallel, 2 processes (gloo, CPU, spawned)"
+    assert row["processes"] == 3 and row["memory_cap_method"].endswith("in each of 3 processes")
+
+
 def _gpus2_error(tmp_path, workload: str, backend: str) -> str:
     row = run_trial(tmp_path, workload, backend, {"epochs": 1, "images": 64, "batch_size": 32, "gpus": 2})
     assert row["status"] == "error", row["error_tail"]
