@@ -1,6 +1,6 @@
 """What a ResNet-50 jax trial costs beyond its steady epochs, and how much of it any process model pays.
 
-    python benchmarks/probe_jax_floor.py OUT.json [--cache DIR]
+    python benchmarks/probe_jax_floor.py OUT.json [--cache DIR] [--variants A,B] [--preload]
 
 A GPU experiment for issue 13's jax target. A parent imports numpy, jax and keras (as gpu-grid's
 warm parent does) and forks children one after the other; each child runs the built-in workload's
@@ -20,6 +20,9 @@ per phase. Children:
 - `gc_relaxed`: the collector's thresholds raised in the trial process.
 - `fork@F`: a forked trial with XLA_CLIENT_MEM_FRACTION=F (jax preallocates that fraction).
 
+`--preload`: the parent also loads jax's CUDA plugin and NVIDIA's libraries before forking, without
+starting CUDA (`preload_jax_cuda` below); run it beside a parent without, alternating.
+
 Every child times its first transfer to the GPU on its own (`first_allocation_s`): jax's
 preallocation of its memory fraction happens there (benchmarks/probe_first_allocation.py).
 
@@ -28,7 +31,10 @@ Nothing here is a gpu-grid default; the figures go into docs/results/jax-floor/.
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import glob
+import importlib
 import json
 import os
 import sys
@@ -101,6 +107,63 @@ def trial(keras, events: Events) -> dict:
         "build_plus_first_excess_s": (t_build - t0) + first - steady,
         "events": events.take(),
     }
+
+
+def _dlopen(path: str, loaded: list[str]) -> None:
+    try:
+        ctypes.CDLL(path)
+    except OSError:
+        return  # the plugin's own loader decides later what a missing library means
+    loaded.append(os.path.basename(path))
+
+
+def preload_jax_cuda() -> dict:
+    """Load in this process what jax's CUDA plugin loads when the backend starts, without starting it: NVIDIA's
+    libraries (the plugin's own list), cuDNN's sub-libraries (cuDNN opens them on first use), the
+    plugin's extension modules and the plugin itself. Nothing is loaded where no jax CUDA plugin is
+    installed (a CPU box). Returns what was loaded and how long it took."""
+    t0 = time.perf_counter()
+    loaded: list[str] = []
+    for name in ("jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12"):
+        try:
+            plugin = importlib.import_module(name)
+        except ImportError:
+            continue
+        if not hasattr(plugin, "_load_nvidia_libraries"):
+            continue
+        before = _loaded_paths()
+        plugin._load_nvidia_libraries()  # dlopen only: what initialize() does first
+        loaded += sorted(os.path.basename(p) for p in _loaded_paths() - before)
+        if hasattr(plugin, "_import_extensions"):
+            plugin._import_extensions()
+        for cudnn in _cudnn_sublibraries():
+            _dlopen(cudnn, loaded)
+        library = plugin._get_library_path() if hasattr(plugin, "_get_library_path") else None
+        if library:
+            _dlopen(str(library), loaded)
+        _dlopen("libcuda.so.1", loaded)
+        break
+    return {"loaded": loaded, "seconds": time.perf_counter() - t0}
+
+
+def _cudnn_sublibraries() -> list[str]:
+    try:
+        cudnn = importlib.import_module("nvidia.cudnn")
+    except ImportError:
+        return []
+    paths: list[str] = []
+    for folder in getattr(cudnn, "__path__", []):
+        paths += sorted(glob.glob(os.path.join(folder, "lib", "libcudnn_*.so.*")))
+    return paths
+
+
+def _loaded_paths() -> set[str]:
+    """The shared objects mapped into this process (Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return {line.split()[-1] for line in maps if ".so" in line and "/" in line}
+    except OSError:
+        return set()
 
 
 def seeds_probe(n: int = 160) -> dict:
@@ -180,7 +243,8 @@ def run_child(variant: str) -> dict:
 
 def summary(result: dict) -> str:
     parts = [
-        f"{result['variant']:<12} backend {result.get('backend_start_s', float('nan')):.2f}"
+        f"{result['variant'] + ('+preload' if result.get('parent_preloaded') else ''):<20}"
+        f" backend {result.get('backend_start_s', float('nan')):.2f}"
         f" first allocation {result.get('first_allocation_s', float('nan')):.2f}"
     ]
     for i, t in enumerate(result.get("trials", [])):
@@ -217,6 +281,15 @@ def main() -> None:
 
     from tasks import data, keras_common, keras_resnet50  # noqa: F401
 
+    preload = None
+    if "--preload" in sys.argv:
+        from tasks.torch_ddp import cuda_driver_started
+
+        preload = preload_jax_cuda()
+        preload["cuda_driver_started"] = cuda_driver_started()
+        print(f"preloaded {len(preload['loaded'])} libraries in {preload['seconds']:.2f} s: {preload}", flush=True)
+        if preload["cuda_driver_started"]:
+            sys.exit("the preload started the CUDA driver: forked children would fail")
     gc.collect()
     gc.freeze()
     variants = sys.argv[sys.argv.index("--variants") + 1].split(",") if "--variants" in sys.argv else None
@@ -224,9 +297,10 @@ def main() -> None:
     runs = []
     for variant in variants:
         runs.append(run_child(variant))
+        runs[-1]["parent_preloaded"] = preload is not None
         print(summary(runs[-1]), flush=True)
         with open(out, "w") as f:
-            json.dump({"runs": runs}, f, indent=1)
+            json.dump({"preload": preload, "runs": runs}, f, indent=1)
 
 
 if __name__ == "__main__":
