@@ -75,6 +75,11 @@ def spec(project, **data):
         ),
         ({"params": {"trial_id": "x"}, "command": "python train.py"}, "'trial_id' is reserved"),
         ({"params": {"status": "x"}, "command": "python train.py"}, "'status' is the name of a results column"),
+        ({"command": "python trian.py"}, "command: script 'trian.py' not found (looked in "),
+        ({"command": "python trian.py"}, "did you mean 'train.py'?"),
+        ({"command": "python3 -u -X importtime trian.py --bs {batch_size}"}, "did you mean 'train.py'?"),
+        ({"command": "python -Wignore src/train.py"}, "script 'src/train.py' not found"),
+        ({"command": "python zzz.py"}, "Python files there: train.py"),
         ({"workdir": "nowhere"}, 'workdir: received "nowhere", expected an existing directory'),
         ({"interpreters": {"caffe": "/x"}}, 'interpreters.caffe: received "caffe", expected a backend'),
     ],
@@ -176,3 +181,23 @@ def test_plan_shows_the_command_the_script_and_the_metrics(project, capsys):
     assert f"runs in {project}; script: train.py (sha256 " in out
     assert "metrics: acc /acc ([0-9.]+)/ (max)" in out
     assert json.dumps(8) in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "python -m pkg_installed_elsewhere",
+        "python -um pkg_installed_elsewhere",
+        "python -c 'print(1)'",
+        "python {entry} --bs {batch_size}",
+        "python -X importtime train.py",
+        "python -W ignore train.py",
+        "python --check-hash-based-pycs never train.py",
+        "python app",
+        "bash run.sh",
+    ],
+)
+def test_commands_whose_script_cannot_be_told_or_exists_are_not_refused(project, command):
+    (project / "app").mkdir()
+    (project / "app" / "__main__.py").write_text("print(1)\n")
+    assert spec(project, command=command, params={"entry": "train.py"}).workload == "command"

@@ -23,7 +23,16 @@ from grid.spec.model import SETTINGS, TARGET_KEYS, TOP_KEYS, GridSpec
 from grid.spec.overrides import apply_overrides
 from grid.spec.patterns import parse_metrics
 from grid.spec.search import parse_search
-from grid.spec.target import PER_TRIAL, Script, command_files, find_function, placeholders, script_of, split_command
+from grid.spec.target import (
+    PER_TRIAL,
+    Script,
+    check_python_script,
+    command_files,
+    find_function,
+    placeholders,
+    script_of,
+    split_command,
+)
 from grid.spec.workloads import CORE, Target, Workload, builtin_workloads, show, user_workload
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -158,6 +167,7 @@ def _workload(problems: list[str], data: dict, raw_params: dict, raw_axes: dict,
         return workload
     if given[0] == "command":
         target = Target(command=split_command(data["command"], problems))
+        check_python_script(target.command or (), workdir, problems)
     else:
         before = len(problems)
         find_function(data["function"], workdir, problems)

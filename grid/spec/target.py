@@ -5,6 +5,8 @@
   `python`/`python3` means the trial's interpreter.
 - The script a target runs is found without running or importing it (the first file named in
   the command, a `-m` module, a function's module) and hashed: editing it makes new trials.
+- A `python script.py` command's script must exist in the workdir (a typo is a spec error, with the
+  nearest names offered), checked like Python's own command line reads its arguments.
 - A function's module is found on disk and its name looked up in the module's source, so a typo
   is a spec error, not a sweep of failed trials; the driver never imports user code.
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import hashlib
 import json
 import os
@@ -27,6 +30,7 @@ from typing import Any
 PER_TRIAL = ("trial_id", "attempt", "repeat")  # placeholders filled in for each attempt
 _PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_PYTHON_LONG_OPTIONS_WITH_VALUE = ("--check-hash-based-pycs",)
 _QUALNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -103,6 +107,45 @@ def resolve_program(program: str, path_env: str, cwd: str) -> str | None:
         full = program if os.path.isabs(program) else os.path.join(cwd, program)
         return full if os.path.isfile(full) and os.access(full, os.X_OK) else None
     return shutil.which(program, path=path_env)
+
+
+def check_python_script(tokens: tuple[str, ...], workdir: Path, problems: list[str]) -> None:
+    """`python [options] script.py ...`: the script must be a file (relative to the workdir), else
+    every trial would fail with "can't open file". Nothing to check for `-m`, `-c`, `-` (stdin),
+    a placeholder or a command that is not Python."""
+    if not tokens or not is_python(tokens[0]):
+        return
+    rest = list(tokens[1:])
+    while rest and rest[0].startswith("-") and rest[0] != "-":
+        option = rest.pop(0)
+        if option.startswith("--"):
+            if option in _PYTHON_LONG_OPTIONS_WITH_VALUE and rest:
+                rest.pop(0)
+            continue
+        for i, flag in enumerate(option[1:], start=1):  # -u, -um pkg, -Wignore, -X importtime
+            if flag in "mc":
+                return
+            if flag in "WX":
+                if i == len(option) - 1 and rest:
+                    rest.pop(0)
+                break
+    if not rest or rest[0] == "-" or "{" in rest[0]:
+        return
+    script = rest[0]
+    path = Path(script) if os.path.isabs(script) else workdir / script
+    if path.is_file():
+        return
+    if path.is_dir() and (path / "__main__.py").is_file():
+        return  # python folder/ runs its __main__.py
+    folder = path.parent
+    names = sorted(p.name for p in folder.glob("*.py")) if folder.is_dir() else []
+    near = difflib.get_close_matches(path.name, names, n=3)
+    hint = (
+        f"; did you mean {' or '.join(repr(str(Path(script).parent / n)) for n in near)}?"
+        if near
+        else f"; Python files there: {', '.join(names[:10]) or 'none'}"
+    )
+    problems.append(f"command: script {script!r} not found (looked in {folder}){hint}")
 
 
 # -- the script a target runs, and its hash
