@@ -33,9 +33,11 @@ def test_run_then_status(write_spec, tmp_path, capsys):
     assert "[grid] 4 trials, 0 already done, 4 to run on 1 workers" in out
     assert "no GPUs found: running on 1 CPU slot(s)" in out
     assert "sweep cli: 4 trial(s) run now" in out
+    failure = "RuntimeError: sleep workload asked to fail (fail: error)"
+    assert out.count(failure) == 2 and out.count("    log: ") == 2, out  # each failure: why, and its log
     assert main(["status", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "cli" in out and "error" in out and "_logs/" in out
+    assert "cli" in out and out.count(failure) == 2 and "_logs/" in out
     assert main(["run", str(write_spec(SPEC)), "--results", str(results), "--runner", "local", "--strict"]) == 0
     assert "nothing to run" in capsys.readouterr().out
 

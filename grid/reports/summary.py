@@ -57,10 +57,15 @@ def print_summary(rows: list[dict[str, Any]], axes: list[str], title: str, conso
     console.print(summary_table(rows, axes, title))
     failures = [r for r in rows if r["status"] != TrialStatus.OK.value]
     for row in failures:
-        console.print(
-            f"[red]{row['status']}[/] {row['trial_id']} attempt {row['attempt']}: "
-            f"{row.get('error_type') or ''}  log: {row.get('log_path')}"
-        )
+        console.print(_failure(row, row["trial_id"]))
+
+
+def _failure(row: dict[str, Any], who: str) -> str:
+    """A failed attempt in two lines: status, trial, error and its message; the log."""
+    return (
+        f"[red]{row['status']}[/] {who} attempt {row['attempt']} "
+        f"{row.get('error_type') or ''}: {failure_line(row)}\n    log: {row.get('log_path')}"
+    )
 
 
 def status_report(
@@ -85,8 +90,4 @@ def status_report(
     for sweep, rows in sorted(by_sweep.items()):
         for row in rows:
             if row["status"] != TrialStatus.OK.value:
-                last = failure_line(row)
-                console.print(
-                    f"[red]{row['status']}[/] {sweep} {row['trial_id']} attempt {row['attempt']} "
-                    f"{row.get('error_type') or ''}: {last}\n    log: {row.get('log_path')}"
-                )
+                console.print(_failure(row, f"{sweep} {row['trial_id']}"))
