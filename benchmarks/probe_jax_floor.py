@@ -283,7 +283,8 @@ def main() -> None:
 
     preload = None
     if "--preload" in sys.argv:
-        from tasks.torch_ddp import cuda_driver_started
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tasks", "site"))
+        from gridtrial.cudadriver import cuda_driver_started
 
         preload = preload_jax_cuda()
         preload["cuda_driver_started"] = cuda_driver_started()

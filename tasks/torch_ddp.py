@@ -28,7 +28,6 @@ from importlib import import_module
 from tasks.data import whole_batches
 from tasks.devices import gpus_error
 
-_CUDA_ERROR_NOT_INITIALIZED = 3
 STARTED = {"fork": "forked", "spawn": "spawned"}
 
 
@@ -38,22 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cuda_driver_started() -> bool:
-    """Whether this process initialised the CUDA driver (a fork of it would fail in the child with
-    "CUDA error: initialization error"), asked without initialising it: cuDeviceGetCount answers
-    CUDA_ERROR_NOT_INITIALIZED (3) until cuInit has run. No driver: nothing to break."""
-    import ctypes
-
-    try:
-        driver = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    count = ctypes.c_int()
-    return driver.cuDeviceGetCount(ctypes.byref(count)) != _CUDA_ERROR_NOT_INITIALIZED
-
-
 def start_method(multiprocessing) -> str:
     """`fork` where the ranks can be forked from this process, else `spawn`."""
+    from gridtrial.cudadriver import cuda_driver_started
+
     if "fork" in multiprocessing.get_all_start_methods() and not cuda_driver_started():
         return "fork"
     return "spawn"

@@ -129,6 +129,35 @@ def test_cold_where_forking_is_not_known_safe():
     assert warm.plan(["python", "x.py"], {**env, "JAX_X": "1"}, {"backend": "jax"}, True).key != one.key
 
 
+STARTS_GPU_RUNTIME = {
+    "jax_backend": ("import jax\njax.devices()\n", "started a jax backend (cpu"),
+    "cuinit": ("import ctypes\nassert ctypes.CDLL('libcuda.so.1').cuInit(0) == 0\n", "started the CUDA driver"),
+}
+
+
+@pytest.mark.parametrize("runtime", ["jax_backend", pytest.param("cuinit", marks=pytest.mark.gpu)])
+def test_a_parent_stops_before_a_module_that_starts_a_gpu_runtime(tmp_path, runtime, caplog):
+    """A fork of a process that started CUDA (or a jax backend) fails in the child: the parent says
+    which module did it, and the worker's next parent imports only the modules before it."""
+    source, unsafe = STARTS_GPU_RUNTIME[runtime]
+    (tmp_path / f"starts_{runtime}.py").write_text(source)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.pathsep.join([str(TRIAL_SITE), str(tmp_path)]),
+        "JAX_PLATFORMS": "cpu" if runtime == "jax_backend" else "",
+    }
+    plan = warm.Plan("t" + runtime, sys.executable, "jax", ("numpy", "jax", f"starts_{runtime}"), env, ["x.py"])
+    starter = warm.Starter()
+    try:
+        parent, why = starter.parent(plan)
+        assert why is None and parent is not None and parent.alive()
+        assert parent.modules == ["numpy", "jax"], parent.state
+        assert parent.state["imported"] == ["numpy", "jax"]
+        assert f"importing starts_{runtime} {unsafe}" in caplog.text
+    finally:
+        starter.stop()
+
+
 @pytest.mark.slow
 def test_warm_parent_and_its_trial_die_with_a_lost_worker(tmp_path):
     """The worker dies (SIGKILL): its warm parent (tied to the worker's starter thread) and the

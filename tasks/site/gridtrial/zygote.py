@@ -30,6 +30,7 @@ import traceback
 from typing import Any
 
 from gridtrial import leave
+from gridtrial.cudadriver import cuda_driver_started
 
 
 def gpu_started(name: str) -> str | None:
@@ -40,6 +41,8 @@ def gpu_started(name: str) -> str | None:
     bridge = sys.modules.get("jax._src.xla_bridge")
     if bridge is not None and getattr(bridge, "_backends", None):
         return f"importing {name} started a jax backend ({', '.join(bridge._backends)})"
+    if cuda_driver_started():
+        return f"importing {name} started the CUDA driver (cuInit)"
     return None
 
 
