@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -291,20 +293,36 @@ def _warnings_to_stderr() -> None:
         logger.propagate = False
 
 
+_sigterm: list[int] = []  # set when SIGTERM came (code in between may re-raise a plain KeyboardInterrupt)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler, `timeout`, a cancelled CI job): stop as Ctrl-C does."""
+    _sigterm.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _warnings_to_stderr()
     # Logs and pipes get wide tables; a terminal gets its own width.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     err = Console(stderr=True)
+    main_thread = threading.current_thread() is threading.main_thread()
+    _sigterm.clear()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return args.func(args, console)
     except GridError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: finished trials are in the results; run again to resume")
-        return 130
+    except KeyboardInterrupt:  # the sweep's own finally blocks have stopped its Ray and workers
+        what = "terminated (SIGTERM)" if _sigterm else "interrupted"
+        err.print(f"[yellow]{what}[/]: finished trials are in the results; run again to resume")
+        return 143 if _sigterm else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ cluster has no GPUs), nodes that join during a sweep get workers, lost workers a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -33,6 +37,24 @@ def connect(
     driver started (its processes recorded in `state_dir`), or None."""
     if ray.is_initialized():
         return None
+    with _sigterm_kept():
+        return _connect(address, num_gpus, num_cpus, state_dir)
+
+
+@contextlib.contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """ray.init takes SIGTERM over (a `sys.exit(15)` handler, and a C++ one that prints a stack dump
+    first); the driver's own handler (the CLI's: stop as Ctrl-C does, exit 143) is put back after it."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _connect(address: str | None, num_gpus: int | None, num_cpus: int | None, state_dir: str | None) -> LocalRay | None:
     common: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address:
