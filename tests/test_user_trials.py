@@ -102,6 +102,22 @@ def test_keras_fed_by_tf_data(project):
 
 
 @pytest.mark.slow
+def test_keras_fed_by_a_py_dataset_counts_the_trials_batch_size_or_says_what_to_give(project):
+    bare = ok(run_spec_trial(project, {"command": "python keras_py_dataset.py", "params": {"backend": "jax"}}))
+    assert len(bare["epoch_times"]) == 3 and bare["images_per_s"] is None and bare["global_batch"] is None
+    assert bare["notes"] == [
+        "images/s unknown: the batch size is not shown by the data (Batches); give the trial a batch_size "
+        "(in the spec's params or axes) and images/s counts batches of it"
+    ]
+    given = {"name": "given", "command": "python keras_py_dataset.py", "params": {"backend": "jax", "batch_size": 32}}
+    row = ok(run_spec_trial(project, given))
+    assert row["global_batch"] == 32 and row["images_per_epoch"] == 128 and row["images_per_s"] > 0
+    assert row["notes"] == [
+        "images/s counts batches of 32: the trial's batch_size (the data does not show its batch size)"
+    ]
+
+
+@pytest.mark.slow
 def test_keras_with_the_scripts_own_callbacks(project):
     row = ok(
         run_spec_trial(

@@ -178,7 +178,7 @@ def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str,
     }
     if batch:
         fields["global_batch"] = batch
-    if epochs and source and source != "the call's batch_size":
+    if epochs and batch and source and source != "the call's batch_size":
         notes.append(f"images/s counts batches of {batch}: {source}")
     if epochs and fields.get("images_per_s") is None:
         notes.append(f"images/s unknown: the batch size is {source or 'unknown'}")

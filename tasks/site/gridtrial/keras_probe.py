@@ -68,7 +68,11 @@ def batch_of(args: dict[str, Any], config: dict[str, Any]) -> tuple[int | None, 
         return 32, "Keras' default batch_size (32)"
     if isinstance(config.get("batch_size"), int):
         return config["batch_size"], "the trial's batch_size (the data does not show its batch size)"
-    return None, "unknown: pass batch_size or a batched dataset"
+    kind = type(x).__name__
+    return None, (
+        f"not shown by the data ({kind}); give the trial a batch_size (in the spec's params or axes) and "
+        "images/s counts batches of it"
+    )
 
 
 def _rows(x: Any) -> int | None:
