@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -44,10 +45,39 @@ def test_a_foreign_process_on_the_trials_gpu_is_named_in_its_row(tmp_path):
         )
     finally:
         holder.kill()
+        holder.wait()
     row = done.row
     assert row["status"] == "ok", row["error_tail"]
     assert holder.pid in (row["gpu_foreign_pids"] or []), row["gpu_mem_method"]
     assert any("other processes used its GPUs" in note for note in row["notes"])
+
+
+# A trial whose child process uses the GPU and ends while the trial goes on (a DDP rank that ends
+# before its launcher): NVML lists it a while after it left the trial's tree; it is still the trial's.
+GPU_CHILD = "import os, torch; x = torch.ones(2**20, device='cuda'); print('child pid', os.getpid(), x.sum().item())"
+CHILDREN = (
+    "import subprocess, sys, time\n"
+    "for _ in range(3):\n"
+    f"    subprocess.run([sys.executable, '-c', {GPU_CHILD!r}], check=True)\n"
+    "time.sleep(1)\n"
+)
+
+
+def test_a_trials_own_child_that_used_the_gpu_and_ended_is_not_foreign(tmp_path):
+    spec = parse_spec(
+        {"name": "own", "command": ["python", "-c", CHILDREN], "params": {"backend": "torch"}}, base_dir=tmp_path
+    )
+    store = ResultStore(str(tmp_path / "results"))
+    done = run_attempt(
+        spec, expand(spec).trials[0], 0, Placement("local", "h", ("gpu0",), ("0",)), store, AttemptTimes(time.time())
+    )
+    row = done.row
+    assert row["status"] == "ok", row["error_tail"]
+    assert row["gpu_mem_peak_mib"] > 0, row["gpu_mem_method"]
+    log = Path(row["log_path"]).read_text().splitlines()
+    children = [int(line.split()[2]) for line in log if line.startswith("child pid ")]
+    assert len(children) == 3
+    assert not set(children) & set(row["gpu_foreign_pids"] or []), (children, row["gpu_foreign_pids"])
 
 
 def test_two_drivers_never_run_timing_trials_on_one_gpu_at_once(tmp_path):

@@ -90,6 +90,9 @@ class NvmlSampler:
         self.attributed = False
         self.errors: set[str] = set()
         self.foreign: set[int] = set()  # other processes NVML saw on these GPUs during the trial
+        # Every pid the trial's tree had: a DDP rank that ended is listed by NVML a while after it left
+        # the tree (its context is torn down after its exit), and is the trial's, not another's.
+        self.ours: set[int] = set()
         self.uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles.values()]
         self.energy_start = self._energy_mj()  # None: no counter (before Volta); integrate power instead
         self.energy_series: list[tuple[float, float]] = []  # (wall time, joules since launch)
@@ -121,7 +124,8 @@ class NvmlSampler:
             try:
                 for proc in getter(handle):
                     if proc.pid not in pids:
-                        self.foreign.add(proc.pid)
+                        if proc.pid not in self.ours:
+                            self.foreign.add(proc.pid)
                     elif proc.usedGpuMemory is not None:
                         used += proc.usedGpuMemory
                         self.attributed = True
@@ -131,6 +135,7 @@ class NvmlSampler:
 
     def sample(self, tree: list[int]) -> None:
         pids = set(tree)
+        self.ours |= pids
         for gpu, handle in self.handles.items():
             self.process_peak[gpu] = max(self.process_peak[gpu], self._process_used(handle, pids))
             device = self.nvml.nvmlDeviceGetMemoryInfo(handle).used - self.baseline[gpu]
