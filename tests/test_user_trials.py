@@ -149,3 +149,25 @@ def test_torchrun_ranks_each_get_the_memory_cap(project):
     assert row["processes"] == 3  # torchrun's own process and its two ranks, each under the bootstrap
     assert row["memory_cap_method"] == f"{cap}, in each of 3 processes"
     assert "rank 1 of 2 done" in log_of(row)
+    assert row["start"] == "warm" and "torchrun's 2 ranks forked from the warm launcher" in row["notes"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["python -m torch.distributed.run", "torchrun"])
+def test_a_forked_torchrun_rank_ends_with_its_own_exit_status(project, launcher):
+    """A rank forked for torch's launcher ends as a cold one would: its exit status reaches torchrun
+    (through the relay torchrun started), which fails the trial and names the rank's status. The
+    interpreter's `torchrun` script runs as the module: warm, its ranks forked too."""
+    command = f"{launcher} --standalone --nproc-per-node 2 ddp_fail.py --fail-rank 1"
+    row = run_spec_trial(project, {"command": command, "params": {"backend": "torch"}})
+    log = log_of(row)
+    assert row["status"] == "error" and row["start"] == "warm", (row["status"], log)
+    assert "exitcode  : 3" in log and "ddp_fail.py FAILED" in log, log
+    assert "torchrun's 2 ranks forked from the warm launcher" in (row["notes"] or []), row["notes"]
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_start_cold_with_warm_start_false(project):
+    command = "python -m torch.distributed.run --standalone --nproc-per-node 2 ddp_fail.py"
+    row = ok(run_spec_trial(project, {"command": command, "params": {"backend": "torch", "warm_start": False}}))
+    assert row["start"] == "cold" and row["processes"] == 3 and not any("forked" in n for n in row["notes"] or [])

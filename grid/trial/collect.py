@@ -26,6 +26,7 @@ from grid.trial import compilecache
 
 FRAMEWORKS = ("tensorflow", "jax", "torch", "mxnet")
 DEFAULT_CAP = "none (framework default)"
+FORKED_RANK = "a rank forked from the warm launcher"  # a record's started_as (tasks/site/gridtrial/ranks.py)
 
 
 def read_records(folder: str) -> list[dict[str, Any]]:
@@ -182,6 +183,9 @@ def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str,
         notes.append(f"images/s counts batches of {batch}: {source}")
     if epochs and fields.get("images_per_s") is None:
         notes.append(f"images/s unknown: the batch size is {source or 'unknown'}")
+    forked = sum(1 for r in records if r.get("started_as") == FORKED_RANK)
+    if forked:
+        notes.append(f"torchrun's {forked} ranks forked from the warm launcher")
     versions: dict[str, Any] = {}
     for record in [main, *records]:
         versions.update({k: v for k, v in (record.get("versions") or {}).items() if k not in versions})

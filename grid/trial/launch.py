@@ -108,6 +108,15 @@ def trial_document(
     }
 
 
+def _interpreters_torchrun(program: str | None, interpreter: str) -> bool:
+    """Whether a command's program is the trial interpreter's own `torchrun` (its folder's)."""
+    return (
+        program is not None
+        and os.path.basename(program) == "torchrun"
+        and os.path.dirname(os.path.abspath(program)) == os.path.dirname(os.path.abspath(interpreter))
+    )
+
+
 def prepare(
     spec: GridSpec,
     trial: Trial,
@@ -132,6 +141,11 @@ def prepare(
         doc["command"] = argv
         python = is_python(argv[0])
         program = interpreter if python else resolve_program(argv[0], env["PATH"], spec.workdir)
+        if not python and _interpreters_torchrun(program, interpreter):
+            # torchrun is torch.distributed.run's console script: run as the module, it starts warm
+            # and its ranks fork from it (tasks/site/gridtrial/ranks.py)
+            argv = [argv[0], "-m", "torch.distributed.run", *argv[1:]]
+            python, program = True, interpreter
     else:
         python, program = True, interpreter
         argv = [interpreter, "-m", "gridtrial"]

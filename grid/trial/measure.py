@@ -60,13 +60,35 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
+# gpu-grid's own helpers inside a trial's tree, by process name: the rank parent that torch's
+# launcher forks its ranks from (tasks/site/gridtrial/ranks.py), an idle copy of the launcher whose
+# pages the launcher and the ranks share. A cold run has no such process, so it is not counted.
+HELPERS = frozenset({"gpu-grid-ranks"})
+
+
+def _is_helper(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() in HELPERS
+    except OSError:
+        return False
+
+
 class RssSampler:
-    """Peak and current resident set size of the whole process tree, in MiB."""
+    """Peak and current resident set size of the whole process tree (gpu-grid's helpers left out), in MiB."""
 
     def __init__(self) -> None:
         self.current_mib = 0.0
         self.peak_mib = 0.0
+        self._helper: dict[int, bool] = {}  # by pid, read once: a process's name is read when it first shows
 
     def sample(self, tree: list[int]) -> None:
-        self.current_mib = sum(rss_bytes(pid) for pid in tree) / MIB
+        counted = []
+        for pid in tree:
+            helper = self._helper.get(pid)
+            if helper is None:
+                helper = self._helper[pid] = _is_helper(pid)
+            if not helper:
+                counted.append(pid)
+        self.current_mib = sum(rss_bytes(pid) for pid in counted) / MIB
         self.peak_mib = max(self.peak_mib, self.current_mib)

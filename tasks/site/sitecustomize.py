@@ -30,6 +30,10 @@ if os.environ.get("GRID_PARENT_PID"):
     from gridtrial import guard
 
     guard.adopt()
+if os.environ.get("GRID_RANK_PARENT") and os.environ.get("GRID_TRIAL"):
+    from gridtrial import ranks
+
+    ranks.relay()  # a torchrun rank forked from the warm launcher ends here; else it starts cold
 if os.environ.get("GRID_TRIAL"):
     from gridtrial import boot
 

@@ -27,9 +27,10 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
-from gridtrial import leave
+from gridtrial import leave, ranks
 from gridtrial.cudadriver import cuda_driver_started
 
 
@@ -156,6 +157,12 @@ def become_trial(request: dict[str, Any]) -> None:
         boot.start_or_exit()
 
 
+# What the script left: its globals, its exception. Nothing of it is freed before the process ends
+# (leave.py): freeing it there could deadlock, as a torch gloo process group's destructor did, joining
+# a thread that waited for the GIL (a cold interpreter's finalization ends such threads instead).
+_kept: list[Any] = []
+
+
 def run_target(request: dict[str, Any]) -> None:
     """The argv after the interpreter: `-m module args...` or `script.py args...` (checked by the worker)."""
     import runpy
@@ -164,12 +171,30 @@ def run_target(request: dict[str, Any]) -> None:
     if args[0] == "-m":
         sys.argv = [args[1], *args[2:]]
         sys.path[0] = os.getcwd()
-        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        _kept.append(runpy.run_module(args[1], run_name="__main__", alter_sys=True))
     else:
         script = os.path.abspath(args[0])
         sys.argv = list(args)
         sys.path[0] = os.path.dirname(script)
-        runpy.run_path(script, run_name="__main__")
+        _kept.append(runpy.run_path(script, run_name="__main__"))
+
+
+def finish(run: Callable[[], None]) -> NoReturn:
+    """Run a trial process's work, then end as a script would, exit handlers included, without the
+    interpreter's teardown (leave.py), keeping what the script left until then."""
+    code = 0
+    try:
+        run()
+    except SystemExit as exc:
+        _kept.append(exc)
+        code = leave.exit_code(exc)
+    except BaseException as exc:
+        _kept.append(exc)
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        code = 1
+    if os.environ.get("GRID_FULL_EXIT") == "1":
+        _kept.clear()  # a full exit frees the script's objects as before (their __del__ methods run)
+    leave.leave(code)
 
 
 def main(argv: list[str]) -> None:
@@ -187,18 +212,16 @@ def main(argv: list[str]) -> None:
     print(json.dumps(state), flush=True)
     gc.freeze()  # the imported modules' objects: the trials' collections skip them (and their pages stay shared)
     request = serve(listener)
-    # The trial's own process from here: it exits as a script would, exit handlers included,
-    # without the interpreter's teardown (leave.py).
-    code = 0
-    try:
+
+    def trial() -> None:  # the trial's own process from here
         become_trial(request)
+        if ranks.launcher(request["args"]):
+            why = ranks.start_parent()  # torch's launcher: its ranks fork from a copy of this process
+            if why:
+                print(f"[gpu-grid] torch's launcher starts its ranks cold: {why}", file=sys.stderr, flush=True)
         run_target(request)
-    except SystemExit as exc:
-        code = leave.exit_code(exc)
-    except BaseException:
-        sys.excepthook(*sys.exc_info())
-        code = 1
-    leave.leave(code)
+
+    finish(trial)
 
 
 if __name__ == "__main__":
