@@ -121,8 +121,10 @@ def _name(name: str) -> None:
 def _serve(listener: socket.socket, launcher: int, rank_name: str) -> dict[str, Any]:
     """Fork a rank per connection; kill a rank whose relay went away; end with nothing to serve when
     the launcher dies (PDEATHSIG). Returns, in a forked rank only, its request (its streams dup'ed)."""
-    ranks: dict[socket.socket, int] = {}
-    dropped: set[socket.socket] = set()  # relays that went away: their ranks are being killed
+    from gridtrial.zygote import reap, send
+
+    ranks: dict[int, socket.socket] = {}  # a rank's pid: its relay's connection
+    dropped: set[int] = set()  # ranks whose relay went away: being killed
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -130,61 +132,49 @@ def _serve(listener: socket.socket, launcher: int, rank_name: str) -> dict[str, 
     for sig in _RELAYED:  # the launcher's process group gets these: its ranks are told by their relays
         signal.signal(sig, signal.SIG_IGN)
     while True:
-        ready, _, _ = select.select([listener, wake_r, *(c for c in ranks if c not in dropped)], [], [], 5.0)
+        relays = {conn: pid for pid, conn in ranks.items() if pid not in dropped}
+        ready, _, _ = select.select([listener, wake_r, *relays], [], [], 5.0)
         if os.getppid() != launcher:  # no PDEATHSIG here (not Linux): the launcher is gone
-            for rank in ranks.values():
+            for pid in ranks:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(rank, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
             os._exit(0)
         if wake_r in ready:
             os.read(wake_r, 4096)
-        for conn in [c for c in ready if c in ranks]:
+        for conn in [c for c in ready if c in relays]:
             if not conn.recv(1, socket.MSG_PEEK):  # the relay died: so does its rank
-                dropped.add(conn)
+                dropped.add(relays[conn])
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(ranks[conn], signal.SIGKILL)
+                    os.kill(relays[conn], signal.SIGKILL)
         if listener in ready:
             conn, _ = listener.accept()
             try:
                 request, fds = _receive(conn)
             except (OSError, ValueError) as exc:
-                with contextlib.suppress(OSError):
-                    conn.sendall((json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
+                send(conn, {"error": f"{type(exc).__name__}: {exc}"})
                 conn.close()
             else:
                 _name(rank_name)  # a rank is born with a process's usual name (the launcher's)
                 pid = os.fork()
-                if pid != 0:
-                    _name(NAME)
                 if pid == 0:
                     signal.set_wakeup_fd(-1)
                     for fd in (wake_r, wake_w):
                         os.close(fd)
                     listener.close()
-                    for other in ranks:
+                    for other in ranks.values():
                         other.close()
                     conn.close()
                     for target, fd in enumerate(fds):
                         os.dup2(fd, target)
                         os.close(fd)
                     return request
+                _name(NAME)
                 for fd in fds:
                     os.close(fd)
-                ranks[conn] = pid
-                _send(conn, {"pid": pid})
-        while ranks:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            for conn, rank in list(ranks.items()):
-                if rank == pid:
-                    _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
-                    conn.close()
-                    del ranks[conn]
-                    dropped.discard(conn)
+                ranks[pid] = conn
+                send(conn, {"pid": pid})
+        reap(ranks)
+        dropped &= set(ranks)
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -199,11 +189,6 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
             os.close(fd)
         raise ValueError(f"expected the relay's 3 standard streams, received {len(fds)} descriptors")
     return json.loads(data), fds
-
-
-def _send(conn: socket.socket, message: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):
-        conn.sendall((json.dumps(message) + "\n").encode())
 
 
 def _become_rank(request: dict[str, Any]) -> NoReturn:

@@ -65,7 +65,7 @@ def warm_up(modules: list[str]) -> dict[str, Any]:
     }
 
 
-def _send(conn: socket.socket, message: dict[str, Any]) -> None:
+def send(conn: socket.socket, message: dict[str, Any]) -> None:
     try:
         conn.sendall((json.dumps(message) + "\n").encode())
     except OSError:
@@ -99,7 +99,7 @@ def serve(listener: socket.socket) -> dict[str, Any]:
             try:
                 request = _read_request(conn)
             except (OSError, ValueError) as exc:
-                _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+                send(conn, {"error": f"{type(exc).__name__}: {exc}"})
                 conn.close()
                 continue
             sys.stdout.flush()
@@ -116,18 +116,23 @@ def serve(listener: socket.socket) -> dict[str, Any]:
                 conn.close()
                 return request
             children[pid] = conn
-            _send(conn, {"pid": pid})
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            conn = children.pop(pid, None)
-            if conn is not None:
-                _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
-                conn.close()
+            send(conn, {"pid": pid})
+        reap(children)
+
+
+def reap(children: dict[int, socket.socket]) -> None:
+    """Tell each ended child's connection its exit status (negative: the signal), and forget it."""
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        conn = children.pop(pid, None)
+        if conn is not None:
+            send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+            conn.close()
 
 
 def become_trial(request: dict[str, Any]) -> None:
