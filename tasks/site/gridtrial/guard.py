@@ -24,12 +24,20 @@ def adopt() -> None:
                 f.write(str(os.getpid()))
         except OSError as exc:
             print(f"[gpu-grid] could not join the trial cgroup: {exc}", file=sys.stderr, flush=True)
+    why = die_with(int(parent))
+    if why:  # no prctl (not Linux): the worker's own clean-up still ends the group
+        print(f"[gpu-grid] could not tie the trial to its worker: {why}", file=sys.stderr, flush=True)
+
+
+def die_with(parent: int) -> str | None:
+    """Be killed when `parent` dies (PR_SET_PDEATHSIG); end at once if it died before that was set
+    (nothing would end us). Returns why it could not be set, if it could not."""
     try:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, _SIGKILL)
-    except Exception as exc:  # no prctl (not Linux): the worker's own clean-up still ends the group
-        print(f"[gpu-grid] could not tie the trial to its worker: {exc}", file=sys.stderr, flush=True)
-        return
-    if str(os.getppid()) != parent:  # the worker died before the guard was set: nothing will reap us
+    except Exception as exc:
+        return str(exc)
+    if os.getppid() != parent:
         os._exit(1)
+    return None

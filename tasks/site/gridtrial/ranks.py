@@ -29,10 +29,11 @@ import tempfile
 import threading
 from typing import Any, NoReturn
 
+from gridtrial import guard
+
 ENV = "GRID_RANK_PARENT"
 NAME = "gpu-grid-ranks"  # the rank parent's process name: a trial's RSS leaves it out (grid/trial/measure.py)
 LAUNCHERS = ("torch.distributed.run", "torch.distributed.launch")
-_PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 _RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -73,7 +74,7 @@ def start_parent() -> str | None:
     _name(NAME)  # born with it: an idle copy of the launcher, its pages shared, not counted in the RSS
     pid = os.fork()
     if pid == 0:
-        _die_with(launcher_pid)
+        guard.die_with(launcher_pid)  # no PDEATHSIG (not Linux): _serve sees the launcher gone
         request = _serve(listener, launcher_pid, own)  # returns in a rank's process only
         _become_rank(request)
     _name(own)
@@ -90,17 +91,6 @@ def _end_parent(pid: int, folder: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(os.path.join(folder, "ranks.sock"))
         os.rmdir(folder)
-
-
-def _die_with(parent: int) -> None:
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:
-        pass
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def _own_name() -> str:
@@ -199,7 +189,7 @@ def _become_rank(request: dict[str, Any]) -> NoReturn:
     for sig in (*_RELAYED, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _die_with(os.getppid())
+    guard.die_with(os.getppid())
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
