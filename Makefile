@@ -57,7 +57,7 @@ BASELINE ?= baselines/nightly
 report: venv
 	$(BIN)/grid report $(RESULTS) --out $(REPORT)
 
-# Exit status: grid compare's (0 no regression, 1 regression, 2 usage/data error); see scripts/nightly.sh.
+# Exit status: grid compare's (0 no regression, 1 regression, 2 usage/data error, 3 incomplete); see scripts/nightly.sh.
 nightly: venv
 	BASELINE=$(BASELINE) GRID=$(BIN)/grid GRID_ARGS="$(GRID_ARGS)" scripts/nightly.sh
 

@@ -115,13 +115,14 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         ignore=tuple(_names(args.ignore) or ()),
         baseline_sweep=args.baseline_sweep or args.sweep,
         current_sweep=args.current_sweep or args.sweep,
+        allow_missing=args.allow_missing,
     )
     result = compare(args.baseline, args.current, opts)
     print_comparison(result, console)
     if args.json:
         write_json(result, args.json)
         console.print(f"verdict: {args.json}", highlight=False, soft_wrap=True)
-    return 1 if result.regressed else 0
+    return result.exit_code
 
 
 def cmd_query(args: argparse.Namespace, console: Console) -> int:
@@ -169,7 +170,10 @@ def _results_commands(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="regressions of CURRENT against BASELINE; exit 1 on a regression")
+    p = sub.add_parser(
+        "compare",
+        help="regressions of CURRENT against BASELINE; exit 1 on a regression, 3 when CURRENT lacks configs",
+    )
     p.add_argument("baseline", help="results location of the baseline")
     p.add_argument("current", help="results location of the run to check")
     p.add_argument("--metric", default="steady_epoch_s", help="metric to compare (default: steady_epoch_s)")
@@ -184,6 +188,11 @@ def _results_commands(sub: Any) -> None:
     p.add_argument("--baseline-sweep", default=None, help="the baseline's sweep, when its name differs")
     p.add_argument("--current-sweep", default=None, help="the current run's sweep, when its name differs")
     p.add_argument("--ignore", default=None, help="config keys left out of the join, comma-separated")
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="configs of the baseline that the current run lacks are listed but do not fail it (exit 3 otherwise)",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the verdict as JSON")
     p.set_defaults(func=cmd_compare)
 

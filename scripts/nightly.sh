@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Nightly regression check: run the nightly spec into a fresh results folder, write its report,
 # and compare it with the stored baseline. The exit status is `grid compare`'s: 0 no regression,
-# 1 regression, 2 usage or data error (any other: the run itself failed). Settings (defaults):
+# 1 regression, 2 usage or data error, 3 incomplete: configs of the baseline missing from the run
+# (any other: the run itself failed). Settings (defaults):
 #   SPEC=specs/nightly.yaml   BASELINE=baselines/nightly   RUNS=nightly   GRID=.venv/bin/grid
 #   METRIC=steady_epoch_s     THRESHOLD=5%                 GRID_ARGS=     (extra `grid run` flags)
 # Each run goes to $RUNS/<UTC timestamp>/{results,report/index.html,verdict.json}; $RUNS/latest
@@ -38,6 +39,7 @@ status=0
 case $status in
   0) echo "nightly: no regression against $BASELINE; report $run/report/index.html" ;;
   1) echo "nightly: REGRESSION against $BASELINE: see $run/verdict.json and $run/report/index.html" ;;
+  3) echo "nightly: INCOMPLETE: this run lacks configs of $BASELINE: see $run/verdict.json" ;;
   *) echo "nightly: compare could not decide (exit $status)" ;;
 esac
 exit "$status"

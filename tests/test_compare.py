@@ -1,5 +1,6 @@
 """`grid compare` on real sleep sweeps: a real 20% slowdown is caught, a change inside the repeats'
-spread is not, a trial that stops being ok is a regression, and bad input exits 2."""
+spread is not, a trial that stops being ok is a regression, a config the current run lacks fails it
+(exit 3), two runs with no config in common are refused, and bad input exits 2."""
 
 from __future__ import annotations
 
@@ -78,9 +79,6 @@ def test_speedup_is_an_improvement_and_the_same_data_is_unchanged(runs, capsys, 
     assert code == 0 and verdict["counts"]["improvement"] == 2
     code, verdict, _ = compare(capsys, runs["base"], runs["base"], *METRIC, json_path=tmp_path / "v.json")
     assert code == 0 and verdict["counts"]["unchanged"] == 2 and verdict["verdict"] == "ok"
-    # without --ignore the two runs are different configs: nothing to compare, nothing regressed
-    code, verdict, _ = compare(capsys, runs["base"], runs["slow"], *METRIC, json_path=tmp_path / "v.json")
-    assert code == 0 and verdict["counts"]["missing"] == 2 and verdict["counts"]["new"] == 2
 
 
 def scale_metric(results: Path, factors: dict[str, list[float]], metric: str = "first_epoch_s") -> None:
@@ -123,6 +121,34 @@ def test_trials_no_longer_ok_regress_and_missing_or_new_are_listed(runs, capsys,
     assert code == 0
     assert by_backend(verdict)["none"]["reason"] == "status: oom x3 -> ok"
     assert by_backend(verdict)["jax"]["kind"] == "new"
+
+
+@pytest.mark.slow
+def test_configs_missing_from_the_current_run_fail_it_unless_allowed(runs, capsys, tmp_path):
+    current = tmp_path / "current"  # the baseline's run, but its jax trials never wrote a row
+    shutil.copytree(runs["base"], current)
+    for path in current.glob("sweep=*/*.parquet"):
+        if pq.read_table(path).column("backend")[0].as_py() == "jax":
+            path.unlink()
+    code, verdict, out = compare(capsys, runs["base"], current, *METRIC, json_path=tmp_path / "v.json")
+    assert code == 3 and verdict["verdict"] == "incomplete"
+    assert verdict["counts"]["unchanged"] == 1 and by_backend(verdict)["jax"]["kind"] == "missing"
+    assert "1 missing, 0 new -> INCOMPLETE: the current run lacks configs of the baseline" in out
+    code, verdict, out = compare(
+        capsys, runs["base"], current, *METRIC, "--allow-missing", json_path=tmp_path / "v.json"
+    )
+    assert code == 0 and verdict["verdict"] == "ok" and verdict["allow_missing"] is True
+    assert "1 missing, 0 new -> no regression" in out
+    code, verdict, _ = compare(capsys, current, runs["base"], *METRIC, json_path=tmp_path / "v.json")
+    assert code == 0 and by_backend(verdict)["jax"]["kind"] == "new"  # a config added is no failure
+
+
+@pytest.mark.slow
+def test_runs_with_no_config_in_common_are_refused(runs, capsys):
+    # the spec changed (seconds 0.2 -> 0.24): every config is new, every baseline one missing
+    code, _, out = compare(capsys, runs["base"], runs["slow"], *METRIC)
+    assert code == 2 and "nothing can be compared (the spec changed?)" in out
+    assert "They differ in seconds: baseline 0.2, current 0.24" in out and "--ignore seconds" in out
 
 
 @pytest.mark.slow

@@ -5,6 +5,9 @@ hashes the repeat index. A config's repeats reduce to the median and the min-max
 ok attempts. A change is a regression only when the median moved the wrong way by more than the
 threshold AND the two ranges do not overlap: a change inside the repeats' own spread is noise.
 A config that was ok in the baseline and is not ok now (oom, timeout, ...) is a regression too.
+A config of the baseline that the current run lacks makes the comparison incomplete (a gate must not
+pass on what it did not see), and two runs with no config in common are refused: a spec that changed
+would otherwise compare nothing and pass every night.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class CompareOptions:
     baseline_sweep: str | None = None
     current_sweep: str | None = None
     ignore: tuple[str, ...] = ()  # config keys left out of the join
+    allow_missing: bool = False  # configs of the baseline absent from the current run do not fail it
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class Comparison:
     current: dict[str, str]
     goal: str = "min"
     verdicts: list[Verdict] = field(default_factory=list)
+    allow_missing: bool = False
 
     @property
     def higher_is_better(self) -> bool:
@@ -122,18 +127,33 @@ class Comparison:
     def regressed(self) -> bool:
         return any(v.kind == "regression" for v in self.verdicts)
 
+    @property
+    def incomplete(self) -> bool:
+        """Configs of the baseline that the current run lacks, and they were not allowed to."""
+        return not self.allow_missing and any(v.kind == "missing" for v in self.verdicts)
+
+    @property
+    def verdict(self) -> str:
+        return "regression" if self.regressed else "incomplete" if self.incomplete else "ok"
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 1 regression, 3 incomplete (2 is bad input, raised before a Comparison exists)."""
+        return {"ok": 0, "regression": 1, "incomplete": 3}[self.verdict]
+
     def counts(self) -> dict[str, int]:
         found = collections.Counter(v.kind for v in self.verdicts)
         return {kind: found.get(kind, 0) for kind in KINDS}
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "verdict": "regression" if self.regressed else "ok",
+            "verdict": self.verdict,
             "metric": self.metric,
             "higher_is_better": self.higher_is_better,
             "threshold_pct": self.threshold_pct,
             "baseline": self.baseline,
             "current": self.current,
+            "allow_missing": self.allow_missing,
             "counts": self.counts(),
             "configs": [{**asdict(v), "change_pct": _finite(v.change_pct)} for v in self.verdicts],
         }
@@ -220,12 +240,15 @@ def compare(baseline_uri: str, current_uri: str, opts: CompareOptions) -> Compar
     _check_ignore(opts.ignore, rows[0] + rows[1])
     goal = goal_of(opts.metric, rows[1] + rows[0], opts.goal)
     base, cur = (_sides(r, opts.metric, opts.ignore) for r in rows)
+    if base and cur and not set(base) & set(cur):
+        raise UsageError(_nothing_in_common(base, cur, baseline_uri, current_uri))
     result = Comparison(
         opts.metric,
         threshold,
         {"uri": baseline_uri, "sweep": sweeps[0]},
         {"uri": current_uri, "sweep": sweeps[1]},
         goal,
+        allow_missing=opts.allow_missing,
     )
     for key in sorted(set(base) | set(cur)):
         result.verdicts.append(_verdict(base.get(key), cur.get(key), threshold, result.higher_is_better))
@@ -243,6 +266,30 @@ def _verdict(
         return Verdict(base[0], "missing", "in the baseline, not in the current run", base[1], None)
     kind, reason, change = judge(base[1], cur[1], threshold, higher_better)
     return Verdict(base[0], kind, reason, base[1], cur[1], change)
+
+
+def _nothing_in_common(base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[dict, Side]], *uris: str) -> str:
+    """Why no config joins: the keys whose values differ between the two runs, and what to do."""
+    values: list[dict[str, set[str]]] = [collections.defaultdict(set), collections.defaultdict(set)]
+    for seen, side in zip(values, (base, cur)):
+        for config, _ in side.values():
+            for key, value in config.items():
+                seen[key].add(show(value))
+    keys = sorted(set(values[0]) | set(values[1]))
+    # a key whose values the two runs do not share at all is what keeps every config apart
+    differ = [k for k in keys if not values[0].get(k, set()) & values[1].get(k, set())] or [
+        k for k in keys if values[0].get(k) != values[1].get(k)
+    ]
+    detail = "; ".join(
+        f"{k}: baseline {', '.join(sorted(values[0][k])) or '(absent)'}, "
+        f"current {', '.join(sorted(values[1][k])) or '(absent)'}"
+        for k in differ
+    )
+    return (
+        f"no config of the current run {uris[1]} is in the baseline {uris[0]}, so nothing can be compared "
+        f"(the spec changed?). They differ in {detail}. If that change is meant, recreate the baseline from "
+        f"a run of the new spec, or leave the key out of the join with --ignore {','.join(differ)}"
+    )
 
 
 def _check_metric(metric: str, tables: list[pa.Table], *uris: str) -> None:
@@ -287,7 +334,11 @@ def varying_keys(verdicts: list[Verdict]) -> list[str]:
 def summary_line(result: Comparison) -> str:
     direction = "higher" if result.higher_is_better else "lower"
     counts = ", ".join(f"{n} {_PLURAL.get(kind, kind) if n != 1 else kind}" for kind, n in result.counts().items())
-    verdict = "REGRESSION" if result.regressed else "no regression"
+    verdict = {
+        "regression": "REGRESSION",
+        "incomplete": "INCOMPLETE: the current run lacks configs of the baseline (--allow-missing to accept that)",
+        "ok": "no regression",
+    }[result.verdict]
     return (
         f"{result.metric} ({direction} is better), threshold {result.threshold_pct:g}% beyond the repeats' "
         f"spread: {counts} -> {verdict}"
@@ -315,7 +366,7 @@ def print_comparison(result: Comparison, console: Console) -> None:
             v.reason,
         )
     console.print(table)
-    style = "bold red" if result.regressed else "green"
+    style = {"regression": "bold red", "incomplete": "bold yellow", "ok": "green"}[result.verdict]
     console.print(f"[{style}]{summary_line(result)}[/]", highlight=False, soft_wrap=True)
 
 
