@@ -4,7 +4,10 @@ that the secret never lands in rows, logs or reports, and that a `lost` marker i
 from __future__ import annotations
 
 import io
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -91,6 +94,29 @@ def test_secret_never_in_rows_logs_or_report(aws_env):
     assert b"asked to fail" in written, "the failing trials' logs were uploaded"
     assert aws_env.secret_key.encode() not in written
     assert aws_env.secret_key not in out.getvalue()
+
+
+def test_what_a_trial_writes_into_its_own_folder_is_uploaded(aws_env, tmp_path):
+    shutil.copy(Path(__file__).parent / "scripts" / "writes_files.py", tmp_path)
+    spec = parse_spec(
+        {
+            "name": "own",
+            "command": "python writes_files.py --value {value} --out {trial_dir}",
+            "axes": {"value": ["a"]},
+        },
+        base_dir=tmp_path,
+    )
+    run_sweep(
+        spec, RunOptions(results=aws_env.uri("own"), runner="local", live=False), console=Console(file=io.StringIO())
+    )
+    row = ResultStore(aws_env.uri("own")).latest("own").to_pylist()[0]
+    assert row["status"] == "ok" and row["trial_dir"].startswith("s3://") and row["trial_dir"].endswith("-0")
+    fs, root = pafs.FileSystem.from_uri(aws_env.uri("own"))
+    folder = f"{root}/sweep=own/_trials/{row['trial_id']}-0"
+    for name in ("env.txt", "logs/arg.txt"):
+        with fs.open_input_stream(f"{folder}/{name}") as f:
+            assert f.read() == b"a"
+    assert not list(Path(tempfile.gettempdir(), "gpu-grid-trials", "own").glob("*")), "the local copy is removed"
 
 
 def test_lost_marker_never_replaces_a_written_outcome(aws_env):

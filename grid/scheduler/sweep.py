@@ -21,6 +21,7 @@ from grid.scheduler.pool import LocalPool, Pool
 from grid.scheduler.progress import make_progress
 from grid.scheduler.resume import Pending, plan_attempts
 from grid.scheduler.search import SearchRun, plan_text
+from grid.scheduler.workdir_writes import Snapshot, changed, snapshot, warning
 from grid.shared import Trial
 from grid.spec.expand import Expansion, expand
 from grid.spec.model import GridSpec
@@ -119,6 +120,23 @@ def _stop(local: LocalRay | None) -> None:
         local.forget()
 
 
+def _workdir(spec: GridSpec, store: ResultStore, opts: RunOptions) -> Snapshot | None:
+    """The workdir before a user's trials run (built-in workloads write nothing there)."""
+    if spec.workload_def.builtin:
+        return None
+    return snapshot(spec.workdir, [store.root if store.is_local else "", opts.state_dir])
+
+
+def _shared_writes(
+    before: Snapshot | None, attempts: int, spec: GridSpec, store: ResultStore, opts: RunOptions
+) -> str | None:
+    """The warning about files the trials wrote into their shared workdir, if they did."""
+    if before is None or attempts < 2:
+        return None
+    paths = changed(before, _workdir(spec, store, opts) or before)
+    return warning(paths, spec.workdir, attempts) if paths else None
+
+
 def run_sweep(
     spec: GridSpec, opts: RunOptions, console: Console | None = None, expansion: Expansion | None = None
 ) -> SweepOutcome:
@@ -176,6 +194,7 @@ def _run_leased(
             )
         progress = make_progress(describe_with(axes, spec.search), opts.live)
         scheduler = Scheduler(spec, store, pool, progress, delivery=opts.delivery, heartbeat=lease.refresh)
+        before = _workdir(spec, store, opts)
         if searches:
             outcome = searches.run(scheduler, pending, lambda line: say(console, line))
         else:
@@ -183,8 +202,11 @@ def _run_leased(
     finally:
         pool.close()
         _stop(local_ray)
+    shared = _shared_writes(before, len(outcome.rows), spec, store, opts)
     if searches:
         print_searches(store, spec, console)
+        if shared:
+            say(console, shared)
         return outcome
     rows = sorted((r for r in outcome.rows if r["status"] != "lost"), key=lambda r: r["trial_id"])
     order = {t.trial_id: t.index for t in expansion.trials}
@@ -195,6 +217,8 @@ def _run_leased(
         f"sweep {spec.name}: {len(rows)} trial(s) run now, {skipped} from earlier runs; results in {opts.results}",
         console,
     )
+    if shared:
+        say(console, shared)
     return outcome
 
 

@@ -1,7 +1,7 @@
 """A user's target, checked before anything runs and made concrete for each trial.
 
 - A command is split like a shell would split it (no shell runs it), or given as a list; its
-  `{name}` placeholders must each name an axis or param (or trial_id, attempt, repeat). A leading
+  `{name}` placeholders must each name an axis or param (or trial_id, attempt, repeat, trial_dir). A leading
   `python`/`python3` means the trial's interpreter.
 - The script a target runs is found without running or importing it (the first file named in
   the command, a `-m` module, a function's module) and hashed: editing it makes new trials.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PER_TRIAL = ("trial_id", "attempt", "repeat")  # placeholders filled in for each attempt
+PER_TRIAL = ("trial_id", "attempt", "repeat", "trial_dir")  # placeholders filled in for each attempt
 _PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _PYTHON_LONG_OPTIONS_WITH_VALUE = ("--check-hash-based-pycs",)

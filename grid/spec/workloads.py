@@ -115,7 +115,7 @@ CORE: dict[str, Param] = {
 # (a built-in's declared params are; these would change every existing trial's id).
 EVERYWHERE = frozenset({"compile_cache", "warm_start"})
 # Names a trial may not use for its own params: the trial's identity and the bootstrap's variables.
-RESERVED = frozenset({"trial", "trial_id", "attempt", "repeat", "sweep"})
+RESERVED = frozenset({"trial", "trial_id", "attempt", "repeat", "sweep", "trial_dir"})
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def user_workload(target: Target, values: dict[str, list[Any]], problems: list[s
             )
             continue
         if name in RESERVED:
-            problems.append(f"{path}: {name!r} is reserved for the trial's identity; rename the param")
+            problems.append(f"{path}: {name!r} is reserved: gpu-grid sets it for each trial; rename the param")
             continue
         if name in CORE:
             params[name] = CORE[name]

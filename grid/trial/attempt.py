@@ -92,7 +92,8 @@ def _start(
         log.write(
             f"[gpu-grid] trial {trial.trial_id} attempt {attempt} on {placement.host} "
             f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'} in {launch.cwd}\n"
-            f"[gpu-grid] {launch.command}\n".encode()
+            f"[gpu-grid] {launch.command}\n"
+            f"[gpu-grid] its own folder (GRID_TRIAL_DIR): {launch.explicit.get('GRID_TRIAL_DIR', '-')}\n".encode()
         )
         if launch.missing:
             log.write(f"[gpu-grid] cannot start: {launch.missing}\n".encode())
@@ -216,8 +217,9 @@ def attempt_row(
     """Run one attempt in an isolated process tree; returns its row. `compile_dir`: this node's
     compilation cache for the sweep (none: the trial compiles cold)."""
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
+    own_dir = store.local_trial_dir(spec.name, trial.trial_id, attempt)
     try:
-        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir)
+        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
         outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [])
         records = collect.read_records(os.path.join(scratch, "records"))
@@ -226,6 +228,7 @@ def attempt_row(
         log_path = store.commit_log(log_file, spec.name, trial.trial_id, attempt)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    trial_dir = store.commit_trial_dir(own_dir, spec.name, trial.trial_id, attempt)
 
     row = base_row(spec, trial, attempt, placement)
     row.update(gpu_info or {})
@@ -235,6 +238,7 @@ def attempt_row(
         {
             "child_env_json": json.dumps(launch.explicit, sort_keys=True),
             "log_path": log_path,
+            "trial_dir": trial_dir,
             "command": launch.command,
             "queued_at": utc_time(times.queued_at),
             "dispatched_at": utc_time(times.dispatched_at),

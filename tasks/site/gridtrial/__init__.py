@@ -7,9 +7,10 @@
 
     report(test_acc=0.912, f1=0.88)          # each becomes a column of the trial's row
 
-Outside a trial (the script run by hand) `report` does nothing, `config()` is {} and
-`memory_cap()` is {}. A script needs none of this: grid measures Keras `fit` on its own and
-takes values from the output lines that the spec's `metrics:` patterns match.
+Outside a trial (the script run by hand) `report` does nothing, `config()` is {},
+`trial_dir(default)` is the default and `memory_cap()` is {}. A script needs none of this: grid
+measures Keras `fit` on its own and takes values from the output lines that the spec's `metrics:`
+patterns match.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def config() -> dict[str, Any]:
     """The trial's config: every axis and param value ({} outside a trial)."""
     state = _current()
     return dict(state.config) if state else {}
+
+
+def trial_dir(default: str = ".") -> str:
+    """The attempt's own folder for what it writes (checkpoints, logs, plots): kept per attempt under
+    the results, where the workdir is shared by every trial. `default` outside a trial."""
+    import os
+
+    return os.environ.get("GRID_TRIAL_DIR") or default
 
 
 def memory_cap() -> dict[str, str]:

@@ -1,0 +1,104 @@
+"""Each attempt's own folder (GRID_TRIAL_DIR, `{trial_dir}`): what a user's script writes there is
+kept per attempt beside the results (uploaded to S3 there), an attempt that writes nothing leaves
+nothing, and a sweep whose trials write into the workdir they all share is told so, by name."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from grid.errors import SpecError
+from grid.results.store import ResultStore
+from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.scheduler.workdir_writes import changed, snapshot
+from grid.spec.parse import parse_spec
+
+SCRIPT = Path(__file__).parent / "scripts" / "writes_files.py"
+
+
+def sweep(project: Path, results: str, flags: str = "", state: Path | None = None) -> tuple[dict[str, dict], str]:
+    spec = parse_spec(
+        {
+            "name": "own",
+            "command": f"python writes_files.py --value {{value}} --out {{trial_dir}} {flags}",
+            "axes": {"value": ["a", "b"]},
+            "timeout_s": 60,
+        },
+        base_dir=project,
+    )
+    out = io.StringIO()
+    opts = RunOptions(results=results, runner="local", cpu_slots=2, live=False, state_dir=str(state or project / ".st"))
+    run_sweep(spec, opts, console=Console(file=out, width=400))
+    rows = {r["value"]: r for r in ResultStore(results).latest("own").to_pylist()}
+    assert all(r["status"] == "ok" for r in rows.values()), [r["error_tail"] for r in rows.values()]
+    return rows, " ".join(out.getvalue().split())
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    shutil.copy(SCRIPT, tmp_path / SCRIPT.name)
+    return tmp_path
+
+
+def test_each_attempt_keeps_what_it_wrote_in_its_own_folder(project):
+    results = project / "results"  # inside the workdir, as `make grid` has it: not the trials' writes
+    rows, out = sweep(project, str(results))
+    for value, row in rows.items():
+        folder = Path(row["trial_dir"])
+        assert folder == results / "sweep=own" / "_trials" / f"{row['trial_id']}-0"
+        assert (folder / "env.txt").read_text() == value  # $GRID_TRIAL_DIR
+        assert (folder / "logs" / "arg.txt").read_text() == value  # {trial_dir} in the command
+        assert f"its own folder (GRID_TRIAL_DIR): {folder}" in Path(row["log_path"]).read_text()
+    assert "warning" not in out
+
+    rows, out = sweep(project, str(project / "quiet"), "--nothing")
+    assert [r["trial_dir"] for r in rows.values()] == [None, None]
+    assert not any((project / "quiet" / "sweep=own" / "_trials").iterdir()), "no empty folder left"
+
+
+def test_writes_into_the_shared_workdir_are_named(project):
+    _, out = sweep(project, str(project / "results"), "--shared")
+    assert (project / "checkpoint.txt").read_text() in ("a", "b")  # one trial's, the other's overwritten
+    assert "[grid] warning: the 2 trials wrote into the workdir they all share" in out
+    assert f"({project}): checkpoint.txt. Each trial wrote the same paths" in out
+    assert "write under $GRID_TRIAL_DIR" in out
+
+
+def test_a_function_finds_its_folder_with_gridtrial(project):
+    (project / "fn.py").write_text(
+        "from pathlib import Path\nfrom gridtrial import trial_dir\n\n\n"
+        "def main(config):\n    Path(trial_dir(), 'model.txt').write_text(str(config['lr']))\n    return {}\n"
+    )
+    spec = parse_spec({"name": "fn", "function": "fn:main", "params": {"lr": 0.5}}, base_dir=project)
+    run_sweep(
+        spec, RunOptions(results=str(project / "r"), runner="local", live=False), console=Console(file=io.StringIO())
+    )
+    row = ResultStore(str(project / "r")).latest("fn").to_pylist()[0]
+    assert row["status"] == "ok", row["error_tail"]
+    assert (Path(row["trial_dir"]) / "model.txt").read_text() == "0.5"
+
+
+def test_spec_reserves_trial_dir_and_fills_its_placeholder(project):
+    with pytest.raises(SpecError, match="params.trial_dir: 'trial_dir' is reserved: gpu-grid sets it"):
+        parse_spec(
+            {"name": "x", "command": "python writes_files.py", "params": {"trial_dir": "/tmp"}}, base_dir=project
+        )
+    parse_spec({"name": "x", "command": "python writes_files.py --out {trial_dir}"}, base_dir=project)
+
+
+def test_workdir_snapshot_leaves_out_results_hidden_folders_and_bytecode(tmp_path, monkeypatch):
+    for name in ("keep/a.txt", "results/r.parquet", ".git/HEAD", "pkg/__pycache__/m.pyc"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0")
+    before = snapshot(str(tmp_path), [str(tmp_path / "results")])
+    assert before.files is not None and set(before.files) == {"keep/a.txt"}
+    for name in ("keep/a.txt", "new.txt", "results/s.parquet", ".git/index", "pkg/__pycache__/n.pyc"):
+        (tmp_path / name).write_text("changed")
+    assert changed(before, snapshot(str(tmp_path), [str(tmp_path / "results")])) == ["keep/a.txt", "new.txt"]
+    monkeypatch.setattr("grid.scheduler.workdir_writes.MAX_ENTRIES", 1)
+    assert snapshot(str(tmp_path), []).files is None  # too large: not checked, nothing claimed
+    assert changed(before, snapshot(str(tmp_path), [])) == []
