@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from grid.errors import UsageError
 from grid.results.store import ResultStore
 from grid.scheduler.packing import CONTEXT_MIB, Tenant, fits, footprint, margin_mib
 from grid.scheduler.sweep import RunOptions, run_sweep
@@ -121,8 +122,8 @@ def test_compare_never_mixes_shared_and_exclusive_timings(tmp_path):
         RunOptions(results=str(cur), runner="local", num_gpus=1, gpu_memory_mib=CARD, live=False),
     )
     assert all(r["shared_with"] for r in ResultStore(str(cur)).latest("pack").to_pylist())
-    result = compare(str(base), str(cur), CompareOptions(metric="wall_s"))
-    kinds = sorted(v.kind for v in result.verdicts)
-    assert kinds == ["missing", "new"], kinds  # the shared runs are a config of their own
-    (new,) = [v for v in result.verdicts if v.kind == "new"]
-    assert new.config.get("gpu_shared") is True
+    # the shared runs are a config of their own: nothing in common with the exclusive baseline
+    with pytest.raises(UsageError, match=r"shared their GPUs \(packing: gpu_shared\).*exclusive: true"):
+        compare(str(base), str(cur), CompareOptions(metric="wall_s"))
+    with pytest.raises(UsageError, match="--ignore: gpu_shared keeps the timings"):
+        compare(str(base), str(cur), CompareOptions(metric="wall_s", ignore=("gpu_shared",)))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from grid.cli import main
 from grid.errors import SpecError
 from grid.results.store import ResultStore
 from grid.scheduler.sweep import RunOptions, run_sweep
@@ -20,7 +21,9 @@ from grid.spec.parse import parse_spec
 SCRIPT = Path(__file__).parent / "scripts" / "writes_files.py"
 
 
-def sweep(project: Path, results: str, flags: str = "", state: Path | None = None) -> tuple[dict[str, dict], str]:
+def sweep(
+    project: Path, results: str, flags: str = "", state: Path | None = None, status: str = "ok"
+) -> tuple[dict[str, dict], str]:
     spec = parse_spec(
         {
             "name": "own",
@@ -34,7 +37,7 @@ def sweep(project: Path, results: str, flags: str = "", state: Path | None = Non
     opts = RunOptions(results=results, runner="local", cpu_slots=2, live=False, state_dir=str(state or project / ".st"))
     run_sweep(spec, opts, console=Console(file=out, width=400))
     rows = {r["value"]: r for r in ResultStore(results).latest("own").to_pylist()}
-    assert all(r["status"] == "ok" for r in rows.values()), [r["error_tail"] for r in rows.values()]
+    assert all(r["status"] == status for r in rows.values()), [r["error_tail"] for r in rows.values()]
     return rows, " ".join(out.getvalue().split())
 
 
@@ -58,6 +61,16 @@ def test_each_attempt_keeps_what_it_wrote_in_its_own_folder(project):
     rows, out = sweep(project, str(project / "quiet"), "--nothing")
     assert [r["trial_dir"] for r in rows.values()] == [None, None]
     assert not any((project / "quiet" / "sweep=own" / "_trials").iterdir()), "no empty folder left"
+
+
+def test_a_failed_trials_files_are_kept_and_shown_by_status(project, capsys):
+    rows, _ = sweep(project, str(project / "results"), "--fail", status="error")
+    assert all((Path(r["trial_dir"]) / "env.txt").is_file() for r in rows.values())
+    capsys.readouterr()
+    main(["status", str(project / "results")])
+    out = capsys.readouterr().out
+    for row in rows.values():
+        assert f"    its files: {row['trial_dir']}" in out
 
 
 def test_writes_into_the_shared_workdir_are_named(project):

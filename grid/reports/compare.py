@@ -24,7 +24,7 @@ from rich.table import Table
 
 from grid.errors import ResultsError, UsageError
 from grid.reports.build import metrics_of
-from grid.reports.table import Spread, counts_text, fmt_number, show, sort_key, spread, trial_config
+from grid.reports.table import SHARED_KEY, Spread, counts_text, fmt_number, show, sort_key, spread, trial_config
 from grid.results.dedupe import latest_attempts
 from grid.results.schema import GOALS, known_goal
 from grid.results.store import ResultStore
@@ -285,10 +285,16 @@ def _nothing_in_common(base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[
         f"current {', '.join(sorted(values[1][k])) or '(absent)'}"
         for k in differ
     )
+    why = f"no config of the current run {uris[1]} is in the baseline {uris[0]}, so nothing can be compared"
+    if SHARED_KEY in differ:
+        return (
+            f"{why}: the trials of one run shared their GPUs (packing: {SHARED_KEY}) and those of the other "
+            f"did not, and shared timings are never compared with a GPU's own ({detail}). Run both the same "
+            f"way (exclusive: true in the spec keeps a GPU to each trial)"
+        )
     return (
-        f"no config of the current run {uris[1]} is in the baseline {uris[0]}, so nothing can be compared "
-        f"(the spec changed?). They differ in {detail}. If that change is meant, recreate the baseline from "
-        f"a run of the new spec, or leave the key out of the join with --ignore {','.join(differ)}"
+        f"{why} (the spec changed?). They differ in {detail}. If that change is meant, recreate the baseline "
+        f"from a run of the new spec, or leave the key out of the join with --ignore {','.join(differ)}"
     )
 
 
@@ -312,6 +318,11 @@ def _has_values(table: pa.Table, metric: str) -> bool:
 
 
 def _check_ignore(ignore: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    if SHARED_KEY in ignore:
+        raise UsageError(
+            f"--ignore: {SHARED_KEY} keeps the timings of trials that shared a GPU apart from a GPU's own; "
+            f"it cannot be left out of the join"
+        )
     keys = {k for r in rows for k in trial_config(r)}
     unknown = [k for k in ignore if k not in keys]
     if unknown:

@@ -61,10 +61,12 @@ def print_summary(rows: list[dict[str, Any]], axes: list[str], title: str, conso
 
 
 def _failure(row: dict[str, Any], who: str) -> str:
-    """A failed attempt in two lines: status, trial, error and its message; the log."""
+    """A failed attempt in two lines: status, trial, error and its message; the log (and the files it
+    wrote into its own folder: a partial checkpoint, a dump)."""
     return (
         f"[red]{row['status']}[/] {who} attempt {row['attempt']} "
         f"{row.get('error_type') or ''}: {failure_line(row)}\n    log: {row.get('log_path')}"
+        + (f"\n    its files: {row['trial_dir']}" if row.get("trial_dir") else "")
     )
 
 

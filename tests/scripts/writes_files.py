@@ -11,6 +11,7 @@ p.add_argument("--value", required=True)
 p.add_argument("--out", default=None)
 p.add_argument("--shared", action="store_true")
 p.add_argument("--nothing", action="store_true")
+p.add_argument("--fail", action="store_true")
 args = p.parse_args()
 if not args.nothing:
     Path(os.environ["GRID_TRIAL_DIR"], "env.txt").write_text(args.value)
@@ -19,4 +20,6 @@ if not args.nothing:
         Path(args.out, "logs", "arg.txt").write_text(args.value)
 if args.shared:
     Path("checkpoint.txt").write_text(args.value)
+if args.fail:
+    raise SystemExit(f"failed after writing {args.value}")
 print("done", args.value)
