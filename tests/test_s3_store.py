@@ -116,7 +116,33 @@ def test_what_a_trial_writes_into_its_own_folder_is_uploaded(aws_env, tmp_path):
     for name in ("env.txt", "logs/arg.txt"):
         with fs.open_input_stream(f"{folder}/{name}") as f:
             assert f.read() == b"a"
-    assert not list(Path(tempfile.gettempdir(), "gpu-grid-trials", "own").glob("*")), "the local copy is removed"
+    copies = Path(tempfile.gettempdir(), "gpu-grid-trials", "own").glob(f"{row['trial_id']}-*")
+    assert not list(copies), "the local copy is removed"
+
+
+def test_a_rerun_attempt_resumes_from_the_uploaded_folder(aws_env, tmp_path):
+    shutil.copy(Path(__file__).parent / "scripts" / "resumable.py", tmp_path)
+    spec = parse_spec({"name": "resume", "command": "python resumable.py"}, base_dir=tmp_path)
+    for retry in (False, True):
+        opts = RunOptions(results=aws_env.uri("resume"), runner="local", live=False, retry_failed=retry)
+        run_sweep(spec, opts, console=Console(file=io.StringIO()))
+    rows = sorted(ResultStore(aws_env.uri("resume")).read("resume").to_pylist(), key=lambda r: r["attempt"])
+    assert [r["status"] for r in rows] == ["error", "ok"], rows[-1]["error_tail"]
+    assert rows[1]["previous_trial_dir"] == rows[0]["trial_dir"] and rows[0]["trial_dir"].startswith("s3://")
+    assert b"resumed from 3, finished at step 5" in everything_written(aws_env, "resume")
+    copies = Path(tempfile.gettempdir(), "gpu-grid-trials", "resume").glob(f"{rows[0]['trial_id']}-*")
+    assert not list(copies), "the local folders and the previous attempt's copy are removed"
+
+
+def test_a_folder_left_on_this_machine_by_a_cut_off_attempt_is_uploaded_and_resumed_from(aws_env):
+    store = ResultStore(aws_env.uri("cutoff"))
+    staged = Path(store.local_trial_dir("cutoff", "t1", 0))  # attempt 0 stopped by Ctrl-C before its upload
+    (staged / "step.txt").write_text("7")
+    local, kept = store.previous_trial_dir("cutoff", "t1", 1)
+    assert kept == store.display_path(store.trial_dir_path("cutoff", "t1", 0)) and kept.startswith("s3://")
+    assert Path(local, "step.txt").read_text() == "7" and not staged.exists()
+    assert everything_written(aws_env, "cutoff") == b"7"
+    assert store.previous_trial_dir("cutoff", "t1", 0) is None and store.previous_trial_dir("cutoff", "t2", 1) is None
 
 
 def test_lost_marker_never_replaces_a_written_outcome(aws_env):

@@ -1,6 +1,7 @@
 """Each attempt's own folder (GRID_TRIAL_DIR, `{trial_dir}`): what a user's script writes there is
 kept per attempt beside the results (uploaded to S3 there), an attempt that writes nothing leaves
-nothing, and a sweep whose trials write into the workdir they all share is told so, by name."""
+nothing, the next attempt of a trial gets the last one's folder to resume from, and a sweep whose
+trials write into the workdir they all share is told so, by name."""
 
 from __future__ import annotations
 
@@ -93,6 +94,24 @@ def test_a_function_finds_its_folder_with_gridtrial(project):
     row = ResultStore(str(project / "r")).latest("fn").to_pylist()[0]
     assert row["status"] == "ok", row["error_tail"]
     assert (Path(row["trial_dir"]) / "model.txt").read_text() == "0.5"
+
+
+def test_a_rerun_attempt_resumes_from_the_previous_attempts_folder(project):
+    shutil.copy(SCRIPT.parent / "resumable.py", project)
+    spec = parse_spec({"name": "resume", "command": "python resumable.py"}, base_dir=project)
+    results = str(project / "r")
+    for retry in (False, True):
+        opts = RunOptions(
+            results=results, runner="local", live=False, retry_failed=retry, state_dir=str(project / ".s")
+        )
+        run_sweep(spec, opts, console=Console(file=io.StringIO()))
+    first, second = sorted(ResultStore(results).read("resume").to_pylist(), key=lambda r: r["attempt"])
+    assert first["status"] == "error" and first["previous_trial_dir"] is None
+    assert second["status"] == "ok", second["error_tail"]
+    assert second["previous_trial_dir"] == first["trial_dir"]
+    assert "resumed from 3, finished at step 5" in Path(second["log_path"]).read_text()
+    assert (Path(first["trial_dir"]) / "ckpt" / "step.txt").read_text() == "3"  # the earlier folder is kept as it was
+    assert (Path(second["trial_dir"]) / "ckpt" / "step.txt").read_text() == "5"
 
 
 def test_spec_reserves_trial_dir_and_fills_its_placeholder(project):

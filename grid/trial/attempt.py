@@ -89,12 +89,15 @@ def _start(
 ) -> tuple[ChildOutcome | None, int]:
     """Run the attempt's process; also where its own output starts in the log."""
     with open(log_file, "wb") as log:  # an attempt number is never reused: a log holds one run
-        log.write(
-            f"[gpu-grid] trial {trial.trial_id} attempt {attempt} on {placement.host} "
-            f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'} in {launch.cwd}\n"
-            f"[gpu-grid] {launch.command}\n"
-            f"[gpu-grid] its own folder (GRID_TRIAL_DIR): {launch.explicit.get('GRID_TRIAL_DIR', '-')}\n".encode()
-        )
+        header = [
+            f"trial {trial.trial_id} attempt {attempt} on {placement.host} "
+            f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'} in {launch.cwd}",
+            launch.command,
+            f"its own folder (GRID_TRIAL_DIR): {launch.explicit.get('GRID_TRIAL_DIR', '-')}",
+        ]
+        if previous := launch.explicit.get("GRID_PREVIOUS_TRIAL_DIR"):
+            header.append(f"the previous attempt's folder (GRID_PREVIOUS_TRIAL_DIR): {previous}")
+        log.write("".join(f"[gpu-grid] {line}\n" for line in header).encode())
         if launch.missing:
             log.write(f"[gpu-grid] cannot start: {launch.missing}\n".encode())
             return None, log.tell()
@@ -218,8 +221,9 @@ def attempt_row(
     compilation cache for the sweep (none: the trial compiles cold)."""
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
     own_dir = store.local_trial_dir(spec.name, trial.trial_id, attempt)
+    previous = store.previous_trial_dir(spec.name, trial.trial_id, attempt) if attempt else None
     try:
-        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir)
+        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir, previous)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
         outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [])
         records = collect.read_records(os.path.join(scratch, "records"))
@@ -228,6 +232,8 @@ def attempt_row(
         log_path = store.commit_log(log_file, spec.name, trial.trial_id, attempt)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if previous and previous[0] != previous[1]:  # a copy of a remote folder
+            shutil.rmtree(previous[0], ignore_errors=True)
     trial_dir = store.commit_trial_dir(own_dir, spec.name, trial.trial_id, attempt)
 
     row = base_row(spec, trial, attempt, placement)
@@ -239,6 +245,7 @@ def attempt_row(
             "child_env_json": json.dumps(launch.explicit, sort_keys=True),
             "log_path": log_path,
             "trial_dir": trial_dir,
+            "previous_trial_dir": previous[1] if previous else None,
             "command": launch.command,
             "queued_at": utc_time(times.queued_at),
             "dispatched_at": utc_time(times.dispatched_at),

@@ -71,6 +71,14 @@ def trial_dir(default: str = ".") -> str:
     return os.environ.get("GRID_TRIAL_DIR") or default
 
 
+def previous_trial_dir() -> str | None:
+    """The folder of this trial's latest earlier attempt that wrote files (cut off by Ctrl-C, a lost
+    node or a timeout): resume from its checkpoint. None on a first attempt and outside a trial."""
+    import os
+
+    return os.environ.get("GRID_PREVIOUS_TRIAL_DIR") or None
+
+
 def memory_cap() -> dict[str, str]:
     """What the bootstrap applied in this process, per framework imported: {'torch': '...'}."""
     state = _current()
