@@ -17,6 +17,7 @@ from rich.console import Console
 from grid.errors import ResultsError
 from grid.results.rows import base_row
 from grid.results.store import ResultStore
+from grid.results.trialdir import TrialFolder
 from grid.scheduler.driver import Running, Scheduler
 from grid.scheduler.pool import LocalPool
 from grid.scheduler.progress import PlainProgress
@@ -110,9 +111,10 @@ def test_what_a_trial_writes_into_its_own_folder_is_uploaded(aws_env, tmp_path):
         spec, RunOptions(results=aws_env.uri("own"), runner="local", live=False), console=Console(file=io.StringIO())
     )
     row = ResultStore(aws_env.uri("own")).latest("own").to_pylist()[0]
-    assert row["status"] == "ok" and row["trial_dir"].startswith("s3://") and row["trial_dir"].endswith("-0")
+    assert row["status"] == "ok" and row["trial_dir"].startswith("s3://")
     fs, root = pafs.FileSystem.from_uri(aws_env.uri("own"))
-    folder = f"{root}/sweep=own/_trials/{row['trial_id']}-0"
+    folder = f"{root}/sweep=own/_trials/{row['trial_id']}"
+    assert row["trial_dir"].endswith(folder)
     for name in ("env.txt", "logs/arg.txt"):
         with fs.open_input_stream(f"{folder}/{name}") as f:
             assert f.read() == b"a"
@@ -120,7 +122,7 @@ def test_what_a_trial_writes_into_its_own_folder_is_uploaded(aws_env, tmp_path):
     assert not list(copies), "the local copy is removed"
 
 
-def test_a_rerun_attempt_resumes_from_the_uploaded_folder(aws_env, tmp_path):
+def test_a_rerun_attempt_resumes_from_the_uploaded_folder_and_deletions_are_mirrored(aws_env, tmp_path):
     shutil.copy(Path(__file__).parent / "scripts" / "resumable.py", tmp_path)
     spec = parse_spec({"name": "resume", "command": "python resumable.py"}, base_dir=tmp_path)
     for retry in (False, True):
@@ -128,21 +130,28 @@ def test_a_rerun_attempt_resumes_from_the_uploaded_folder(aws_env, tmp_path):
         run_sweep(spec, opts, console=Console(file=io.StringIO()))
     rows = sorted(ResultStore(aws_env.uri("resume")).read("resume").to_pylist(), key=lambda r: r["attempt"])
     assert [r["status"] for r in rows] == ["error", "ok"], rows[-1]["error_tail"]
-    assert rows[1]["previous_trial_dir"] == rows[0]["trial_dir"] and rows[0]["trial_dir"].startswith("s3://")
+    assert rows[1]["trial_dir"] == rows[0]["trial_dir"] and rows[0]["trial_dir"].startswith("s3://")
+    assert "held 1 file(s) of earlier attempts" in rows[1]["notes"][0]
     assert b"resumed from 3, finished at step 5" in everything_written(aws_env, "resume")
     copies = Path(tempfile.gettempdir(), "gpu-grid-trials", "resume").glob(f"{rows[0]['trial_id']}-*")
-    assert not list(copies), "the local folders and the previous attempt's copy are removed"
+    assert not list(copies), "the local copies are removed"
+
+    store = ResultStore(aws_env.uri("resume"))  # an attempt that deletes its checkpoint at the end
+    folder = TrialFolder(store, "resume", rows[0]["trial_id"], 2)
+    local, held = folder.open()
+    assert held == 1 and Path(local, "ckpt", "step.txt").read_text() == "5"
+    shutil.rmtree(Path(local, "ckpt"))
+    assert folder.close(local) is None and not folder._remote_files()
 
 
-def test_a_folder_left_on_this_machine_by_a_cut_off_attempt_is_uploaded_and_resumed_from(aws_env):
+def test_a_copy_left_on_this_machine_by_a_cut_off_attempt_goes_up_first(aws_env):
     store = ResultStore(aws_env.uri("cutoff"))
-    staged = Path(store.local_trial_dir("cutoff", "t1", 0))  # attempt 0 stopped by Ctrl-C before its upload
-    (staged / "step.txt").write_text("7")
-    local, kept = store.previous_trial_dir("cutoff", "t1", 1)
-    assert kept == store.display_path(store.trial_dir_path("cutoff", "t1", 0)) and kept.startswith("s3://")
-    assert Path(local, "step.txt").read_text() == "7" and not staged.exists()
+    copy, _ = TrialFolder(store, "cutoff", "t1", 0).open()  # attempt 0, stopped by Ctrl-C before its upload
+    Path(copy, "step.txt").write_text("7")
+    local, held = TrialFolder(store, "cutoff", "t1", 1).open()
+    assert held == 1 and Path(local, "step.txt").read_text() == "7" and not Path(copy).exists()
     assert everything_written(aws_env, "cutoff") == b"7"
-    assert store.previous_trial_dir("cutoff", "t1", 0) is None and store.previous_trial_dir("cutoff", "t2", 1) is None
+    assert TrialFolder(store, "cutoff", "t2", 1).open()[1] == 0
 
 
 def test_lost_marker_never_replaces_a_written_outcome(aws_env):

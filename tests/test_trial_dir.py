@@ -1,12 +1,14 @@
-"""Each attempt's own folder (GRID_TRIAL_DIR, `{trial_dir}`): what a user's script writes there is
-kept per attempt beside the results (uploaded to S3 there), an attempt that writes nothing leaves
-nothing, the next attempt of a trial gets the last one's folder to resume from, and a sweep whose
+"""Each trial's own folder (GRID_TRIAL_DIR, `{trial_dir}`): what a user's script writes there is
+kept beside the results (uploaded to S3 there), a trial that writes nothing leaves nothing, a
+rerun attempt finds what the earlier one left (a checkpoint to resume from), and a sweep whose
 trials write into the workdir they all share is told so, by name."""
 
 from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,17 @@ def sweep(
     return rows, " ".join(out.getvalue().split())
 
 
+def run_then_retry(spec, project: Path) -> str:
+    """Run a sweep, then again with --retry-failed; the results' location."""
+    results = str(project / "r")
+    for retry in (False, True):
+        opts = RunOptions(
+            results=results, runner="local", live=False, retry_failed=retry, state_dir=str(project / ".s")
+        )
+        run_sweep(spec, opts, console=Console(file=io.StringIO()))
+    return results
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     shutil.copy(SCRIPT, tmp_path / SCRIPT.name)
@@ -53,7 +66,7 @@ def test_each_attempt_keeps_what_it_wrote_in_its_own_folder(project):
     rows, out = sweep(project, str(results))
     for value, row in rows.items():
         folder = Path(row["trial_dir"])
-        assert folder == results / "sweep=own" / "_trials" / f"{row['trial_id']}-0"
+        assert folder == results / "sweep=own" / "_trials" / row["trial_id"]
         assert (folder / "env.txt").read_text() == value  # $GRID_TRIAL_DIR
         assert (folder / "logs" / "arg.txt").read_text() == value  # {trial_dir} in the command
         assert f"its own folder (GRID_TRIAL_DIR): {folder}" in Path(row["log_path"]).read_text()
@@ -77,8 +90,8 @@ def test_a_failed_trials_files_are_kept_and_shown_by_status(project, capsys):
 def test_writes_into_the_shared_workdir_are_named(project):
     _, out = sweep(project, str(project / "results"), "--shared")
     assert (project / "checkpoint.txt").read_text() in ("a", "b")  # one trial's, the other's overwritten
-    assert "[grid] warning: the 2 trials wrote into the workdir they all share" in out
-    assert f"({project}): checkpoint.txt. Each trial wrote the same paths" in out
+    assert f"[grid] warning: files changed in the workdir that the 2 trials share ({project})" in out
+    assert "while they ran: checkpoint.txt. A trial that writes there" in out
     assert "write under $GRID_TRIAL_DIR" in out
 
 
@@ -96,22 +109,50 @@ def test_a_function_finds_its_folder_with_gridtrial(project):
     assert (Path(row["trial_dir"]) / "model.txt").read_text() == "0.5"
 
 
-def test_a_rerun_attempt_resumes_from_the_previous_attempts_folder(project):
+def test_a_rerun_attempt_resumes_from_what_the_earlier_one_left(project):
     shutil.copy(SCRIPT.parent / "resumable.py", project)
     spec = parse_spec({"name": "resume", "command": "python resumable.py"}, base_dir=project)
-    results = str(project / "r")
-    for retry in (False, True):
-        opts = RunOptions(
-            results=results, runner="local", live=False, retry_failed=retry, state_dir=str(project / ".s")
-        )
-        run_sweep(spec, opts, console=Console(file=io.StringIO()))
+    results = run_then_retry(spec, project)
     first, second = sorted(ResultStore(results).read("resume").to_pylist(), key=lambda r: r["attempt"])
-    assert first["status"] == "error" and first["previous_trial_dir"] is None
+    assert first["status"] == "error" and not first["notes"]
     assert second["status"] == "ok", second["error_tail"]
-    assert second["previous_trial_dir"] == first["trial_dir"]
+    assert second["trial_dir"] == first["trial_dir"]
+    assert "its folder held 1 file(s) of earlier attempts when it started" in second["notes"][0]
     assert "resumed from 3, finished at step 5" in Path(second["log_path"]).read_text()
-    assert (Path(first["trial_dir"]) / "ckpt" / "step.txt").read_text() == "3"  # the earlier folder is kept as it was
     assert (Path(second["trial_dir"]) / "ckpt" / "step.txt").read_text() == "5"
+
+
+def test_grid_runs_own_output_into_the_workdir_is_not_named(project):
+    (project / "grid.yaml").write_text(
+        "name: own\ncommand: python writes_files.py --value {value} --shared\naxes: {value: [a, b]}\n"
+    )
+    argv = [sys.executable, "-m", "grid", "run", "grid.yaml", "--runner", "local", "--plain", "--state-dir", ".st"]
+    with open(project / "run.log", "w") as log:  # grid run ... > run.log, in the project folder
+        subprocess.run(argv, cwd=project, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120)
+    out = " ".join((project / "run.log").read_text().split())
+    assert "while they ran: checkpoint.txt. A trial" in out  # run.log itself is not named
+
+
+@pytest.mark.slow
+def test_keras_backup_and_restore_resumes_with_no_change_to_the_script(project):
+    shutil.copy(SCRIPT.parent / "keras_backup.py", project)
+    (project / "cut-once").write_text("")
+    spec = parse_spec(
+        {
+            "name": "backup",
+            "command": "python keras_backup.py --backup {trial_dir}",
+            "params": {"backend": "jax"},
+            "timeout_s": 300,
+        },
+        base_dir=project,
+    )
+    results = run_then_retry(spec, project)
+    first, second = sorted(ResultStore(results).read("backup").to_pylist(), key=lambda r: r["attempt"])
+    assert first["status"] == "error" and first["exit_code"] == 3 and first["trial_dir"]
+    assert second["status"] == "ok", second["error_tail"]
+    assert "epochs run in this process: 3" in Path(second["log_path"]).read_text()  # epochs 4-6, not 1-6
+    assert len(second["epoch_times"]) == 3
+    assert second["trial_dir"] is None  # BackupAndRestore deletes its backup when training ends
 
 
 def test_spec_reserves_trial_dir_and_fills_its_placeholder(project):

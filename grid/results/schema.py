@@ -19,7 +19,7 @@ from grid.errors import ResultsError
 # 3: stray_processes, containment, gpu_foreign_pids, gpu_wait_s
 # 4: searches (search_*), packing (shared_with), energy
 # 5: gpu_util_pct, gpu_compute_s, compile, compile_saved_s, start
-# 6: trial_dir, previous_trial_dir
+# 6: trial_dir
 SCHEMA_VERSION = 6
 GOALS = ("max", "min")
 
@@ -132,8 +132,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("started_at", _TS, "when its process started", "time"),
     Column("ended_at", _TS, "when its process ended", "time"),
     Column("log_path", _S, "the trial's output", "detail"),
-    Column("trial_dir", _S, "the attempt's own folder (GRID_TRIAL_DIR) if it wrote files there", "detail"),
-    Column("previous_trial_dir", _S, "an earlier attempt's folder it was given (GRID_PREVIOUS_TRIAL_DIR)", "detail"),
+    Column("trial_dir", _S, "the trial's own folder (GRID_TRIAL_DIR), if it holds files", "detail"),
     Column("grid_version", _S, "gpu-grid's version", "where"),
 )
 

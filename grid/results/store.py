@@ -4,8 +4,7 @@ Layout under the results URI (a local directory, `s3://bucket/prefix`, or any py
 
     sweep=<name>/<trial_id>-<attempt>.parquet   one file per finished attempt
     sweep=<name>/_logs/<trial_id>-<attempt>.log the child's stdout and stderr
-    sweep=<name>/_trials/<trial_id>-<attempt>/   what the trial wrote into its own folder (GRID_TRIAL_DIR);
-                                                 the next attempt of the trial gets it as GRID_PREVIOUS_TRIAL_DIR
+    sweep=<name>/_trials/<trial_id>/             the trial's own folder (GRID_TRIAL_DIR: trialdir.py)
 
 A file is written under a temporary name that does not end in `.parquet` (so globbing readers
 such as DuckDB never see it) and renamed; on object storage the completed upload is the commit.
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -74,9 +72,6 @@ class ResultStore:
 
     def log_path(self, sweep: str, trial_id: str, attempt: int) -> str:
         return f"{self.sweep_dir(sweep)}/_logs/{trial_id}-{attempt}.log"
-
-    def trial_dir_path(self, sweep: str, trial_id: str, attempt: int) -> str:
-        return f"{self.sweep_dir(sweep)}/_trials/{trial_id}-{attempt}"
 
     def display_path(self, path: str) -> str:
         return path if self.is_local else f"{self.uri.split('://', 1)[0]}://{path}"
@@ -168,53 +163,6 @@ class ResultStore:
         scratch = os.path.join(os.environ.get("TMPDIR", "/tmp"), "gpu-grid-logs", sweep)
         os.makedirs(scratch, exist_ok=True)
         return os.path.join(scratch, f"{trial_id}-{attempt}.log")
-
-    def _staged_trial_dir(self, sweep: str, trial_id: str, attempt: int) -> str:
-        """Where an attempt's folder lives on this machine until it is uploaded (remote results)."""
-        return os.path.join(os.environ.get("TMPDIR", "/tmp"), "gpu-grid-trials", sweep, f"{trial_id}-{attempt}")
-
-    def local_trial_dir(self, sweep: str, trial_id: str, attempt: int) -> str:
-        """The attempt's own folder on this machine, created empty (uploaded by `commit_trial_dir` if remote)."""
-        path = self.trial_dir_path(sweep, trial_id, attempt)
-        if not self.is_local:
-            path = self._staged_trial_dir(sweep, trial_id, attempt)
-        os.makedirs(path, exist_ok=True)
-        return path
-
-    def commit_trial_dir(self, local_dir: str, sweep: str, trial_id: str, attempt: int) -> str | None:
-        """Keep what the attempt wrote into its folder (uploaded to a remote store); None, and the
-        folder removed, when it wrote nothing."""
-        if not any(files for _, _, files in os.walk(local_dir)):
-            shutil.rmtree(local_dir, ignore_errors=True)
-            return None
-        remote = self.trial_dir_path(sweep, trial_id, attempt)
-        if not self.is_local:
-            pafs.copy_files(local_dir, remote, destination_filesystem=self.fs)
-            shutil.rmtree(local_dir, ignore_errors=True)
-        return self.display_path(remote)
-
-    def previous_trial_dir(self, sweep: str, trial_id: str, attempt: int) -> tuple[str, str] | None:
-        """The folder of the trial's latest earlier attempt that wrote files (a checkpoint to resume
-        from: an attempt cut off by Ctrl-C or a lost node, a timeout rerun with --retry-failed), as
-        (a path on this machine, where it is kept); downloaded when the results are remote. None
-        without one."""
-        for earlier in range(attempt - 1, -1, -1):
-            kept = self.trial_dir_path(sweep, trial_id, earlier)
-            if self.is_local:
-                if any(files for _, _, files in os.walk(kept)):
-                    return kept, kept
-                continue
-            staged = self._staged_trial_dir(sweep, trial_id, earlier)
-            if os.path.isdir(staged):  # cut off on this machine (Ctrl-C) before its upload: upload it now
-                self.commit_trial_dir(staged, sweep, trial_id, earlier)
-            selector = pafs.FileSelector(kept, recursive=True, allow_not_found=True)
-            if any(info.type == pafs.FileType.File for info in self.fs.get_file_info(selector)):
-                local = self._staged_trial_dir(sweep, trial_id, attempt) + "-previous"
-                shutil.rmtree(local, ignore_errors=True)
-                os.makedirs(local)
-                pafs.copy_files(kept, local, source_filesystem=self.fs)
-                return local, self.display_path(kept)
-        return None
 
     def commit_log(self, local_file: str, sweep: str, trial_id: str, attempt: int) -> str:
         remote = self.log_path(sweep, trial_id, attempt)

@@ -21,7 +21,7 @@ from grid.scheduler.pool import LocalPool, Pool
 from grid.scheduler.progress import make_progress
 from grid.scheduler.resume import Pending, plan_attempts
 from grid.scheduler.search import SearchRun, plan_text
-from grid.scheduler.workdir_writes import Snapshot, changed, snapshot, warning
+from grid.scheduler.workdir_writes import Snapshot, changed, own_output, snapshot, warning
 from grid.shared import Trial
 from grid.spec.expand import Expansion, expand
 from grid.spec.model import GridSpec
@@ -124,7 +124,7 @@ def _workdir(spec: GridSpec, store: ResultStore, opts: RunOptions) -> Snapshot |
     """The workdir before a user's trials run (built-in workloads write nothing there)."""
     if spec.workload_def.builtin:
         return None
-    return snapshot(spec.workdir, [store.root if store.is_local else "", opts.state_dir])
+    return snapshot(spec.workdir, [store.root if store.is_local else "", opts.state_dir, *own_output()])
 
 
 def _shared_writes(

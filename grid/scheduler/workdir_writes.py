@@ -28,10 +28,23 @@ class Snapshot:
     files: dict[str, Stamp] | None  # relative path -> stamp; None: too large to check
 
 
+def own_output() -> list[str]:
+    """The files this process's standard output and error go to (`grid run ... > run.log`)."""
+    found = []
+    for fd in (1, 2):
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if os.path.isfile(path):
+            found.append(path)
+    return found
+
+
 def snapshot(root: str, exclude: list[str]) -> Snapshot:
-    """The workdir's files and their stamps, leaving out `exclude` (folders: results, state), hidden
-    folders (.git, .venv) and __pycache__."""
-    skip = {os.path.realpath(p) for p in exclude}
+    """The workdir's files and their stamps, leaving out `exclude` (folders such as the results and
+    the state, or files), hidden folders (.git, .venv) and __pycache__."""
+    skip = {os.path.realpath(p) for p in exclude if p}
     files: dict[str, Stamp] = {}
     deadline = time.monotonic() + MAX_SECONDS
     stack = [root]
@@ -50,7 +63,7 @@ def snapshot(root: str, exclude: list[str]) -> Snapshot:
                         continue
                     if os.path.realpath(entry.path) not in skip:
                         stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
+                elif entry.is_file(follow_symlinks=False) and os.path.realpath(entry.path) not in skip:
                     st = entry.stat(follow_symlinks=False)
                     files[os.path.relpath(entry.path, root)] = (st.st_mtime_ns, st.st_size)
             except OSError:
@@ -68,9 +81,10 @@ def changed(before: Snapshot, after: Snapshot) -> list[str]:
 def warning(paths: list[str], root: str, attempts: int) -> str:
     shown = ", ".join(paths[:SHOWN]) + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
     return (
-        f"[grid] warning: the {attempts} trials wrote into the workdir they all share ({root}): {shown}. "
-        f"Each trial wrote the same paths, so each overwrote the last one's, and trials that ran at the "
-        f"same time mixed theirs. Give each its own: write under $GRID_TRIAL_DIR (gridtrial.trial_dir() "
-        f"in Python, {{trial_dir}} in the command, e.g. --out {{trial_dir}}); each attempt's folder is kept "
-        f"under <results>/sweep=<name>/_trials/ and its row's trial_dir names it"
+        f"[grid] warning: files changed in the workdir that the {attempts} trials share ({root}) while "
+        f"they ran: {shown}. A trial that writes there writes the same paths as every other trial: each "
+        f"overwrites the last one's, and trials that run at the same time mix theirs. Give each its own: "
+        f"write under $GRID_TRIAL_DIR (gridtrial.trial_dir() in Python, {{trial_dir}} in the command, e.g. "
+        f"--out {{trial_dir}}); each trial's folder is kept under <results>/sweep=<name>/_trials/ and its "
+        f"row's trial_dir names it"
     )

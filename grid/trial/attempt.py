@@ -21,6 +21,7 @@ from grid.results.rows import base_row
 from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
 from grid.results.spool import Delivered, DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
+from grid.results.trialdir import TrialFolder
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
 from grid.spec.model import GridSpec
 from grid.trial import collect, compilecache, gpulock, warm
@@ -85,7 +86,14 @@ def energy_per_work(row: dict[str, Any], samplers: list, spans: list[tuple[float
 
 
 def _start(
-    launch: Launch, spec: GridSpec, trial: Trial, attempt: int, placement: Placement, log_file: str, samplers: list
+    launch: Launch,
+    spec: GridSpec,
+    trial: Trial,
+    attempt: int,
+    placement: Placement,
+    log_file: str,
+    samplers: list,
+    earlier_files: int = 0,
 ) -> tuple[ChildOutcome | None, int]:
     """Run the attempt's process; also where its own output starts in the log."""
     with open(log_file, "wb") as log:  # an attempt number is never reused: a log holds one run
@@ -93,10 +101,9 @@ def _start(
             f"trial {trial.trial_id} attempt {attempt} on {placement.host} "
             f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'} in {launch.cwd}",
             launch.command,
-            f"its own folder (GRID_TRIAL_DIR): {launch.explicit.get('GRID_TRIAL_DIR', '-')}",
+            f"its own folder (GRID_TRIAL_DIR): {launch.explicit.get('GRID_TRIAL_DIR', '-')}"
+            + (f" ({earlier_files} file(s) from earlier attempts)" if earlier_files else ""),
         ]
-        if previous := launch.explicit.get("GRID_PREVIOUS_TRIAL_DIR"):
-            header.append(f"the previous attempt's folder (GRID_PREVIOUS_TRIAL_DIR): {previous}")
         log.write("".join(f"[gpu-grid] {line}\n" for line in header).encode())
         if launch.missing:
             log.write(f"[gpu-grid] cannot start: {launch.missing}\n".encode())
@@ -220,21 +227,19 @@ def attempt_row(
     """Run one attempt in an isolated process tree; returns its row. `compile_dir`: this node's
     compilation cache for the sweep (none: the trial compiles cold)."""
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
-    own_dir = store.local_trial_dir(spec.name, trial.trial_id, attempt)
-    previous = store.previous_trial_dir(spec.name, trial.trial_id, attempt) if attempt else None
+    folder = TrialFolder(store, spec.name, trial.trial_id, attempt)
+    own_dir, earlier_files = folder.open()
     try:
-        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir, previous)
+        launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
-        outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [])
+        outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [], earlier_files)
         records = collect.read_records(os.path.join(scratch, "records"))
         measured = measured_fields(spec, trial, records, log_file, offset)
         tail = log_tail(log_file)
         log_path = store.commit_log(log_file, spec.name, trial.trial_id, attempt)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if previous and previous[0] != previous[1]:  # a copy of a remote folder
-            shutil.rmtree(previous[0], ignore_errors=True)
-    trial_dir = store.commit_trial_dir(own_dir, spec.name, trial.trial_id, attempt)
+    trial_dir = folder.close(own_dir)
 
     row = base_row(spec, trial, attempt, placement)
     row.update(gpu_info or {})
@@ -245,13 +250,17 @@ def attempt_row(
             "child_env_json": json.dumps(launch.explicit, sort_keys=True),
             "log_path": log_path,
             "trial_dir": trial_dir,
-            "previous_trial_dir": previous[1] if previous else None,
             "command": launch.command,
             "queued_at": utc_time(times.queued_at),
             "dispatched_at": utc_time(times.dispatched_at),
         }
     )
     row.update(measured)
+    if earlier_files:
+        row["notes"].append(
+            f"its folder held {earlier_files} file(s) of earlier attempts when it started (a script that "
+            f"checkpoints there resumes from them)"
+        )
     row.update(energy_per_work(row, samplers or [], collect.steady_spans(records)))
     error = collect.first_error(records)
     if outcome is None:

@@ -3,8 +3,7 @@
 - The trial JSON (its path in GRID_TRIAL) holds the config, the GPUs, where each Python process
   of the trial leaves its record, and what to run. Every config value is also a GRID_<NAME>
   variable; GRID_TRIAL_ID and GRID_ATTEMPT name the attempt; GRID_TRIAL_DIR (`{trial_dir}`) is the
-  attempt's own empty folder for what it writes (the workdir is shared by every trial), and
-  GRID_PREVIOUS_TRIAL_DIR the trial's latest earlier attempt's folder, if one wrote files.
+  trial's own folder for what it writes (the workdir is shared by every trial; trialdir.py).
 - PYTHONPATH starts with tasks/site, so every Python process of the trial runs the bootstrap;
   PATH starts with the trial interpreter's folder, so `python`, `torchrun` and friends inside the
   trial are that interpreter's.
@@ -66,7 +65,6 @@ def child_env(
     *,
     compile_dir: str | None = None,
     trial_dir: str = "",
-    previous_dir: str | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The child's whole environment, and the part gpu-grid set explicitly (the spec's `env` last)."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "GRID_")) and k not in _NOT_INHERITED}
@@ -84,8 +82,6 @@ def child_env(
     }
     if trial_dir:
         explicit["GRID_TRIAL_DIR"] = trial_dir
-    if previous_dir:
-        explicit["GRID_PREVIOUS_TRIAL_DIR"] = previous_dir
     if placement.on_gpu:
         explicit["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's device numbering = NVML's = Ray's
     backend = trial.config.get("backend")
@@ -135,11 +131,9 @@ def prepare(
     gpu_info: dict[str, Any] | None = None,
     compile_dir: str | None = None,
     trial_dir: str = "",
-    previous: tuple[str, str] | None = None,
 ) -> Launch:
     """Write the trial JSON into `scratch` and say how to start the attempt's process. `trial_dir`:
-    the attempt's own folder (GRID_TRIAL_DIR, `{trial_dir}`); `previous`: an earlier attempt's
-    folder on this machine and where it is kept (GRID_PREVIOUS_TRIAL_DIR)."""
+    the trial's own folder on this machine (GRID_TRIAL_DIR, `{trial_dir}`)."""
     records_dir = os.path.join(scratch, "records")
     os.makedirs(records_dir)
     doc = trial_document(spec, trial, attempt, placement, records_dir, gpu_info or {})
@@ -154,7 +148,6 @@ def prepare(
         trial_path,
         compile_dir=compile_dir,
         trial_dir=trial_dir,
-        previous_dir=previous[0] if previous else None,
     )
     if doc["command"]:
         argv = render(

@@ -64,19 +64,12 @@ def config() -> dict[str, Any]:
 
 
 def trial_dir(default: str = ".") -> str:
-    """The attempt's own folder for what it writes (checkpoints, logs, plots): kept per attempt under
-    the results, where the workdir is shared by every trial. `default` outside a trial."""
+    """The trial's own folder for what it writes (checkpoints, logs, plots): kept under the results,
+    the same for each attempt of the trial (a checkpoint there is found again when the trial
+    reruns), where the workdir is shared by every trial. `default` outside a trial."""
     import os
 
     return os.environ.get("GRID_TRIAL_DIR") or default
-
-
-def previous_trial_dir() -> str | None:
-    """The folder of this trial's latest earlier attempt that wrote files (cut off by Ctrl-C, a lost
-    node or a timeout): resume from its checkpoint. None on a first attempt and outside a trial."""
-    import os
-
-    return os.environ.get("GRID_PREVIOUS_TRIAL_DIR") or None
 
 
 def memory_cap() -> dict[str, str]:

@@ -1,0 +1,96 @@
+"""A trial's own folder (GRID_TRIAL_DIR, `{trial_dir}`), kept beside its results:
+
+    <results>/sweep=<name>/_trials/<trial_id>/
+
+One per trial and the same for each of its attempts, so that a script which checkpoints there
+resumes when its trial runs again (after Ctrl-C, a lost node, `--retry-failed`): Keras
+`BackupAndRestore`, Lightning's `ckpt_path="last"`, Hugging Face's `resume_from_checkpoint`, with
+no change. The workdir, by contrast, is shared by every trial.
+
+With the results on a local (or shared) disk the trial writes into the folder itself. With remote
+results (S3) an attempt works in a copy on its machine: what earlier attempts kept is downloaded
+before it starts and the copy is mirrored back when it ends (files it deleted are deleted there
+too); a copy that an attempt cut off on this machine left behind (Ctrl-C) is mirrored back first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from grid.results.store import ResultStore
+
+
+def _files(folder: str) -> list[str]:
+    """The files under a local folder, relative to it."""
+    return [os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names]
+
+
+@dataclass(frozen=True)
+class TrialFolder:
+    store: ResultStore
+    sweep: str
+    trial_id: str
+    attempt: int
+
+    @property
+    def kept(self) -> str:
+        """Where the folder is kept, in the store's filesystem."""
+        return f"{self.store.sweep_dir(self.sweep)}/_trials/{self.trial_id}"
+
+    def _copy_of(self, attempt: int) -> str:
+        tmp = os.environ.get("TMPDIR", "/tmp")
+        return os.path.join(tmp, "gpu-grid-trials", self.sweep, f"{self.trial_id}-{attempt}")
+
+    def open(self) -> tuple[str, int]:
+        """The folder this attempt writes into, on this machine, and how many files earlier
+        attempts left in it."""
+        if self.store.is_local:
+            os.makedirs(self.kept, exist_ok=True)
+            return self.kept, len(_files(self.kept))
+        self._mirror_cut_off_copies()
+        local = self._copy_of(self.attempt)
+        shutil.rmtree(local, ignore_errors=True)
+        os.makedirs(local)
+        if self._remote_files():
+            pafs.copy_files(self.kept, local, source_filesystem=self.store.fs)
+        return local, len(_files(local))
+
+    def close(self, local: str) -> str | None:
+        """Keep what the attempt left; the folder's path (a URI for remote results), or None when
+        it holds no file (an empty folder is removed)."""
+        left = _files(local)
+        if not self.store.is_local:
+            self._mirror(local, left)
+            shutil.rmtree(local, ignore_errors=True)
+        elif not left:
+            shutil.rmtree(local, ignore_errors=True)
+        return self.store.display_path(self.kept) if left else None
+
+    def _remote_files(self) -> list[str]:
+        selector = pafs.FileSelector(self.kept, recursive=True, allow_not_found=True)
+        return [
+            os.path.relpath(info.path, self.kept)
+            for info in self.store.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        ]
+
+    def _mirror(self, local: str, left: list[str]) -> None:
+        """The remote folder made what the local copy holds: uploads, then deletions."""
+        if left:
+            pafs.copy_files(local, self.kept, destination_filesystem=self.store.fs)
+        for gone in set(self._remote_files()) - set(left):
+            self.store.fs.delete_file(f"{self.kept}/{gone}")
+
+    def _mirror_cut_off_copies(self) -> None:
+        """The previous attempt of this trial ended on this machine before its upload (Ctrl-C) and
+        left its copy: that is the latest state of the folder, so it goes up. Copies of older
+        attempts are not (a later attempt elsewhere may have kept newer files); all are removed."""
+        previous = self._copy_of(self.attempt - 1)
+        if self.attempt and os.path.isdir(previous):
+            self._mirror(previous, _files(previous))
+        for attempt in range(self.attempt):
+            shutil.rmtree(self._copy_of(attempt), ignore_errors=True)
