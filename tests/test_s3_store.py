@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -152,6 +153,19 @@ def test_a_copy_left_on_this_machine_by_a_cut_off_attempt_goes_up_first(aws_env)
     assert held == 1 and Path(local, "step.txt").read_text() == "7" and not Path(copy).exists()
     assert everything_written(aws_env, "cutoff") == b"7"
     assert TrialFolder(store, "cutoff", "t2", 1).open()[1] == 0
+
+
+def test_a_store_that_cannot_give_or_take_the_folder_costs_the_trial_nothing(aws_env):
+    with socket.socket() as closed:  # a port nothing listens on: the store is down
+        closed.bind(("127.0.0.1", 0))
+        down = aws_env.uri("x").replace(aws_env.endpoint, f"127.0.0.1:{closed.getsockname()[1]}")
+    folder = TrialFolder(ResultStore(down), "down", "t1", 1)
+    local, held = folder.open()
+    assert held == 0 and "earlier files could not be read from s3://" in folder.notes[0]
+    Path(local, "ckpt.txt").write_text("1")
+    assert folder.close(local) == local and Path(local, "ckpt.txt").read_text() == "1"  # kept on this machine
+    assert "could not be written to s3://" in folder.notes[1]
+    assert f"1 file(s) are kept on {socket.gethostname()} at {local}" in folder.notes[2]
 
 
 def test_lost_marker_never_replaces_a_written_outcome(aws_env):

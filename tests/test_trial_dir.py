@@ -155,6 +155,17 @@ def test_keras_backup_and_restore_resumes_with_no_change_to_the_script(project):
     assert second["trial_dir"] is None  # BackupAndRestore deletes its backup when training ends
 
 
+def test_a_folder_the_store_cannot_make_costs_the_trial_nothing(project):
+    results = project / "results"
+    (results / "sweep=own").mkdir(parents=True)
+    (results / "sweep=own" / "_trials").write_text("")  # not a folder: no trial folder can be made there
+    rows, _ = sweep(project, str(results))
+    for value, row in rows.items():
+        assert row["status"] == "ok" and "its folder could not be made in" in row["notes"][0]
+        assert (Path(row["trial_dir"]) / "env.txt").read_text() == value  # kept on the worker's machine
+        assert "kept on" in row["notes"][-1]
+
+
 def test_spec_reserves_trial_dir_and_fills_its_placeholder(project):
     with pytest.raises(SpecError, match="params.trial_dir: 'trial_dir' is reserved: gpu-grid sets it"):
         parse_spec(

@@ -11,13 +11,17 @@ With the results on a local (or shared) disk the trial writes into the folder it
 results (S3) an attempt works in a copy on its machine: what earlier attempts kept is downloaded
 before it starts and the copy is mirrored back when it ends (files it deleted are deleted there
 too); a copy that an attempt cut off on this machine left behind (Ctrl-C) is mirrored back first.
+
+The folder never costs a trial its run: where the store cannot give or take it (down, full,
+read-only), the attempt works in a folder on its machine, which is kept there, and the row's
+notes say so. Files kept in the store are only deleted by mirroring a copy that started from them.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+import socket
 
 import pyarrow.fs as pafs
 
@@ -29,17 +33,13 @@ def _files(folder: str) -> list[str]:
     return [os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names]
 
 
-@dataclass(frozen=True)
 class TrialFolder:
-    store: ResultStore
-    sweep: str
-    trial_id: str
-    attempt: int
-
-    @property
-    def kept(self) -> str:
-        """Where the folder is kept, in the store's filesystem."""
-        return f"{self.store.sweep_dir(self.sweep)}/_trials/{self.trial_id}"
+    def __init__(self, store: ResultStore, sweep: str, trial_id: str, attempt: int):
+        self.store, self.sweep, self.trial_id, self.attempt = store, sweep, trial_id, attempt
+        self.kept = f"{store.sweep_dir(sweep)}/_trials/{trial_id}"  # in the store's filesystem
+        self.notes: list[str] = []
+        self._copy = not store.is_local  # the attempt works in a copy on this machine
+        self._from_store = False  # the copy started as what the store kept: its deletions may go back
 
     def _copy_of(self, attempt: int) -> str:
         tmp = os.environ.get("TMPDIR", "/tmp")
@@ -48,27 +48,51 @@ class TrialFolder:
     def open(self) -> tuple[str, int]:
         """The folder this attempt writes into, on this machine, and how many files earlier
         attempts left in it."""
-        if self.store.is_local:
-            os.makedirs(self.kept, exist_ok=True)
-            return self.kept, len(_files(self.kept))
-        self._mirror_cut_off_copies()
+        if not self._copy:
+            try:
+                os.makedirs(self.kept, exist_ok=True)
+                return self.kept, len(_files(self.kept))
+            except OSError as exc:
+                self._copy = True
+                self.notes.append(f"its folder could not be made in {self.kept} ({exc}); it wrote on its machine")
         local = self._copy_of(self.attempt)
         shutil.rmtree(local, ignore_errors=True)
         os.makedirs(local)
-        if self._remote_files():
-            pafs.copy_files(self.kept, local, source_filesystem=self.store.fs)
+        if not self.store.is_local:
+            try:
+                self._mirror_cut_off_copies()
+                if self._remote_files():
+                    pafs.copy_files(self.kept, local, source_filesystem=self.store.fs)
+                self._from_store = True
+            except Exception as exc:  # the store is down: run without what earlier attempts kept
+                shutil.rmtree(local, ignore_errors=True)
+                os.makedirs(local)
+                self.notes.append(f"its folder's earlier files could not be read from {self._shown()} ({exc})")
         return local, len(_files(local))
 
     def close(self, local: str) -> str | None:
-        """Keep what the attempt left; the folder's path (a URI for remote results), or None when
-        it holds no file (an empty folder is removed)."""
+        """Keep what the attempt left; where it is (a URI for remote results, a path on this
+        machine where the store could not take it), or None when it holds no file."""
         left = _files(local)
-        if not self.store.is_local:
-            self._mirror(local, left)
+        if not self._copy:
+            if not left:
+                shutil.rmtree(local, ignore_errors=True)
+            return self.kept if left else None
+        if not self.store.is_local and (left or self._from_store):
+            try:
+                self._mirror(local, left, deletions=self._from_store)
+                shutil.rmtree(local, ignore_errors=True)
+                return self._shown() if left else None
+            except Exception as exc:
+                self.notes.append(f"its folder could not be written to {self._shown()} ({exc})")
+        if not left:
             shutil.rmtree(local, ignore_errors=True)
-        elif not left:
-            shutil.rmtree(local, ignore_errors=True)
-        return self.store.display_path(self.kept) if left else None
+            return None
+        self.notes.append(f"its folder's {len(left)} file(s) are kept on {socket.gethostname()} at {local}")
+        return local
+
+    def _shown(self) -> str:
+        return self.store.display_path(self.kept)
 
     def _remote_files(self) -> list[str]:
         selector = pafs.FileSelector(self.kept, recursive=True, allow_not_found=True)
@@ -78,12 +102,13 @@ class TrialFolder:
             if info.type == pafs.FileType.File
         ]
 
-    def _mirror(self, local: str, left: list[str]) -> None:
-        """The remote folder made what the local copy holds: uploads, then deletions."""
+    def _mirror(self, local: str, left: list[str], deletions: bool) -> None:
+        """The remote folder made what the local copy holds: uploads, then (if allowed) deletions."""
         if left:
             pafs.copy_files(local, self.kept, destination_filesystem=self.store.fs)
-        for gone in set(self._remote_files()) - set(left):
-            self.store.fs.delete_file(f"{self.kept}/{gone}")
+        if deletions:
+            for gone in set(self._remote_files()) - set(left):
+                self.store.fs.delete_file(f"{self.kept}/{gone}")
 
     def _mirror_cut_off_copies(self) -> None:
         """The previous attempt of this trial ended on this machine before its upload (Ctrl-C) and
@@ -91,6 +116,6 @@ class TrialFolder:
         attempts are not (a later attempt elsewhere may have kept newer files); all are removed."""
         previous = self._copy_of(self.attempt - 1)
         if self.attempt and os.path.isdir(previous):
-            self._mirror(previous, _files(previous))
+            self._mirror(previous, _files(previous), deletions=False)
         for attempt in range(self.attempt):
             shutil.rmtree(self._copy_of(attempt), ignore_errors=True)
