@@ -168,6 +168,38 @@ def test_a_store_that_cannot_give_or_take_the_folder_costs_the_trial_nothing(aws
     assert f"1 file(s) are kept on {socket.gethostname()} at {local}" in folder.notes[2]
 
 
+def wait_for(check, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_running_trials_settled_files_go_up_and_outlive_its_node(aws_env):
+    folder = TrialFolder(ResultStore(aws_env.uri("sync")), "sync", "t1", 0)
+    local, _ = folder.open()
+    with folder.syncing(local, every_s=0.5):
+        Path(local, "ckpt").mkdir()
+        Path(local, "ckpt", "epoch-1.keras").write_text("one")
+        assert wait_for(lambda: "ckpt/epoch-1.keras" in folder._remote_files())
+        growing = Path(local, "growing.log")
+        for i in range(60):  # changes between any two looks: never sent half-written
+            with growing.open("a") as f:
+                f.write(f"{i}\n")
+            time.sleep(0.025)
+            if i % 10 == 9:
+                assert "growing.log" not in folder._remote_files()
+        assert wait_for(lambda: "growing.log" in folder._remote_files())  # settled: sent whole
+    # the node dies here: no close(). The next attempt, on another machine, starts from what went up.
+    shutil.rmtree(local)
+    again = TrialFolder(ResultStore(aws_env.uri("sync")), "sync", "t1", 1)
+    local, held = again.open()
+    assert held == 2 and Path(local, "ckpt", "epoch-1.keras").read_text() == "one"
+    assert Path(local, "growing.log").read_text().splitlines() == [str(i) for i in range(60)]
+
+
 def test_lost_marker_never_replaces_a_written_outcome(aws_env):
     """The driver gave up on an attempt, but its worker wrote the outcome: that row stands and
     the trial is not run again. Without a row, the `lost` row is written and the trial re-queued."""

@@ -11,6 +11,9 @@ With the results on a local (or shared) disk the trial writes into the folder it
 results (S3) an attempt works in a copy on its machine: what earlier attempts kept is downloaded
 before it starts and the copy is mirrored back when it ends (files it deleted are deleted there
 too); a copy that an attempt cut off on this machine left behind (Ctrl-C) is mirrored back first.
+While the trial runs, its new or changed files go up every SYNC_S seconds once they have stopped
+changing (the same size and time at two looks in a row: a checkpoint being written is not sent
+half-written), so a node that dies mid-trial leaves its last settled checkpoint in the store.
 
 The folder never costs a trial its run: where the store cannot give or take it (down, full,
 read-only), the attempt works in a folder on its machine, which is kept there, and the row's
@@ -19,18 +22,36 @@ notes say so. Files kept in the store are only deleted by mirroring a copy that 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import threading
+from collections.abc import Iterator
 
 import pyarrow.fs as pafs
 
 from grid.results.store import ResultStore
 
+SYNC_S = float(os.environ.get("GRID_TRIAL_DIR_SYNC_S", "60"))  # how often a running trial's new files go up
+
+Stamps = dict[str, tuple[int, int]]  # relative path -> (mtime_ns, size)
+
 
 def _files(folder: str) -> list[str]:
     """The files under a local folder, relative to it."""
     return [os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names]
+
+
+def _stamps(folder: str) -> Stamps:
+    found: Stamps = {}
+    for name in _files(folder):
+        try:
+            st = os.stat(os.path.join(folder, name))
+        except OSError:  # deleted since the walk
+            continue
+        found[name] = (st.st_mtime_ns, st.st_size)
+    return found
 
 
 class TrialFolder:
@@ -90,6 +111,48 @@ class TrialFolder:
             return None
         self.notes.append(f"its folder's {len(left)} file(s) are kept on {socket.gethostname()} at {local}")
         return local
+
+    @contextlib.contextmanager
+    def syncing(self, local: str, every_s: float = SYNC_S) -> Iterator[None]:
+        """While the block runs, send the copy's settled new or changed files up every `every_s`
+        seconds (remote results only; nothing is deleted before the attempt ends)."""
+        if not self._copy or self.store.is_local:
+            yield
+            return
+        stop = threading.Event()
+        sent = _stamps(local) if self._from_store else {}  # what the store holds of the copy
+
+        def loop() -> None:
+            seen: Stamps = {}
+            while not stop.wait(every_s):
+                seen = self._send_settled(local, seen, sent)
+
+        thread = threading.Thread(target=loop, name=f"gpu-grid-sync-{self.trial_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _send_settled(self, local: str, seen: Stamps, sent: Stamps) -> Stamps:
+        """Upload the files whose stamp is what the last look saw and not what was sent; returns
+        this look's stamps. A file gone meanwhile, or a store that is down, waits for the next look
+        or the attempt's end."""
+        now = _stamps(local)
+        for name, stamp in now.items():
+            if seen.get(name) != stamp or sent.get(name) == stamp:
+                continue
+            try:
+                with (
+                    open(os.path.join(local, name), "rb") as src,
+                    self.store.fs.open_output_stream(f"{self.kept}/{name}") as dst,
+                ):
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                sent[name] = stamp
+            except Exception:
+                continue
+        return now
 
     def _shown(self) -> str:
         return self.store.display_path(self.kept)

@@ -232,7 +232,8 @@ def attempt_row(
     try:
         launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
-        outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [], earlier_files)
+        with folder.syncing(own_dir):
+            outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [], earlier_files)
         records = collect.read_records(os.path.join(scratch, "records"))
         measured = measured_fields(spec, trial, records, log_file, offset)
         tail = log_tail(log_file)
