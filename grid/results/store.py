@@ -154,13 +154,18 @@ class ResultStore:
                 out[trial_id] = max(out.get(trial_id, -1), int(attempt))
         return out
 
+    @staticmethod
+    def local_staging(kind: str, sweep: str) -> str:
+        """This machine's folder for what an attempt writes before it goes to remote results."""
+        return os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gpu-grid-{kind}", sweep)
+
     def local_log_file(self, sweep: str, trial_id: str, attempt: int) -> str:
         """Where a worker on this machine writes the child's log (uploaded by `commit_log` if remote)."""
         path = self.log_path(sweep, trial_id, attempt)
         if self.is_local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             return path
-        scratch = os.path.join(os.environ.get("TMPDIR", "/tmp"), "gpu-grid-logs", sweep)
+        scratch = self.local_staging("logs", sweep)
         os.makedirs(scratch, exist_ok=True)
         return os.path.join(scratch, f"{trial_id}-{attempt}.log")
 

@@ -63,8 +63,7 @@ class TrialFolder:
         self._from_store = False  # the copy started as what the store kept: its deletions may go back
 
     def _copy_of(self, attempt: int) -> str:
-        tmp = os.environ.get("TMPDIR", "/tmp")
-        return os.path.join(tmp, "gpu-grid-trials", self.sweep, f"{self.trial_id}-{attempt}")
+        return os.path.join(self.store.local_staging("trials", self.sweep), f"{self.trial_id}-{attempt}")
 
     def open(self) -> tuple[str, int]:
         """The folder this attempt writes into, on this machine, and how many files earlier
@@ -72,7 +71,7 @@ class TrialFolder:
         if not self._copy:
             try:
                 os.makedirs(self.kept, exist_ok=True)
-                return self.kept, len(_files(self.kept))
+                return self.kept, self._held(self.kept)
             except OSError as exc:
                 self._copy = True
                 self.notes.append(f"its folder could not be made in {self.kept} ({exc}); it wrote on its machine")
@@ -89,7 +88,17 @@ class TrialFolder:
                 shutil.rmtree(local, ignore_errors=True)
                 os.makedirs(local)
                 self.notes.append(f"its folder's earlier files could not be read from {self._shown()} ({exc})")
-        return local, len(_files(local))
+        return local, self._held(local)
+
+    def _held(self, folder: str) -> int:
+        """How many files earlier attempts left in the folder (said in the row's notes)."""
+        held = len(_files(folder))
+        if held:
+            self.notes.append(
+                f"its folder held {held} file(s) of earlier attempts when it started (a script that "
+                f"checkpoints there resumes from them)"
+            )
+        return held
 
     def close(self, local: str) -> str | None:
         """Keep what the attempt left; where it is (a URI for remote results, a path on this

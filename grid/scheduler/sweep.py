@@ -120,20 +120,18 @@ def _stop(local: LocalRay | None) -> None:
         local.forget()
 
 
-def _workdir(spec: GridSpec, store: ResultStore, opts: RunOptions) -> Snapshot | None:
-    """The workdir before a user's trials run (built-in workloads write nothing there)."""
-    if spec.workload_def.builtin:
-        return None
+def _workdir(spec: GridSpec, store: ResultStore, opts: RunOptions) -> Snapshot:
+    """The workdir's files, less the results, the state folder and this process's own output."""
     return snapshot(spec.workdir, [store.root if store.is_local else "", opts.state_dir, *own_output()])
 
 
 def _shared_writes(
     before: Snapshot | None, attempts: int, spec: GridSpec, store: ResultStore, opts: RunOptions
 ) -> str | None:
-    """The warning about files the trials wrote into their shared workdir, if they did."""
+    """The warning about files that changed in the trials' shared workdir while they ran, if any."""
     if before is None or attempts < 2:
         return None
-    paths = changed(before, _workdir(spec, store, opts) or before)
+    paths = changed(before, _workdir(spec, store, opts))
     return warning(paths, spec.workdir, attempts) if paths else None
 
 
@@ -194,7 +192,7 @@ def _run_leased(
             )
         progress = make_progress(describe_with(axes, spec.search), opts.live)
         scheduler = Scheduler(spec, store, pool, progress, delivery=opts.delivery, heartbeat=lease.refresh)
-        before = _workdir(spec, store, opts)
+        before = None if spec.workload_def.builtin else _workdir(spec, store, opts)  # built-ins write nothing there
         if searches:
             outcome = searches.run(scheduler, pending, lambda line: say(console, line))
         else:

@@ -5,7 +5,7 @@ A user's command runs in the spec's folder, so a script that saves `best.keras` 
 different GPUs mix theirs, and a script that loads its checkpoint back to evaluate it may read
 another trial's. The driver looks at the workdir before the trials run and after (sizes and
 modification times, bounded: a folder of a million images is not walked) and names what changed,
-so the user can move it to each attempt's own folder (GRID_TRIAL_DIR, `{trial_dir}`).
+so the user can move it to each trial's own folder (GRID_TRIAL_DIR, `{trial_dir}`).
 """
 
 from __future__ import annotations

@@ -257,11 +257,6 @@ def attempt_row(
         }
     )
     row.update(measured)
-    if earlier_files:
-        row["notes"].append(
-            f"its folder held {earlier_files} file(s) of earlier attempts when it started (a script that "
-            f"checkpoints there resumes from them)"
-        )
     row["notes"] += folder.notes
     row.update(energy_per_work(row, samplers or [], collect.steady_spans(records)))
     error = collect.first_error(records)
