@@ -40,11 +40,13 @@ test: venv mxnet-env lint
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# ruff (lint and formatting) over the whole tree, mypy over grid/ (settings in pyproject.toml).
+# ruff (lint and formatting) over the whole tree, mypy over grid/, and the import contracts (layers,
+# isolation, no circles; [tool.importlinter] in pyproject.toml).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	PYTHONPATH=tasks/site $(BIN)/lint-imports --no-logo
 
 clean:
 	rm -rf $(VENV) $(MXNET_VENV) .pytest_cache build *.egg-info

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from grid.errors import UsageError
+from grid.options import RunOptions
 from grid.results.dedupe import latest_attempts
 from grid.results.store import ResultStore
 from grid.spec.model import GridSpec
@@ -53,31 +54,19 @@ def run(
     results: str = "results",
     overrides: dict[str, Any] | list[str] | None = None,
     *,
-    runner: str = "ray",
-    address: str | None = None,
-    num_gpus: int | None = None,
-    gpu_memory_mib: float | None = None,
-    cpu_slots: int = 1,
-    retry_failed: bool = False,
     progress: bool = False,
     quiet: bool = False,
+    **options: Any,
 ) -> pa.Table:
-    """Run a sweep (resuming what is done) and return its trials' latest rows."""
+    """Run a sweep (resuming what is done) and return its trials' latest rows. `options` are
+    `grid run`'s, by their names in grid/options.py's RunOptions: runner, address, num_gpus,
+    gpu_memory_mib, cpu_slots, shared_results, retry_failed, state_dir, store_retry_s, lease_ttl_s."""
     from rich.console import Console
 
-    from grid.scheduler.sweep import RunOptions, run_sweep
+    from grid.sweep import run_sweep
 
     parsed = spec_from(spec, overrides)
-    opts = RunOptions(
-        results=results,
-        runner=runner,
-        address=address,
-        num_gpus=num_gpus,
-        gpu_memory_mib=gpu_memory_mib,
-        cpu_slots=cpu_slots,
-        retry_failed=retry_failed,
-        live=progress,
-    )
+    opts = RunOptions.of(results=str(results), live=progress, **options)
     run_sweep(parsed, opts, Console(quiet=True) if quiet else Console())
     return load(results, sweep=parsed.name)
 

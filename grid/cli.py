@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from grid.spec.model import GridSpec
 
 from grid.errors import GridError
-from grid.results.spool import default_state_dir
+from grid.options import add_arguments, from_arguments
+from grid.shared import TrialStatus
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def _load(args: argparse.Namespace) -> tuple[GridSpec, Expansion]:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from grid.scheduler.sweep import plan_lines
+    from grid.sweep import plan_lines
 
     spec, expansion = _load(args)
     for line in plan_lines(spec, expansion):
@@ -49,32 +50,18 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from grid.scheduler.sweep import RunOptions, run_sweep
+    from grid.sweep import run_sweep
 
     spec, expansion = _load(args)
-    opts = RunOptions(
-        results=args.results,
-        runner=args.runner,
-        address=args.address,
-        num_gpus=args.num_gpus,
-        cpu_slots=args.cpu_slots,
-        retry_failed=args.retry_failed,
-        shared_results=args.shared_results,
-        state_dir=args.state_dir,
-        store_retry_s=args.store_retry,
-        lease_ttl_s=args.lease_ttl,
-        gpu_memory_mib=args.gpu_memory_mib,
-        live=False if args.plain else None,
-    )
+    opts = from_arguments(args, live=False if args.plain else None)
     outcome = run_sweep(spec, opts, console, expansion)
-    if args.strict and any(r["status"] != "ok" for r in outcome.rows):
+    if args.strict and any(r.status is not TrialStatus.OK for r in outcome.rows):
         return 1
     return 0
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     from grid.reports.summary import status_report
-    from grid.results.dedupe import latest_attempts
     from grid.results.store import ResultStore
 
     store = ResultStore(args.results)
@@ -82,7 +69,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     if table.num_rows == 0:
         console.print(f"no results in {args.results}" + (f" for sweep {args.sweep!r}" if args.sweep else ""))
         return 0
-    status_report(latest_attempts(table).to_pylist(), table.to_pylist(), console)
+    status_report(table, console)
     return 0
 
 
@@ -219,68 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a spec's trials (skipping those already done) into a results dataset")
     _spec_args(p)
-    p.add_argument("--results", default="results", help="results location: a directory or URI (default: results)")
-    p.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster to join (auto, HOST:PORT, ray://...); default: start a local Ray on 127.0.0.1",
-    )
-    p.add_argument(
-        "--runner",
-        choices=("ray", "local"),
-        default="ray",
-        help="ray (default): pinned actors; local: threads of this process, no Ray (debugging)",
-    )
-    p.add_argument(
-        "--num-gpus",
-        type=int,
-        default=None,
-        help="GPUs a local Ray (or the local runner) offers; fakes GPUs on a CPU box (default: detected)",
-    )
-    p.add_argument(
-        "--gpu-memory-mib",
-        type=float,
-        default=None,
-        metavar="MIB",
-        help="memory of each GPU, to pack non-exclusive trials by footprint: a fake GPU's (--num-gpus on a "
-        "CPU box), or less than a real card's to leave room for others (default: NVML's figure)",
-    )
-    p.add_argument(
-        "--cpu-slots", type=int, default=1, help="trials at once per node when there are no GPUs (default 1)"
-    )
-    p.add_argument(
-        "--shared-results",
-        action="store_true",
-        help="the --results directory is one shared filesystem at the same path on every node (NFS); "
-        "without it a local directory is refused on a multi-node cluster",
-    )
-    p.add_argument(
-        "--retry-failed", action="store_true", help="also rerun trials whose latest attempt is error/timeout/killed"
-    )
+    add_arguments(p)
     p.add_argument("--plain", action="store_true", help="one line per finished trial instead of the live display")
     p.add_argument("--strict", action="store_true", help="exit 1 if any trial did not end ok")
-    p.add_argument(
-        "--state-dir",
-        default=default_state_dir(),
-        help="this machine's gpu-grid state: rows kept while the store is down (written by the next run), "
-        "the processes of a local Ray it started (default: %(default)s)",
-    )
-    p.add_argument(
-        "--store-retry",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long a worker retries a row the results store refuses before keeping it on its disk and "
-        "stopping the sweep (default: 60)",
-    )
-    p.add_argument(
-        "--lease-ttl",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="results on S3: how long the sweep's lease outlives a driver that died before another may take "
-        "it over (default: 60; a local results folder frees it at once)",
-    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="per sweep: trials by status, failures with their log paths")

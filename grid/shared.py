@@ -24,22 +24,21 @@ class TrialStatus(str, enum.Enum):
     # The worker or node running the attempt was lost: infrastructure, not the trial's doing.
     LOST = "lost"
 
+    def __str__(self) -> str:  # as the dataset writes it, in f-strings too
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
     @property
     def is_terminal(self) -> bool:
         """A terminal attempt is not re-run by a resumed sweep."""
         return self is not TrialStatus.LOST
 
     @property
-    def is_failure(self) -> bool:
-        return self is not TrialStatus.OK
-
-    @property
     def is_retryable(self) -> bool:
         """What `--retry-failed` runs again (an OOM is a finding, not a failure to retry)."""
         return self in (TrialStatus.ERROR, TrialStatus.TIMEOUT, TrialStatus.KILLED, TrialStatus.LOST)
-
-
-STATUS_VALUES = tuple(s.value for s in TrialStatus)
 
 
 @dataclass(frozen=True)
@@ -92,22 +91,6 @@ class Placement:
 class AttemptTimes:
     queued_at: float
     dispatched_at: float = field(default_factory=time.time)
-
-
-@dataclass
-class Finished:
-    """What a pool hands back for a submitted attempt: its row (and whether the store took it), or
-    the infrastructure failure (a dead worker or node) that kept the worker from giving one."""
-
-    ticket: int
-    row: dict[str, Any] | None
-    error: BaseException | None = None
-    kept: str | None = None  # where the worker keeps the row when the store did not take it
-    store_error: str | None = None
-
-
-class WorkerBug(Exception):
-    """gpu-grid's own code failed on a worker (not the trial, not the infrastructure)."""
 
 
 def hostname() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grid.reports.build import busy_table
 from grid.results.store import ResultStore
-from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.spec.parse import parse_spec
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from grid.results.store import ResultStore
-from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.spec.parse import parse_spec
 from grid.trial import compilecache
 

@@ -24,7 +24,7 @@ def test_no_grid_module_imports_a_framework():
 
 def test_local_sweep_process_stays_framework_free(tmp_path):
     code = (
-        "import sys\nfrom grid.spec.parse import parse_spec\nfrom grid.scheduler.sweep import RunOptions, run_sweep\n"
+        "import sys\nfrom grid.spec.parse import parse_spec\nfrom grid.sweep import RunOptions, run_sweep\n"
         "spec = parse_spec({'name': 's', 'workload': 'sleep', 'params': {'seconds': 0.1},"
         " 'axes': {'backend': ['jax', 'torch']}})\n"
         f"run_sweep(spec, RunOptions(results={str(tmp_path)!r}, runner='local', live=False))\n"

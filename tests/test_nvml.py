@@ -9,11 +9,11 @@ import time
 import pytest
 
 from grid.trial.isolate import run_child
-from grid.trial.nvml import Trapezoid, gpu_samplers
+from grid.trial.nvml import GpuView, Trapezoid, gpu_samplers
 
 
 def test_cpu_slot_measures_nothing():
-    assert gpu_samplers(()) == ([], {})
+    assert gpu_samplers(()) == GpuView()
 
 
 def test_trapezoid_integrates_samples_over_time():
@@ -27,10 +27,10 @@ def test_trapezoid_integrates_samples_over_time():
 
 
 def test_unusable_gpu_ids_say_why(monkeypatch):
-    samplers, info = gpu_samplers(("7",))
-    if samplers:  # a real GPU box with a GPU 7: nothing to check here
+    view = gpu_samplers(("7",))
+    if view.samplers:  # a real GPU box with a GPU 7: nothing to check here
         pytest.skip("this machine has a GPU 7")
-    assert info["gpu_mem_method"].startswith("unavailable (")
+    assert view.unavailable is not None and view.unavailable.startswith("unavailable (")
 
 
 def run_on_gpu0(tmp_path, code, samplers):
@@ -55,13 +55,14 @@ def test_child_allocation_is_seen_per_process(tmp_path):
         "import torch, time; x = torch.empty(1024 * 1024 * 1024, dtype=torch.uint8, device='cuda');"
         "torch.cuda.synchronize(); time.sleep(1.5)"
     )
-    samplers, info = gpu_samplers(("0",))
-    assert samplers, info
-    run_on_gpu0(tmp_path, torch_code, samplers)
-    cols = samplers[0].columns()
-    assert cols["gpu_mem_peak_mib"] >= 1024, cols
-    assert cols["gpu_device_mem_peak_mib"] >= 1024, cols
-    assert info["gpu_name"] and info["gpu_total_mib"] > 1024 and info["driver_version"]
+    view = gpu_samplers(("0",))
+    assert view.samplers, view
+    run_on_gpu0(tmp_path, torch_code, view.samplers)
+    memory = view.samplers[0].memory()
+    assert memory.gpu_mem_peak_mib is not None and memory.gpu_mem_peak_mib >= 1024, memory
+    assert memory.gpu_device_mem_peak_mib is not None and memory.gpu_device_mem_peak_mib >= 1024, memory
+    facts = view.facts
+    assert facts.gpu_name and facts.gpu_total_mib and facts.gpu_total_mib > 1024 and facts.driver_version
 
 
 BURN = (
@@ -74,25 +75,25 @@ BURN = (
 @pytest.mark.gpu
 @pytest.mark.parametrize("counter", [True, False])
 def test_energy_from_the_counter_or_integrated_power(tmp_path, counter):
-    samplers, _ = gpu_samplers(("0",))
+    samplers = gpu_samplers(("0",)).samplers
     assert samplers
     if not counter:  # as on a GPU without the total-energy counter: power samples integrated
         samplers[0].energy_start = None
     out = run_on_gpu0(tmp_path, BURN, samplers)
-    cols = samplers[0].columns()
+    energy = samplers[0].energy()
     # two seconds of matmuls: well above idle, well below 1 kW
-    assert 100 < cols["energy_j"] < 1000 * out.wall_s, cols
+    assert energy.energy_j is not None and 100 < energy.energy_j < 1000 * out.wall_s, energy
     expected = "nvml total-energy counter" if counter else "nvml power integrated over"
-    assert cols["energy_method"].startswith(expected), cols
+    assert energy.energy_method is not None and energy.energy_method.startswith(expected), energy
 
 
 @pytest.mark.gpu
 def test_utilisation_tells_computing_from_waiting(tmp_path):
     """A trial that imports torch, computes for 2 s, then idles for 2 s: the GPU-seconds computing
     are about 2 and the utilisation well under 100 %, where busy time would say 100 %."""
-    samplers, info = gpu_samplers(("0",))
-    assert samplers, info
-    run_on_gpu0(tmp_path, BURN + "\ntime.sleep(2.0)", samplers)
-    cols = samplers[0].columns()
-    assert 5 <= cols["gpu_util_pct"] <= 70, cols
-    assert 1.0 <= cols["gpu_compute_s"] <= 3.5, cols
+    view = gpu_samplers(("0",))
+    assert view.samplers, view
+    run_on_gpu0(tmp_path, BURN + "\ntime.sleep(2.0)", view.samplers)
+    use = view.samplers[0].utilisation()
+    assert use.gpu_util_pct is not None and 5 <= use.gpu_util_pct <= 70, use
+    assert use.gpu_compute_s is not None and 1.0 <= use.gpu_compute_s <= 3.5, use

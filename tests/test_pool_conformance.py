@@ -8,8 +8,9 @@ import pytest
 
 from grid.results.store import ResultStore
 from grid.scheduler.pool import LocalPool
-from grid.scheduler.sweep import RunOptions, run_sweep
-from grid.shared import AttemptTimes, Finished, Placement, WorkerInfo
+from grid.sweep import RunOptions, run_sweep
+from grid.scheduler.pool import Finished
+from grid.shared import AttemptTimes, Placement, WorkerInfo
 from grid.spec.expand import expand
 from grid.spec.parse import parse_spec
 from tests.test_scheduler import assert_no_gpu_shared

@@ -6,18 +6,24 @@ import io
 
 from rich.console import Console
 
+from grid.results.row import Row
 from grid.scheduler.progress import LiveProgress, PlainProgress
-from grid.shared import Placement
+from grid.shared import Placement, TrialStatus
 from grid.spec.expand import expand
 from grid.spec.parse import parse_spec
+from grid.trial import rows
 
 SPEC = parse_spec({"name": "p", "workload": "sleep", "axes": {"batch_size": [1, 2, 3]}})
 TRIALS = expand(SPEC).trials
 PLACE = Placement("n", "host", ("n0/gpu0",), ("0",))
 
 
-def _row(trial, status, **extra):
-    return {"trial_id": trial.trial_id, "status": status, "attempt": 0, **extra}
+def _row(trial, status, **extra) -> Row:
+    row = rows.begin(SPEC, trial, 0, PLACE, None)
+    row.outcome.status = TrialStatus(status)
+    for name, value in extra.items():
+        row.set(name, value)
+    return row
 
 
 def _drive(progress):

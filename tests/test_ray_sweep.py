@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from grid.results.store import ResultStore
-from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.spec.parse import parse_spec
 from tests.test_scheduler import assert_no_gpu_shared, intervals_by_gpu
 

@@ -9,7 +9,7 @@ import pytest
 
 from grid.errors import UsageError
 from grid.results.store import ResultStore
-from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.spec.expand import expand
 from grid.spec.parse import parse_spec
 
@@ -81,13 +81,13 @@ def test_resume_skips_terminal_and_retry_failed_reruns(tmp_path):
     spec = sleep_spec(seconds=0.1, axes={"fail": ["none", "error", "oom"]})
     opts = RunOptions(results=str(tmp_path), runner="local", cpu_slots=2, live=False)
     first = run_sweep(spec, opts)
-    assert sorted(r["status"] for r in first.rows) == ["error", "ok", "oom"]
+    assert sorted(r.status.value for r in first.rows) == ["error", "ok", "oom"]
     again = run_sweep(spec, opts)
     assert again.rows == [] and again.skipped == 3
     retried = run_sweep(
         spec, RunOptions(results=str(tmp_path), runner="local", cpu_slots=2, live=False, retry_failed=True)
     )
-    assert [(r["fail"], r["attempt"]) for r in retried.rows] == [("error", 1)]  # oom is a finding, not retried
+    assert [(r.config["fail"], r.attempt) for r in retried.rows] == [("error", 1)]  # oom is a finding, not retried
     store = ResultStore(str(tmp_path))
     assert store.read("s").num_rows == 4 and store.latest("s").num_rows == 3
 

@@ -17,9 +17,10 @@ from grid.reports.searches import search_results
 from grid.results.dedupe import latest_attempts
 from grid.results.store import ResultStore
 from grid.scheduler.search import combinations, next_trials, walk
-from grid.scheduler.sweep import RunOptions, plan_lines, run_sweep
+from grid.shared import TrialStatus
 from grid.spec.expand import expand
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, plan_lines, run_sweep
 
 
 def search_spec(name="search", search=None, params=None, **extra):
@@ -112,7 +113,7 @@ def outcomes(boundary, smallest=True, confirm_fails=()):
                     ok = False
                 else:
                     ok = value >= boundary if smallest else value <= boundary
-                statuses[trial.trial_id] = "ok" if ok else "oom"
+                statuses[trial.trial_id] = TrialStatus.OK if ok else TrialStatus.OOM
 
     return run_all
 
@@ -138,7 +139,7 @@ def test_walk_goes_on_above_a_value_that_fails_when_confirmed():
 def test_walk_ends_at_once_when_an_end_already_decides():
     spec = search_spec(search={"smallest": "memory_fraction", "low": 0.2, "high": 0.5, "tolerance": 0.01})
     w, statuses = outcomes(0.9)(spec)  # even 0.5 fails
-    assert w.done and len([t for t in statuses if statuses[t] == "oom"]) == 2 and w.step == 2
+    assert w.done and len([t for t in statuses if statuses[t] is TrialStatus.OOM]) == 2 and w.step == 2
     w, statuses = outcomes(0.05)(spec)  # 0.2 already works: confirm it and stop
     assert w.done and w.step == 3
 
@@ -213,8 +214,8 @@ def test_a_finer_tolerance_reuses_the_probes_already_run(tmp_path):
     )
     first = run(coarse, tmp_path)
     second = run(fine, tmp_path)
-    probes_first = [r for r in first.rows if r["search_role"] == "probe"]
-    probes_second = [r for r in second.rows if r["search_role"] == "probe"]
+    probes_first = [r for r in first.rows if r.search.search_role == "probe"]
+    probes_second = [r for r in second.rows if r.search.search_role == "probe"]
     assert len(probes_first) == 2 + math.ceil(math.log2(0.999 / 0.1)) == 6
     assert len(probes_second) == 9 - 6  # only the steps past where the coarse search stopped
     (result,) = search_results(latest(tmp_path), [])
@@ -248,7 +249,7 @@ def test_a_killed_search_resumes_where_it_stopped(tmp_path, write_spec):
     assert 5 <= len(before) < 9 + 1 + 1
     second = run(parse_spec(__import__("yaml").safe_load(spec.read_text()), base_dir=tmp_path), results, num_gpus=1)
     rows = latest(results)
-    assert not before & {r["trial_id"] for r in second.rows}, "a finished step ran again"
+    assert not before & {r.trial_id for r in second.rows}, "a finished step ran again"
     (result,) = search_results(rows, [])
     assert result.confirmed and result.probes == 9 and result.first_fail < 0.137 <= result.last_ok
     assert len(rows) == 9 + 1 + 1

@@ -17,7 +17,7 @@ from rich.console import Console
 from grid.cli import main
 from grid.errors import SpecError
 from grid.results.store import ResultStore
-from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.scheduler.workdir_writes import changed, snapshot
 from grid.spec.parse import parse_spec
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from grid.results.store import ResultStore
-from grid.scheduler.sweep import RunOptions, run_sweep
+from grid.sweep import RunOptions, run_sweep
 from grid.spec.parse import load_spec
 from grid.spec.workloads import PROJECT_ROOT, TRIAL_SITE
 from grid.trial import warm

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import json
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +22,10 @@ from grid.reports.table import (
     describe,
     fmt_number,
     group_rows,
+    median_ok,
     metric_cell,
     show,
+    split_keys,
     status_cell,
 )
 
@@ -64,11 +64,6 @@ class Answers:
             "smallest_working_fraction": self.smallest,
             "notes": self.notes,
         }
-
-
-def _median(group: Group, metric: str) -> float | None:
-    values = group.values(metric)
-    return statistics.median(values) if values else None
 
 
 def timed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,7 +110,8 @@ def smallest_fractions(rows: list[dict[str, Any]], axes: list[str]) -> list[dict
 
 def varying(rows: list[dict[str, Any]], axes: list[str]) -> list[str]:
     """The axes whose value differs among these rows."""
-    return [a for a in axes if len({json.dumps(r["_config"].get(a), sort_keys=True) for r in rows}) > 1]
+    moving = split_keys([r["_config"] for r in rows])[0]
+    return [a for a in axes if a in moving]
 
 
 def answers(rows: list[dict[str, Any]], axes: list[str]) -> Answers:
@@ -129,10 +125,10 @@ def answers(rows: list[dict[str, Any]], axes: list[str]) -> Answers:
                 Point(
                     config,
                     describe(group.rows[0], named),
-                    _median(group, "gpu_mem_peak_mib"),
-                    _median(group, "images_per_s"),
-                    _median(group, "steady_epoch_s"),
-                    _median(group, "joules_per_image"),
+                    median_ok(group.rows, "gpu_mem_peak_mib"),
+                    median_ok(group.rows, "images_per_s"),
+                    median_ok(group.rows, "steady_epoch_s"),
+                    median_ok(group.rows, "joules_per_image"),
                 )
             )
     by_speed = [p for p in result.points if p.images_per_s is not None]

@@ -29,12 +29,14 @@ from grid.reports.table import (
     own_metrics,
     show,
     sort_key,
+    split_keys,
     status_cell,
     trial_config,
 )
 from grid.results.dedupe import latest_attempts
 from grid.results.schema import metric_columns
 from grid.results.store import ResultStore
+from grid.shared import TrialStatus
 
 # The shoot-out: the question gpu-grid answers, one column per measurement.
 SHOOTOUT_ROWS = ("backend", "memory_fraction")
@@ -148,7 +150,7 @@ class SweepReport:
     axes: list[str]  # config keys that vary
     fixed: dict[str, Any]
     tables: list[TableView] = field(default_factory=list)
-    plots: list = field(default_factory=list)  # grid.plots.Plot
+    plots: list = field(default_factory=list)  # drawn by the page: reports/plots.py's Plot
     answers: Answers = field(default_factory=Answers)
     searches: list[SearchResult] = field(default_factory=list)
     laws: list[Law] = field(default_factory=list)
@@ -176,7 +178,7 @@ class SweepReport:
         """Failed trials, one entry per config and outcome: repeats that failed alike are one finding."""
         found: dict[tuple, Failure] = {}
         for row in sorted(self.rows, key=lambda r: tuple(sort_key(r["_config"].get(a)) for a in self.axes)):
-            if row["status"] != "ok":
+            if row["status"] != TrialStatus.OK:
                 key = (describe(row, self.axes), row["status"], row.get("error_type") or "")
                 found.setdefault(key, Failure(*key, rows=[])).rows.append(row)
         return list(found.values())
@@ -207,14 +209,7 @@ def metrics_of(table: pa.Table) -> list[str]:
 
 
 def _axes(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
-    names = list(dict.fromkeys(k for row in rows for k in row["_config"]))
-    keys: dict[str, set] = {k: set() for k in names}
-    for row in rows:
-        for k in names:  # a key some rows lack (gpu_shared) varies between null and its value
-            keys[k].add(json.dumps(row["_config"].get(k), sort_keys=True))
-    varying = [k for k, vals in keys.items() if len(vals) > 1]
-    fixed = {k: json.loads(next(iter(vals))) for k, vals in keys.items() if len(vals) == 1}
-    return varying, fixed
+    return split_keys([row["_config"] for row in rows])
 
 
 def _check_axes(names: list[str], known: list[str], flag: str) -> None:

@@ -24,10 +24,22 @@ from rich.table import Table
 
 from grid.errors import ResultsError, UsageError
 from grid.reports.build import metrics_of
-from grid.reports.table import SHARED_KEY, Spread, counts_text, fmt_number, show, sort_key, spread, trial_config
+from grid.reports.table import (
+    SHARED_KEY,
+    Spread,
+    counts_text,
+    fmt_number,
+    ok_values,
+    show,
+    sort_key,
+    split_keys,
+    spread,
+    trial_config,
+)
 from grid.results.dedupe import latest_attempts
 from grid.results.schema import GOALS, known_goal
 from grid.results.store import ResultStore
+from grid.shared import TrialStatus
 from grid.spec.expand import canonical_config
 
 KINDS = ("regression", "improvement", "unchanged", "missing", "new")
@@ -86,11 +98,11 @@ class Side:
 
     @property
     def all_ok(self) -> bool:
-        return set(self.statuses) == {"ok"}
+        return set(self.statuses) == {TrialStatus.OK}
 
     @property
     def any_ok(self) -> bool:
-        return "ok" in self.statuses
+        return TrialStatus.OK in self.statuses
 
     def text(self) -> str:
         value = "-" if self.stats is None else fmt_number(self.stats.median)
@@ -184,7 +196,7 @@ def _sides(rows: list[dict[str, Any]], metric: str, ignore: tuple[str, ...]) -> 
     grouped: dict[str, list[dict]] = collections.defaultdict(list)
     configs: dict[str, dict] = {}
     for row in rows:
-        if row["status"] == "lost":
+        if row["status"] == TrialStatus.LOST:
             continue
         config = {k: v for k, v in trial_config(row).items() if k not in ignore}
         key = canonical_config(config)
@@ -194,8 +206,7 @@ def _sides(rows: list[dict[str, Any]], metric: str, ignore: tuple[str, ...]) -> 
 
 
 def side_of(rows: list[dict[str, Any]], metric: str) -> Side:
-    values = [r[metric] for r in rows if r["status"] == "ok" and r.get(metric) is not None]
-    return Side(dict(collections.Counter(r["status"] for r in rows)), spread(values))
+    return Side(dict(collections.Counter(r["status"] for r in rows)), spread(ok_values(rows, metric)))
 
 
 def judge(base: Side, cur: Side, threshold: float, higher_better: bool) -> tuple[str, str, float | None]:
@@ -314,7 +325,7 @@ def _has_values(table: pa.Table, metric: str) -> bool:
     if metric not in table.column_names:
         return False
     values, statuses = table.column(metric).to_pylist(), table.column("status").to_pylist()
-    return any(v is not None and s == "ok" for v, s in zip(values, statuses))
+    return any(v is not None and s == TrialStatus.OK for v, s in zip(values, statuses))
 
 
 def _check_ignore(ignore: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
@@ -335,11 +346,7 @@ _STYLE = {"regression": "bold red", "improvement": "green", "unchanged": "", "mi
 
 
 def varying_keys(verdicts: list[Verdict]) -> list[str]:
-    values: dict[str, set] = collections.defaultdict(set)
-    for v in verdicts:
-        for k, value in v.config.items():
-            values[k].add(json.dumps(value))
-    return sorted(k for k, vals in values.items() if len(vals) > 1 or any(k not in v.config for v in verdicts))
+    return sorted(split_keys([v.config for v in verdicts])[0])
 
 
 def summary_line(result: Comparison) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grid.reports.table import Cell, TableView, fmt_number, group_rows, show
+from grid.shared import TrialStatus
 
 MIN_POINTS = 3  # distinct fractions a line needs
 
@@ -75,7 +76,7 @@ def fit_laws(rows: list[dict[str, Any]], axes: list[str]) -> list[Law]:
         points = [
             (r["_config"]["memory_fraction"], r["gpu_mem_peak_mib"])
             for r in group.rows
-            if r["status"] == "ok"
+            if r["status"] == TrialStatus.OK
             and r["_config"].get("memory_fraction") is not None
             and r.get("gpu_mem_peak_mib") is not None
         ]

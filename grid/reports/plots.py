@@ -20,6 +20,7 @@ from grid.reports.answers import Answers, timed
 from grid.reports.build import SweepReport
 from grid.reports.law import Law, law_axes
 from grid.reports.table import Group, counts_text, fmt_number, group_rows, show, sort_key, spread
+from grid.shared import TrialStatus
 
 _IDEAL = "ideal: linear from the fewest GPUs (dotted)"
 
@@ -209,7 +210,11 @@ def skip_reason(spec: PlotSpec, rows: list[dict[str, Any]], axes: list[str]) -> 
 
 
 def _measured(spec: PlotSpec, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(m, label) for m, label in spec.metrics if any(r["status"] == "ok" and r.get(m) is not None for r in rows)]
+    return [
+        (m, label)
+        for m, label in spec.metrics
+        if any(r["status"] == TrialStatus.OK and r.get(m) is not None for r in rows)
+    ]
 
 
 def draw(spec: PlotSpec, rows: list[dict[str, Any]], axes: list[str], path: Path) -> Plot:

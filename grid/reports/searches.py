@@ -6,11 +6,11 @@ costs against the uncapped run (memory saved, steady-epoch slowdown).
 from __future__ import annotations
 
 import collections
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from grid.reports.table import SHARED_KEY, Cell, TableView, fmt_number, show, trial_config
+from grid.reports.table import SHARED_KEY, Cell, TableView, fmt_number, median_ok, show, trial_config
+from grid.shared import TrialStatus
 
 
 @dataclass
@@ -63,31 +63,28 @@ class SearchResult:
         }
 
 
-def _median(rows: list[dict[str, Any]], column: str) -> float | None:
-    values = [r[column] for r in rows if r["status"] == "ok" and r.get(column) is not None]
-    return statistics.median(values) if values else None
-
-
 def conclude(rows: list[dict[str, Any]], label: str) -> SearchResult:
     """One search's answer from the latest attempt of each of its trials."""
     axis = rows[0]["search_axis"]
     result = SearchResult(rows[0]["search_id"], axis, label)
     smallest = result.smallest
     beyond = (lambda v, edge: v < edge) if smallest else (lambda v, edge: v > edge)  # toward failing
-    done = [r for r in rows if r["status"] != "lost"]
+    done = [r for r in rows if r["status"] != TrialStatus.LOST]
     probes = [r for r in done if r["search_role"] == "probe"]
     confirms = [r for r in done if r["search_role"] == "confirm"]
     references = [r for r in done if r["search_role"] == "reference"]
     result.probes = len(probes)
     failing: dict[Any, str] = {}
     for row in probes + confirms:
-        if row["status"] != "ok":
+        if row["status"] != TrialStatus.OK:
             failing.setdefault(row["_config"][axis], row["status"])
     by_value: dict[Any, list[dict]] = collections.defaultdict(list)
     for row in confirms:
         by_value[row["_config"][axis]].append(row)
     confirmed = [v for v, rs in by_value.items() if v not in failing]
-    passing = [r["_config"][axis] for r in probes if r["status"] == "ok" and r["_config"][axis] not in failing]
+    passing = [
+        r["_config"][axis] for r in probes if r["status"] == TrialStatus.OK and r["_config"][axis] not in failing
+    ]
     pick = min if smallest else max
     if confirmed:
         result.last_ok, result.confirmed = pick(confirmed), True
@@ -101,11 +98,11 @@ def conclude(rows: list[dict[str, Any]], label: str) -> SearchResult:
             result.first_fail_status = failing[result.first_fail]
         at = by_value.get(result.last_ok, [])
         result.confirms = collections.Counter(r["status"] for r in at)
-        result.boundary_mib = _median(at, "gpu_mem_peak_mib")
-        result.boundary_epoch_s = _median(at, "steady_epoch_s")
-        result.boundary_images_per_s = _median(at, "images_per_s")
-    result.reference_mib = _median(references, "gpu_mem_peak_mib")
-    result.reference_epoch_s = _median(references, "steady_epoch_s")
+        result.boundary_mib = median_ok(at, "gpu_mem_peak_mib")
+        result.boundary_epoch_s = median_ok(at, "steady_epoch_s")
+        result.boundary_images_per_s = median_ok(at, "images_per_s")
+    result.reference_mib = median_ok(references, "gpu_mem_peak_mib")
+    result.reference_epoch_s = median_ok(references, "steady_epoch_s")
     result.verdict = _verdict(result, ends)
     return result
 
@@ -113,11 +110,11 @@ def conclude(rows: list[dict[str, Any]], label: str) -> SearchResult:
 def _verdict(result: SearchResult, ends: dict[int, dict[str, Any]]) -> str:
     axis = result.axis
     good, bad = ends.get(1), ends.get(2)
-    if good is not None and good["status"] != "ok":
+    if good is not None and good["status"] != TrialStatus.OK:
         return f"fails even at {axis}={show(good['_config'][axis])} ({good['status']}): nothing in the range works"
     if result.last_ok is None:
         return "in progress: no step has finished yet"
-    if bad is not None and bad["status"] == "ok" and result.last_ok == bad["_config"][axis]:
+    if bad is not None and bad["status"] == TrialStatus.OK and result.last_ok == bad["_config"][axis]:
         side = "lower" if result.smallest else "higher"
         edge = show(result.last_ok)
         return f"works even at the range's end {axis}={edge}" + (

@@ -6,10 +6,13 @@ import collections
 import json
 from typing import Any
 
+import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
 from grid.reports.table import EXTRA_METRICS, failure_line, own_metrics
+from grid.results.dedupe import latest_attempts
+from grid.results.row import Row
 from grid.shared import TrialStatus
 
 _METRICS = (
@@ -39,21 +42,23 @@ def summary_table(rows: list[dict[str, Any]], axes: list[str], title: str) -> Ta
         table.add_column(label, justify="right")
     for row in rows:
         status = row["status"]
-        style = "green" if status == "ok" else "red"
+        style = "green" if status == TrialStatus.OK else "red"
         table.add_row(
             *(json.dumps(row.get(a)) if not isinstance(row.get(a), str) else row[a] for a in axes),
             str(row.get("repeat", 0)),
             f"[{style}]{status}[/]",
             *(
-                _cell(row.get(key), fmt) if status == "ok" or key in ("wall_s", "peak_rss_mib") else status
+                _cell(row.get(key), fmt) if status == TrialStatus.OK or key in ("wall_s", "peak_rss_mib") else status
                 for _, key, fmt in metrics
             ),
         )
     return table
 
 
-def print_summary(rows: list[dict[str, Any]], axes: list[str], title: str, console: Console | None = None) -> None:
+def print_summary(done: list[Row], axes: list[str], title: str, console: Console | None = None) -> None:
+    """The end of a run: its trials' rows as a table, then each failure with its log."""
     console = console or Console()
+    rows = [row.record() for row in done]
     console.print(summary_table(rows, axes, title))
     failures = [r for r in rows if r["status"] != TrialStatus.OK.value]
     for row in failures:
@@ -70,11 +75,11 @@ def _failure(row: dict[str, Any], who: str) -> str:
     )
 
 
-def status_report(
-    latest_rows: list[dict[str, Any]], all_rows: list[dict[str, Any]], console: Console | None = None
-) -> None:
+def status_report(attempts_table: pa.Table, console: Console | None = None) -> None:
     """Per sweep: trials by status (latest attempt), attempts, and failures with their logs."""
     console = console or Console()
+    latest_rows = latest_attempts(attempts_table).to_pylist()
+    all_rows = attempts_table.select(["sweep"]).to_pylist()
     by_sweep: dict[str, list[dict]] = collections.defaultdict(list)
     for row in latest_rows:
         by_sweep[row["sweep"]].append(row)

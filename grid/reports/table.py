@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from grid.shared import TrialStatus
 from grid.spec.workloads import builtin_workloads
 
 EXTRA_METRICS = 3  # the trials' own metrics (test_acc, ...) shown in the default tables
@@ -28,6 +29,26 @@ class Spread:
 
 def spread(values: list[float]) -> Spread | None:
     return Spread(statistics.median(values), min(values), max(values), len(values)) if values else None
+
+
+def ok_values(rows: list[dict[str, Any]], metric: str) -> list[float]:
+    """The metric's values in the rows that ended ok (a failed run's figures stand for nothing)."""
+    return [r[metric] for r in rows if r["status"] == TrialStatus.OK and r.get(metric) is not None]
+
+
+def median_ok(rows: list[dict[str, Any]], metric: str) -> float | None:
+    values = ok_values(rows, metric)
+    return statistics.median(values) if values else None
+
+
+def split_keys(configs: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """The keys whose value differs between configs (a key some lack varies between null and its
+    value), in the order first seen, and the one value of each key that does not."""
+    names = list(dict.fromkeys(k for config in configs for k in config))
+    seen: dict[str, set[str]] = {k: {json.dumps(c.get(k), sort_keys=True) for c in configs} for k in names}
+    varying = [k for k, values in seen.items() if len(values) > 1]
+    fixed = {k: json.loads(next(iter(values))) for k, values in seen.items() if len(values) == 1}
+    return varying, fixed
 
 
 def fmt_number(value: float) -> str:
@@ -72,13 +93,13 @@ class Group:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def values(self, metric: str) -> list[float]:
-        return [r[metric] for r in self.rows if r["status"] == "ok" and r.get(metric) is not None]
+        return ok_values(self.rows, metric)
 
     def failures(self) -> collections.Counter:
-        return collections.Counter(r["status"] for r in self.rows if r["status"] != "ok")
+        return collections.Counter(r["status"] for r in self.rows if r["status"] != TrialStatus.OK)
 
     def ok(self) -> int:
-        return sum(r["status"] == "ok" for r in self.rows)
+        return sum(r["status"] == TrialStatus.OK for r in self.rows)
 
 
 def group_rows(rows: list[dict[str, Any]], axes: list[str]) -> list[Group]:
@@ -135,7 +156,7 @@ def metric_cell(group: Group, metric: str) -> Cell:
 
 def status_cell(group: Group) -> Cell:
     failures = group.failures()
-    counts = collections.Counter({"ok": group.ok()}) + failures
+    counts = collections.Counter({TrialStatus.OK.value: group.ok()}) + failures
     return Cell(counts_text(counts), "status-fail" if failures else "status-ok")
 
 

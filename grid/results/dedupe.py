@@ -6,6 +6,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from grid.shared import TrialStatus
+
 
 def _row_numbers(table: pa.Table, keys: list[str]) -> pa.Table:
     return table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
@@ -24,7 +26,7 @@ def dedupe(table: pa.Table) -> pa.Table:
     keys = ["sweep", "trial_id", "attempt"]
     if table.num_rows == 0:
         return table
-    lost = pc.fill_null(pc.equal(table.column("status"), "lost"), False)
+    lost = pc.fill_null(pc.equal(table.column("status"), TrialStatus.LOST.value), False)
     order = (
         _row_numbers(table, keys)
         .append_column("_lost", lost)

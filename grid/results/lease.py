@@ -28,6 +28,7 @@ from grid.results.store import ResultStore, durable_write
 from grid.shared import hostname
 
 log = logging.getLogger("grid")
+TTL_S = 60.0  # on S3: how long a dead driver's lease holds before another may take it over
 
 
 def _holder_text(holder: dict[str, Any] | None) -> str:
@@ -38,7 +39,7 @@ def _holder_text(holder: dict[str, Any] | None) -> str:
 
 
 class Lease:
-    def __init__(self, store: ResultStore, sweep: str, ttl_s: float = 60.0):
+    def __init__(self, store: ResultStore, sweep: str, ttl_s: float = TTL_S):
         self.store, self.sweep, self.ttl_s = store, sweep, ttl_s
         self.path = f"{store.sweep_dir(sweep)}/_lease.json"
         self.token = uuid.uuid4().hex

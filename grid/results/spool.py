@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grid.results.row import Row
 from grid.results.store import ResultStore, durable_write
 
 log = logging.getLogger("grid")
 _MAX_DELAY_S = 15.0
+RETRY_S = 60.0  # how long a store that refuses rows is retried before they stay on this disk
 
 
 def default_state_dir() -> str:
@@ -33,14 +35,14 @@ class DeliveryOptions:
     """Where a machine keeps what the store has not taken yet, and how long to keep trying."""
 
     state_dir: str = field(default_factory=default_state_dir)
-    retry_s: float = 60.0
+    retry_s: float = RETRY_S
 
 
 @dataclass
 class Delivered:
     """A row handed to the store: `kept` names the local copy when the store did not take it."""
 
-    row: dict
+    row: Row
     kept: str | None = None
     store_error: str | None = None
     existed: bool = False  # a create found the attempt's row already there (and left it)
@@ -97,14 +99,14 @@ class Spool:
 
 def deliver(
     spool: Spool,
-    row: dict,
+    row: Row,
     data: bytes,
     retry_s: float,
     create: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Delivered:
     """Keep the row locally, then hand it to the store with backoff for `retry_s` seconds."""
-    path = spool.keep(row["sweep"], row["trial_id"], row["attempt"], data, create)
+    path = spool.keep(row.sweep, row.trial_id, row.attempt, data, create)
     deadline, delay, error = time.monotonic() + retry_s, 0.5, ""
     while True:
         try:
@@ -114,7 +116,7 @@ def deliver(
         if time.monotonic() + delay > deadline:
             break
         log.warning(
-            "[grid] results store refused %s-%s (%s); retrying in %.1f s", row["trial_id"], row["attempt"], error, delay
+            "[grid] results store refused %s-%s (%s); retrying in %.1f s", row.trial_id, row.attempt, error, delay
         )
         sleep(delay)
         delay = min(delay * 2, _MAX_DELAY_S)

@@ -255,7 +255,7 @@ class ResultStore:
         file: one bad file must not hide every other row."""
         try:
             with self.fs.open_input_file(path) as f:
-                return pq.ParquetFile(f).read(use_threads=False)
+                return plain_columns(pq.ParquetFile(f).read(use_threads=False))
         except FileNotFoundError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
@@ -271,6 +271,15 @@ class ResultStore:
 
     def latest(self, sweep: str | None = None) -> pa.Table:
         return latest_attempts(self.read(sweep))
+
+
+def plain_columns(table: pa.Table) -> pa.Table:
+    """A file's columns as gpu-grid's readers use them: `sweep` is dictionary-encoded in the files
+    (so that it matches the `sweep=` folders that pyarrow, pandas and polars read as a partition)."""
+    at = table.schema.get_field_index("sweep")
+    if at >= 0 and pa.types.is_dictionary(table.schema.field(at).type):
+        table = table.set_column(at, "sweep", table.column(at).cast(_S))
+    return table
 
 
 def encode_row(row: dict[str, Any], kinds: dict[str, type] | None = None) -> bytes:

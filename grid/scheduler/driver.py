@@ -21,18 +21,18 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from grid.errors import ClusterError, StorageError, UsageError
-from grid.results.rows import lost_row
+from grid.results.row import Row
 from grid.results.spool import DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
 from grid.scheduler.packing import Tenant, fits, footprint, measured_peaks
-from grid.scheduler.pool import Pool
+from grid.scheduler.pool import Finished, Pool, WorkerBug
 from grid.scheduler.progress import Progress
 from grid.scheduler.resume import Pending
-from grid.shared import AttemptTimes, Finished, Placement, Trial, TrialStatus, WorkerBug, WorkerInfo
+from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, WorkerInfo
 from grid.spec.model import GridSpec
+from grid.trial import rows
 
 KILL_GRACE_S = 30.0  # beyond timeout_s and the store retries, before a worker counts as hung
 
@@ -47,7 +47,7 @@ class Running:
 
 @dataclass
 class SweepOutcome:
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     total: int
     skipped: int
     lost: int = 0
@@ -193,10 +193,11 @@ class Scheduler:
         self.progress.started(ticket, pending.trial, pending.attempt, placement)
 
     # -- outcomes
-    def _write(self, row: dict[str, Any], create: bool) -> bool:
+    def _write(self, row: Row, create: bool) -> bool:
         """The driver's own rows (lost, or error for a worker bug), through the same spool as the
         workers'. Returns False when the row is already there (create) or could only be kept."""
-        done = deliver(self.spool, row, encode_row(row, self.spec.param_kinds()), self.delivery.retry_s, create)
+        data = encode_row(row.record(), self.spec.param_kinds())
+        done = deliver(self.spool, row, data, self.delivery.retry_s, create)
         if not done.stored:
             self._store_refused(done.kept, done.store_error)
             return False
@@ -207,24 +208,28 @@ class Scheduler:
             self.outcome.kept.append(kept)
         self.store_down = self.store_down or error or "the results store refused a row"
 
-    def _lost(self, run: Running, error: BaseException) -> dict[str, Any]:
+    def _failed(self, run: Running, status: TrialStatus, error: BaseException, note: str | None = None) -> Row:
+        times = AttemptTimes(run.pending.queued_at, run.started)
+        trial, attempt = run.pending.trial, run.pending.attempt
+        return rows.failed(
+            self.spec, trial, attempt, run.placement, times, status, error, started=run.started, note=note
+        )
+
+    def _lost(self, run: Running, error: BaseException) -> Row:
         """Record an attempt whose worker was lost, and re-queue the trial if retries remain."""
         trial, attempt = run.pending.trial, run.pending.attempt
-        row = lost_row(self.spec, trial, attempt, run.placement, error, run.started, run.pending.queued_at)
+        row = self._failed(run, TrialStatus.LOST, error)
         if not self._write(row, create=True) and not self.store_down:
             written = self.store.read_row(self.spec.name, trial.trial_id, attempt)
             if written is not None and written["status"] != TrialStatus.LOST.value:
-                return written  # the worker wrote its outcome after all: nothing to re-run
+                return Row.from_record(written)  # the worker wrote its outcome after all: nothing to re-run
         if run.pending.retries_left > 0:
             self.queue.appendleft(Pending(trial, attempt + 1, run.pending.retries_left - 1))
         return row
 
-    def _worker_bug(self, run: Running, error: BaseException) -> dict[str, Any]:
+    def _worker_bug(self, run: Running, error: BaseException) -> Row:
         """The worker's own code failed: an error row with the evidence, terminal like any error."""
-        row = lost_row(
-            self.spec, run.pending.trial, run.pending.attempt, run.placement, error, run.started, run.pending.queued_at
-        )
-        row.update(status=TrialStatus.ERROR.value, error_type=type(error).__name__, error_message=str(error)[:4000])
+        row = self._failed(run, TrialStatus.ERROR, error, note=rows.WORKER_FAILED)
         self._write(row, create=True)
         return row
 
@@ -323,7 +328,7 @@ class Scheduler:
             return
         self._refresh()
         row = self._lost(run, done.error or RuntimeError("the worker returned no row"))
-        if row["status"] == TrialStatus.LOST.value:
+        if row.status is TrialStatus.LOST:
             outcome.lost += 1
         else:
             outcome.rows.append(row)

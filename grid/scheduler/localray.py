@@ -16,6 +16,8 @@ from typing import Any
 
 import psutil
 
+from grid.processes import living
+
 log = logging.getLogger("grid")
 
 
@@ -54,14 +56,6 @@ class LocalRay:
             self.path.unlink()
 
 
-def _alive(info: dict[str, Any]) -> psutil.Process | None:
-    with contextlib.suppress(psutil.Error):
-        proc = psutil.Process(info["pid"])
-        if proc.create_time() == info["created"] and proc.status() != psutil.STATUS_ZOMBIE:
-            return proc
-    return None
-
-
 def end_leftovers(state_dir: str, grace_s: float = 3.0) -> int:
     """End the Ray processes of local drivers that died without stopping them; returns how many."""
     ended = 0
@@ -70,9 +64,10 @@ def end_leftovers(state_dir: str, grace_s: float = 3.0) -> int:
             doc = json.loads(record.read_text())
         except (OSError, ValueError):
             continue
-        if _alive(doc["driver"]) is not None:
+        if living(doc["driver"]["pid"], doc["driver"]["created"]) is not None:
             continue  # that driver still runs its sweep
-        leftovers = [proc for proc in map(_alive, doc["processes"]) if proc is not None]
+        found = [living(info["pid"], info["created"]) for info in doc["processes"]]
+        leftovers = [proc for proc in found if proc is not None]
         for proc in leftovers:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from grid.shared import Trial
+from grid.shared import Trial, TrialStatus
 
 # Memory a capped process uses on the GPU beyond its cap: the CUDA context and the framework's
 # runtime (measured on an H200: jax 573-649 MiB above fraction x card, torch ~500 MiB).
@@ -44,7 +44,7 @@ def measured_peaks(table: pa.Table) -> dict[str, float]:
     columns = [table.column(c).to_pylist() for c in ("config_json", "gpu_mem_peak_mib", "status")]
     gpus = table.column("gpu_ids").to_pylist() if "gpu_ids" in table.column_names else [None] * table.num_rows
     for config, peak, status, ids in zip(*columns, gpus):
-        if config and peak and status in ("ok", "oom"):
+        if config and peak and status in (TrialStatus.OK, TrialStatus.OOM):
             per_gpu = peak / max(1, len(ids or []))
             peaks[config] = max(peaks.get(config, 0.0), per_gpu)
     return peaks
@@ -75,12 +75,3 @@ def fits(
     if need_mib is None or any(t.footprint_mib is None for t in tenants):
         return False  # an unknown footprint may need the whole card
     return sum(t.footprint_mib or 0.0 for t in tenants) + need_mib <= card_mib - margin_mib(card_mib)
-
-
-def describe_packing(card_mib: float | None, trials_per_gpu: int) -> str:
-    if card_mib is None:
-        return f"up to {trials_per_gpu} non-exclusive trial(s) per GPU (card memory unknown: trials_per_gpu)"
-    return (
-        f"non-exclusive trials packed by footprint within {card_mib - margin_mib(card_mib):.0f} of "
-        f"{card_mib:.0f} MiB per GPU"
-    )

@@ -9,15 +9,33 @@ from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Protocol
 
+from grid.results.row import Row
 from grid.results.spool import DeliveryOptions, Spool
 from grid.results.store import ResultStore
-from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerInfo, hostname
+from grid.shared import AttemptTimes, Placement, Trial, WorkerInfo, hostname
 from grid.spec.model import GridSpec
 from grid.trial import warm
 from grid.trial.attempt import run_attempt, warm_up
 from grid.trial.nvml import card_memory_mib
+
+
+@dataclass
+class Finished:
+    """What a pool hands back for a submitted attempt: its row (and whether the store took it), or
+    the infrastructure failure (a dead worker or node) that kept the worker from giving one."""
+
+    ticket: int
+    row: Row | None
+    error: BaseException | None = None
+    kept: str | None = None  # where the worker keeps the row when the store did not take it
+    store_error: str | None = None
+
+
+class WorkerBug(Exception):
+    """gpu-grid's own code failed on a worker (not the trial, not the infrastructure)."""
 
 
 class Pool(Protocol):

@@ -6,14 +6,15 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from grid.shared import Placement, Trial
+from grid.results.row import Row
+from grid.shared import Placement, Trial, TrialStatus
 
 Describe = Callable[[Trial], str]  # a trial as one line of text
 
@@ -21,7 +22,7 @@ Describe = Callable[[Trial], str]  # a trial as one line of text
 class Progress(Protocol):
     def begin(self, total: int, skipped: int, workers: list) -> None: ...
     def started(self, ticket: int, trial: Trial, attempt: int, placement: Placement) -> None: ...
-    def finished(self, ticket: int, row: dict[str, Any]) -> None: ...
+    def finished(self, ticket: int, row: Row) -> None: ...
     def tick(self) -> None: ...
     def end(self) -> None: ...
 
@@ -57,14 +58,14 @@ class _Counts:
             time.time(),
         )
 
-    def finished(self, ticket: int, row: dict[str, Any]) -> None:
+    def finished(self, ticket: int, row: Row) -> None:
         _, _, began = self.running.pop(ticket, ("", "", time.time()))
-        if row["status"] == "lost":
+        if row.status is TrialStatus.LOST:
             self.lost += 1
             return
         self.done += 1
         self.durations.append(time.time() - began)
-        self.failed += row["status"] != "ok"
+        self.failed += row.status is not TrialStatus.OK
 
     def eta(self) -> float | None:
         remaining = self.total - self.done
@@ -81,16 +82,17 @@ class _Counts:
         )
 
 
-def _status_line(row: dict[str, Any]) -> str:
-    bits = [f"{row['status']:<7}", row["trial_id"][:8]]
-    if row.get("steady_epoch_s") is not None:
-        bits.append(f"steady epoch {row['steady_epoch_s']:.2f}s")
-    elif row.get("wall_s") is not None:
-        bits.append(f"wall {row['wall_s']:.1f}s")
-    if row.get("images_per_s"):
-        bits.append(f"{row['images_per_s']:.0f} img/s")
-    if row["status"] != "ok" and row.get("error_type"):
-        bits.append(row["error_type"] + (f"; log {row['log_path']}" if row.get("log_path") else ""))
+def _status_line(row: Row) -> str:
+    bits = [f"{row.status.value:<7}", row.trial_id[:8]]
+    if row.epochs.steady_epoch_s is not None:
+        bits.append(f"steady epoch {row.epochs.steady_epoch_s:.2f}s")
+    elif row.process.wall_s is not None:
+        bits.append(f"wall {row.process.wall_s:.1f}s")
+    if row.epochs.images_per_s:
+        bits.append(f"{row.epochs.images_per_s:.0f} img/s")
+    if row.status is not TrialStatus.OK and row.outcome.error_type:
+        log = row.files.log_path
+        bits.append(row.outcome.error_type + (f"; log {log}" if log else ""))
     return "  ".join(bits)
 
 
@@ -109,8 +111,8 @@ class PlainProgress(_Counts):
             flush=True,
         )
 
-    def finished(self, ticket: int, row: dict[str, Any]) -> None:
-        label, desc, _ = self.running.get(ticket, ("?", row["trial_id"], 0))
+    def finished(self, ticket: int, row: Row) -> None:
+        label, desc, _ = self.running.get(ticket, ("?", row.trial_id, 0))
         super().finished(ticket, row)
         print(f"[grid] {self.done}/{self.total} {_status_line(row)}  [{label}] {desc}", file=self.stream, flush=True)
 
@@ -134,10 +136,10 @@ class LiveProgress(_Counts):
         super().begin(total, skipped, workers)
         self.live.start()
 
-    def finished(self, ticket: int, row: dict[str, Any]) -> None:
-        label, desc, _ = self.running.get(ticket, ("?", row["trial_id"], 0))
+    def finished(self, ticket: int, row: Row) -> None:
+        label, desc, _ = self.running.get(ticket, ("?", row.trial_id, 0))
         super().finished(ticket, row)
-        style = "green" if row["status"] == "ok" else "yellow" if row["status"] == "lost" else "red"
+        style = {TrialStatus.OK: "green", TrialStatus.LOST: "yellow"}.get(row.status, "red")
         self.live.console.print(Text(f"{_status_line(row)}  [{label}] {desc}", style=style))
 
     def _render(self) -> Group:

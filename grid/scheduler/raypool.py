@@ -22,8 +22,9 @@ from grid.results.storage_check import NodeProbes
 from grid.results.store import ResultStore
 from grid.scheduler.localray import LocalRay, end_leftovers
 from grid.scheduler.packing import MAX_PER_GPU
+from grid.scheduler.pool import Finished, WorkerBug
 from grid.scheduler.worker import RemoteGpuWorker
-from grid.shared import AttemptTimes, Finished, Placement, Trial, WorkerBug, WorkerInfo
+from grid.shared import AttemptTimes, Placement, Trial, WorkerInfo
 from grid.spec.model import GridSpec
 
 NAMESPACE = "gpu-grid"

@@ -21,16 +21,16 @@ class Pending:
     queued_at: float = field(default_factory=time.time)
 
 
-def latest_outcomes(table: pa.Table) -> dict[str, tuple[int, str]]:
+def latest_outcomes(table: pa.Table) -> dict[str, tuple[int, TrialStatus]]:
     """trial id -> (its latest attempt, that attempt's status)."""
-    last: dict[str, tuple[int, str]] = {}
+    last: dict[str, tuple[int, TrialStatus]] = {}
     if table.num_rows == 0:
         return last
     for tid, attempt, status in zip(
         table.column("trial_id").to_pylist(), table.column("attempt").to_pylist(), table.column("status").to_pylist()
     ):
         if tid not in last or attempt > last[tid][0]:
-            last[tid] = (attempt, status)
+            last[tid] = (attempt, TrialStatus(status))
     return last
 
 
@@ -43,10 +43,11 @@ def plan_attempts(
     todo, skipped = [], 0
     for trial in trials:
         if trial.trial_id in last:
-            state = TrialStatus(last[trial.trial_id][1])
+            state = last[trial.trial_id][1]
             if state.is_terminal and not (retry_failed and state.is_retryable):
                 skipped += 1
                 continue
-        nxt = max(last.get(trial.trial_id, (-1, ""))[0], claimed.get(trial.trial_id, -1)) + 1
+        done = last[trial.trial_id][0] if trial.trial_id in last else -1
+        nxt = max(done, claimed.get(trial.trial_id, -1)) + 1
         todo.append(Pending(trial, nxt, spec.retries))
     return todo, skipped

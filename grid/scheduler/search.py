@@ -33,7 +33,7 @@ from grid.spec.model import GridSpec
 from grid.spec.search import SearchSpec
 
 MAX_ROUNDS = 10_000
-Lookup = Callable[[str], "str | None"]  # trial id -> its latest terminal status, None if it must run
+Lookup = Callable[[str], "TrialStatus | None"]  # trial id -> its latest terminal status, None if it must run
 
 
 @dataclass(frozen=True)
@@ -91,17 +91,17 @@ class Walk:
         }
         return Trial(tid, self.spec.workload, config, repeat, 0, exclusive=role != "probe", tags=tags)
 
-    def look(self, trial: Trial) -> str | None:
+    def look(self, trial: Trial) -> TrialStatus | None:
         status = self.lookup(trial.trial_id)
         if status is None:
             self.needed.append(trial)
         return status
 
-    def probe(self, value: float | int) -> str | None:
+    def probe(self, value: float | int) -> TrialStatus | None:
         self.step += 1
         return self.look(self._trial("probe", value, 0, self.step))
 
-    def confirm(self, value: float | int) -> list[str | None]:
+    def confirm(self, value: float | int) -> list[TrialStatus | None]:
         self.step += 1
         return [self.look(self._trial("confirm", value, r, self.step)) for r in range(self.search.confirm)]
 
@@ -112,8 +112,8 @@ class Walk:
                 self.look(self._trial("reference", None, repeat, 0))
 
 
-def fails(status: str | None) -> bool:
-    return status is not None and status != TrialStatus.OK.value
+def fails(status: TrialStatus | None) -> bool:
+    return status is not None and status is not TrialStatus.OK
 
 
 def walk(spec: GridSpec, combo: Combination, lookup: Lookup) -> Walk:
@@ -163,14 +163,14 @@ def walk(spec: GridSpec, combo: Combination, lookup: Lookup) -> Walk:
 
 
 def next_trials(
-    spec: GridSpec, combos: list[Combination], statuses: dict[str, str], rerun: set[str]
+    spec: GridSpec, combos: list[Combination], statuses: dict[str, TrialStatus], rerun: set[str]
 ) -> tuple[list[Trial], int]:
     """Every search's next trials (numbered for the progress display), and how many searches are done.
     `rerun`: trial ids whose outcome does not count (failed ones that --retry-failed runs again)."""
 
-    def lookup(tid: str) -> str | None:
+    def lookup(tid: str) -> TrialStatus | None:
         status = statuses.get(tid)
-        if status is None or tid in rerun or not TrialStatus(status).is_terminal:
+        if status is None or tid in rerun or not status.is_terminal:
             return None
         return status
 
@@ -207,7 +207,7 @@ class SearchRun:
         self.combos = combinations(spec, expansion)
         known = latest_outcomes(store.read(spec.name))
         # --retry-failed: failed trials the searches reach run once more in this run
-        self.rerun = {t for t, (_, s) in known.items() if retry_failed and TrialStatus(s).is_retryable}
+        self.rerun = {t for t, (_, s) in known.items() if retry_failed and s.is_retryable}
         self.done = 0
 
     def next_round(self) -> list[Pending]:

@@ -14,31 +14,29 @@ import os
 import shutil
 import tempfile
 import time
-import traceback
-from typing import Any
 
-from grid.results.rows import base_row
+from grid.results.row import Energy, Files, Identity, Process, Row
 from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
 from grid.results.spool import Delivered, DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
 from grid.results.trialdir import TrialFolder
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
 from grid.spec.model import GridSpec
-from grid.trial import collect, compilecache, gpulock, warm
+from grid.trial import collect, compilecache, gpulock, rows, warm
 from grid.trial.classify import classify
 from grid.trial.contain import contain
 from grid.trial.cotenants import Tenancy
 from grid.trial.isolate import ChildOutcome, run_child
 from grid.trial.launch import Launch, prepare
-from grid.trial.nvml import gpu_samplers
+from grid.trial.nvml import GpuView, NvmlSampler, gpu_samplers
 from grid.trial.output import log_tail, scan
 
 log = logging.getLogger("grid")
 
 
-def measured_fields(spec: GridSpec, trial: Trial, records: list[dict], log_file: str, offset: int) -> dict[str, Any]:
-    """What the trial measured and reported, as row columns, with its notes and metric directions.
-    The `metrics:` patterns read the output from `offset` on (this attempt's own lines)."""
+def measure(row: Row, spec: GridSpec, trial: Trial, records: list[dict], log_file: str, offset: int) -> None:
+    """Put what the trial measured and reported into its row, with its notes and metric
+    directions. The `metrics:` patterns read the output from `offset` on (this attempt's own lines)."""
     fields, notes = collect.measurements(records, trial.config)
     found = scan(log_file, offset, spec.metrics, len(fields.get("epoch_times") or []) or trial.config.get("epochs"))
     history, series = collect.history(records)
@@ -53,36 +51,41 @@ def measured_fields(spec: GridSpec, trial: Trial, records: list[dict], log_file:
         return 0 if name in declared or name in found.values else 1 if name not in history else 2
 
     goals = {name: declared.get(name) or known_goal(name) for name in sorted(metrics, key=rank)}
-    fields.update(
-        series_json=json.dumps(series, sort_keys=True) if series else None,
-        metric_goals_json=json.dumps(goals) if goals else None,
-        notes=notes,
-    )
-    return fields
+    for name, value in fields.items():
+        if name in metrics:
+            row.metrics.values[name] = value
+        else:
+            row.set(name, value)
+    row.metrics.series_json = json.dumps(series, sort_keys=True) if series else None
+    row.metrics.metric_goals_json = json.dumps(goals) if goals else None
+    row.notes.extend(notes)
 
 
-def energy_per_work(row: dict[str, Any], samplers: list, spans: list[tuple[float, float, int]]) -> dict[str, Any]:
+def energy_per_work(
+    energy: Energy,
+    epoch_times: list[float] | None,
+    images_per_epoch: int | None,
+    samplers: list[NvmlSampler],
+    spans: list[tuple[float, float, int]],
+) -> None:
     """Energy per steady epoch and per image trained in them: the GPUs' energy between each steady
     epoch's start and end (NVML samples, interpolated). Without epoch times (a script that is not a
     Keras fit), the whole trial's energy over all its epochs, start-up included, and the method says so."""
-    if row.get("energy_j") is None:
-        return {}
+    if energy.energy_j is None:
+        return
     per_epoch = [samplers[0].energy_between(t0, t1) for t0, t1, _ in spans] if samplers and spans else []
     if per_epoch and None not in per_epoch:
         steady = sum(e for e in per_epoch if e is not None)
-        return {
-            "energy_per_epoch_j": steady / len(per_epoch),
-            "joules_per_image": steady / sum(images for _, _, images in spans),
-            "energy_method": f"{row['energy_method']}; per epoch and image: the steady epochs",
-        }
-    epochs, images = len(row.get("epoch_times") or []), row.get("images_per_epoch")
+        energy.energy_per_epoch_j = steady / len(per_epoch)
+        energy.joules_per_image = steady / sum(images for _, _, images in spans)
+        energy.energy_method = f"{energy.energy_method}; per epoch and image: the steady epochs"
+        return
+    epochs = len(epoch_times or [])
     if not epochs:
-        return {}
-    return {
-        "energy_per_epoch_j": row["energy_j"] / epochs,
-        "joules_per_image": row["energy_j"] / (images * epochs) if images else None,
-        "energy_method": f"{row['energy_method']}; per epoch and image: the whole trial (no epoch times)",
-    }
+        return
+    energy.energy_per_epoch_j = energy.energy_j / epochs
+    energy.joules_per_image = energy.energy_j / (images_per_epoch * epochs) if images_per_epoch else None
+    energy.energy_method = f"{energy.energy_method}; per epoch and image: the whole trial (no epoch times)"
 
 
 def _start(
@@ -140,9 +143,11 @@ def warm_up() -> None:
     first and second: pyarrow's first Parquet write of a row with timestamps imports pandas
     (~0.2 s alone; 2-3 s when 16 workers reach it at once on a 2-core box, which was the scheduler
     benchmark's p99 GPU idle gap), and the full collections of everything imported."""
-    now = utc_time(time.time())
-    row = {"sweep": "warm-up", "trial_id": "0", "attempt": 0, "status": "ok", "started_at": now, "ended_at": now}
-    encode_row({**row, "notes": ["warm-up"], "epoch_times": [0.0], "wall_s": 0.0})
+    row = Row(Identity(sweep="warm-up", trial_id="0"))
+    row.times.started_at = row.times.ended_at = utc_time(time.time())
+    row.notes.append("warm-up")
+    row.epochs.epoch_times, row.process.wall_s = [0.0], 0.0
+    encode_row(row.record())
     # What the worker imported (ray, pyarrow, pandas: ~10^6 objects) stays for its life: a full
     # collection no longer walks it (0.25-0.6 s each, measured on a 2-core box).
     gc.collect()
@@ -163,8 +168,8 @@ def run_attempt(
     evidence, never a crash of the worker: `lost` is only for a worker or node that died."""
     delivery = delivery or DeliveryOptions()
     try:
-        samplers, gpu_info = gpu_samplers(placement.gpu_ids)
-        keys = [uuid for sampler in samplers for uuid in sampler.uuids]
+        gpus = gpu_samplers(placement.gpu_ids)
+        keys = gpus.uuids
 
         def waiting(gpu: str) -> None:
             log.warning("[grid] trial %s waits for GPU %s, held by a trial of another sweep", trial.trial_id, gpu)
@@ -175,42 +180,20 @@ def run_attempt(
             Tenancy(places, spec.name, trial.trial_id, attempt) as stay,
         ):
             cache = compilecache.folder(delivery.state_dir, spec.name)
-            row = attempt_row(spec, trial, attempt, placement, store, times, samplers, gpu_info, cache)
-        row["gpu_wait_s"] = waited if keys else None
-        row["shared_with"] = stay.others()
-        if row["shared_with"]:
-            row["notes"] = row.get("notes") or []
-            row["notes"].append(
-                f"shared its GPU with {len(row['shared_with'])} other trial(s) while it ran: its timings "
-                + ("and energy (the whole GPU's) " if row.get("energy_j") is not None else "")
+            row = attempt_row(spec, trial, attempt, placement, store, times, gpus, cache)
+        row.sharing.gpu_wait_s = waited if keys else None
+        row.sharing.shared_with = stay.others()
+        if row.sharing.shared_with:
+            row.notes.append(
+                f"shared its GPU with {len(row.sharing.shared_with)} other trial(s) while it ran: its timings "
+                + ("and energy (the whole GPU's) " if row.energy.energy_j is not None else "")
                 + "are not those of a GPU of its own"
             )
-        data = encode_row(row, spec.param_kinds())
+        data = encode_row(row.record(), spec.param_kinds())
     except Exception as exc:
-        row = error_row(spec, trial, attempt, placement, times, exc)
-        data = encode_row(row, spec.param_kinds())
+        row = rows.failed(spec, trial, attempt, placement, times, TrialStatus.ERROR, exc, note=rows.WORKER_FAILED)
+        data = encode_row(row.record(), spec.param_kinds())
     return deliver(Spool(store, delivery.state_dir), row, data, delivery.retry_s)
-
-
-def error_row(
-    spec: GridSpec, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes, exc: BaseException
-) -> dict[str, Any]:
-    """The row of an attempt that gpu-grid itself could not carry through on the worker."""
-    row = base_row(spec, trial, attempt, placement)
-    row.update(
-        {
-            "status": TrialStatus.ERROR.value,
-            "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "error_message": str(exc)[-4000:],
-            "error_tail": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
-            "notes": ["the worker failed to run or record this attempt (not the trial's own error)"],
-            "queued_at": utc_time(times.queued_at),
-            "dispatched_at": utc_time(times.dispatched_at),
-            "started_at": utc_time(time.time()),
-            "ended_at": utc_time(time.time()),
-        }
-    )
-    return row
 
 
 def attempt_row(
@@ -220,82 +203,68 @@ def attempt_row(
     placement: Placement,
     store: ResultStore,
     times: AttemptTimes,
-    samplers: list | None = None,
-    gpu_info: dict | None = None,
+    gpus: GpuView | None = None,
     compile_dir: str | None = None,
-) -> dict[str, Any]:
+) -> Row:
     """Run one attempt in an isolated process tree; returns its row. `compile_dir`: this node's
     compilation cache for the sweep (none: the trial compiles cold)."""
+    gpus = gpus or GpuView()
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
     folder = TrialFolder(store, spec.name, trial.trial_id, attempt)
     own_dir, earlier_files = folder.open()
     try:
+        gpu_info = {"gpu_total_mib": gpus.facts.gpu_total_mib} if gpus.facts.gpu_total_mib else {}
         launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
         with folder.syncing(own_dir):
-            outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, samplers or [], earlier_files)
+            outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, gpus.samplers, earlier_files)
         records = collect.read_records(os.path.join(scratch, "records"))
-        measured = measured_fields(spec, trial, records, log_file, offset)
+        row = rows.begin(spec, trial, attempt, placement, times)
+        measure(row, spec, trial, records, log_file, offset)
         tail = log_tail(log_file)
         log_path = store.commit_log(log_file, spec.name, trial.trial_id, attempt)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     trial_dir = folder.close(own_dir)
 
-    row = base_row(spec, trial, attempt, placement)
-    row.update(gpu_info or {})
-    for sampler in samplers or []:
-        row.update(sampler.columns())
-    row.update(
-        {
-            "child_env_json": json.dumps(launch.explicit, sort_keys=True),
-            "log_path": log_path,
-            "trial_dir": trial_dir,
-            "command": launch.command,
-            "queued_at": utc_time(times.queued_at),
-            "dispatched_at": utc_time(times.dispatched_at),
-        }
+    row.gpu = gpus.facts
+    row.gpu_memory.gpu_mem_method = gpus.unavailable
+    for sampler in gpus.samplers:
+        row.gpu_memory, row.energy, row.gpu_use = sampler.memory(), sampler.energy(), sampler.utilisation()
+    row.files = Files(
+        child_env_json=json.dumps(launch.explicit, sort_keys=True), log_path=log_path, trial_dir=trial_dir
     )
-    row.update(measured)
-    row["notes"] += folder.notes
-    row.update(energy_per_work(row, samplers or [], collect.steady_spans(records)))
+    row.identity.command = launch.command
+    row.notes.extend(folder.notes)
+    energy_per_work(
+        row.energy, row.epochs.epoch_times, row.epochs.images_per_epoch, gpus.samplers, collect.steady_spans(records)
+    )
     error = collect.first_error(records)
     if outcome is None:
         kind, _, message = (launch.missing or "").partition(": ")
-        row.update(
-            {"status": TrialStatus.ERROR.value, "error_type": kind, "error_message": message, "error_tail": message}
+        row.outcome.status = TrialStatus.ERROR
+        row.outcome.error_type, row.outcome.error_message, row.outcome.error_tail = kind, message, message
+        row.times.started_at = row.times.ended_at = utc_time(time.time())
+        return row
+    verdict = classify(outcome, error, tail)
+    if verdict["status"] is TrialStatus.OK and error:
+        row.notes.append(
+            f"a process of the trial raised {error['type']}: {error['message'][:200]} (the trial exited 0)"
         )
-        row["started_at"] = row["ended_at"] = utc_time(time.time())
-    else:
-        verdict = classify(outcome, error, tail)
-        if verdict["status"] is TrialStatus.OK and error:
-            row["notes"].append(
-                f"a process of the trial raised {error['type']}: {error['message'][:200]} (the trial exited 0)"
-            )
-        if row.get("gpu_foreign_pids"):
-            row["notes"].append(
-                f"other processes used its GPUs during the trial (pids {row['gpu_foreign_pids']}): its timings "
-                f"and memory may be polluted"
-            )
-        row["notes"] += outcome.notes
-        if outcome.stray_killed:
-            row["notes"].append(f"{outcome.stray_killed} process(es) of the trial outlived it and were ended")
-        row.update(
-            {
-                "stray_processes": outcome.stray_killed,
-                "containment": outcome.containment,
-                "start": outcome.start,
-                "status": verdict["status"].value,
-                "error_type": verdict["error_type"],
-                "error_tail": verdict["error_tail"],
-                "error_message": verdict.get("error_message"),
-                "exit_code": outcome.exit_code,
-                "signal": outcome.signal,
-                "wall_s": outcome.wall_s,
-                "peak_rss_mib": outcome.peak_rss_mib,
-                "started_at": utc_time(outcome.started_at),
-                "ended_at": utc_time(outcome.ended_at),
-            }
+    if row.gpu_memory.gpu_foreign_pids:
+        row.notes.append(
+            f"other processes used its GPUs during the trial (pids {row.gpu_memory.gpu_foreign_pids}): its timings "
+            f"and memory may be polluted"
         )
-    row["notes"] = row["notes"] or None
+    row.notes.extend(outcome.notes)
+    if outcome.stray_killed:
+        row.notes.append(f"{outcome.stray_killed} process(es) of the trial outlived it and were ended")
+    row.outcome.status = verdict["status"]
+    row.outcome.error_type = verdict["error_type"]
+    row.outcome.error_tail = verdict["error_tail"]
+    row.outcome.error_message = verdict.get("error_message")
+    row.outcome.exit_code, row.outcome.signal = outcome.exit_code, outcome.signal
+    row.process = Process(outcome.wall_s, outcome.peak_rss_mib, outcome.stray_killed, outcome.containment)
+    row.start.start = outcome.start
+    row.times.started_at, row.times.ended_at = utc_time(outcome.started_at), utc_time(outcome.ended_at)
     return row

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import psutil
 
+from grid.processes import living
 from grid.trial.measure import process_tree
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -135,10 +136,9 @@ class ReaperContainment:
     def _alive(self) -> list[psutil.Process]:
         out = []
         for pid, created in self.seen.items():
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
-                    out.append(proc)
+            proc = living(pid, created)
+            if proc is not None:
+                out.append(proc)
         # psutil's start times are comparable with each other, not with time.time(): orphans are
         # younger than the trial's first process, which was seen first.
         started = min(self.seen.values(), default=0.0)

@@ -22,19 +22,10 @@ import re
 import time
 from pathlib import Path
 
+from grid.processes import living
 from grid.trial.gpulock import LOCK_DIR
 
 STALE_S = 86400.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write(path: Path, entry: dict) -> None:
@@ -95,7 +86,7 @@ class Tenancy:
                 other = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue  # gone meanwhile
-            if not other.get("read") and not _alive(other["pid"]):
+            if not other.get("read") and living(other["pid"]) is None:
                 path.unlink(missing_ok=True)  # its process died: it no longer runs nor reads
                 continue
             if other["end"] is not None and other["end"] < time.time() - STALE_S:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
+
+from grid.results.row import Energy, GpuFacts, GpuMemory, GpuUse
 
 MIB = 1024 * 1024
 _init_lock = threading.Lock()
@@ -49,15 +52,15 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def gpu_facts(nvml: Any, handles: dict[str, Any]) -> dict[str, Any]:
+def gpu_facts(nvml: Any, handles: dict[str, Any]) -> GpuFacts:
     first = next(iter(handles.values()))
     cuda = nvml.nvmlSystemGetCudaDriverVersion()
-    return {
-        "gpu_name": _text(nvml.nvmlDeviceGetName(first)),
-        "gpu_total_mib": nvml.nvmlDeviceGetMemoryInfo(first).total / MIB,
-        "driver_version": _text(nvml.nvmlSystemGetDriverVersion()),
-        "cuda_version": f"{cuda // 1000}.{cuda % 1000 // 10}",
-    }
+    return GpuFacts(
+        gpu_name=_text(nvml.nvmlDeviceGetName(first)),
+        gpu_total_mib=nvml.nvmlDeviceGetMemoryInfo(first).total / MIB,
+        driver_version=_text(nvml.nvmlSystemGetDriverVersion()),
+        cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
+    )
 
 
 class Trapezoid:
@@ -158,7 +161,7 @@ class NvmlSampler:
             return None
         return _at(series, t1) - _at(series, t0)
 
-    def columns(self) -> dict:
+    def memory(self) -> GpuMemory:
         device = {g: max(0, v) / MIB for g, v in self.device_peak.items()}
         if self.attributed:
             per_gpu = {g: v / MIB for g, v in self.process_peak.items()}
@@ -168,35 +171,32 @@ class NvmlSampler:
             method = "nvml device used minus pre-launch baseline (no per-process figures" + (
                 f": {sorted(self.errors)[0]})" if self.errors else " for the child's pids)"
             )
-        return {
-            "gpu_mem_peak_per_gpu_mib": [per_gpu[g] for g in self.handles],
-            "gpu_mem_peak_mib": sum(per_gpu.values()),
-            "gpu_device_mem_peak_mib": sum(device.values()),
-            "gpu_mem_method": method,
+        return GpuMemory(
+            gpu_mem_peak_per_gpu_mib=[per_gpu[g] for g in self.handles],
+            gpu_mem_peak_mib=sum(per_gpu.values()),
+            gpu_device_mem_peak_mib=sum(device.values()),
+            gpu_mem_method=method,
             # Only where NVML's pids are ours to compare (not in another pid namespace).
-            "gpu_foreign_pids": sorted(self.foreign) if self.attributed else None,
-            **self._energy(),
-            **self.utilisation(),
-        }
+            gpu_foreign_pids=sorted(self.foreign) if self.attributed else None,
+        )
 
-    def utilisation(self) -> dict:
+    def utilisation(self) -> GpuUse:
         if self.util.span_s <= 0:
-            return {"gpu_util_pct": None, "gpu_compute_s": None}
-        return {
-            "gpu_util_pct": 100 * self.util.total / (self.util.span_s * len(self.handles)),
-            "gpu_compute_s": self.util.total,
-        }
+            return GpuUse()
+        return GpuUse(
+            gpu_util_pct=100 * self.util.total / (self.util.span_s * len(self.handles)),
+            gpu_compute_s=self.util.total,
+        )
 
-    def _energy(self) -> dict:
+    def energy(self) -> Energy:
         end = self._energy_mj() if self.energy_start is not None else None
         if self.energy_start is not None and end is not None:
-            return {"energy_j": (end - self.energy_start) / 1000, "energy_method": "nvml total-energy counter"}
+            return Energy(energy_j=(end - self.energy_start) / 1000, energy_method="nvml total-energy counter")
         if self.power.samples >= 2:
-            return {
-                "energy_j": self.power.total,
-                "energy_method": f"nvml power integrated over {self.power.samples} samples",
-            }
-        return {"energy_j": None, "energy_method": "unavailable (no energy counter, too few power samples)"}
+            return Energy(
+                energy_j=self.power.total, energy_method=f"nvml power integrated over {self.power.samples} samples"
+            )
+        return Energy(energy_method="unavailable (no energy counter, too few power samples)")
 
 
 def _at(series: list[tuple[float, float]], t: float) -> float:
@@ -222,13 +222,27 @@ def card_memory_mib(gpu_ids: tuple[str, ...], given: float | None = None) -> flo
         return None
 
 
-def gpu_samplers(gpu_ids: tuple[str, ...]) -> tuple[list, dict]:
+@dataclass
+class GpuView:
+    """What NVML gives an attempt: a sampler over its GPUs (none on CPU slots or where NVML cannot
+    see them), the facts of the card, and why nothing is measured where that is so."""
+
+    samplers: list[NvmlSampler] = field(default_factory=list)
+    facts: GpuFacts = field(default_factory=GpuFacts)
+    unavailable: str | None = None  # gpu_mem_method's text when NVML cannot be used
+
+    @property
+    def uuids(self) -> list[str]:
+        return [uuid for sampler in self.samplers for uuid in sampler.uuids]
+
+
+def gpu_samplers(gpu_ids: tuple[str, ...]) -> GpuView:
     """Samplers for these GPUs, and the GPU facts (name, memory, driver, CUDA) for the row."""
     if not gpu_ids:
-        return [], {}
+        return GpuView()
     try:
         nvml = _nvml()
         handles = {g: _handle(nvml, g) for g in gpu_ids}
-        return [NvmlSampler(nvml, handles)], gpu_facts(nvml, handles)
+        return GpuView([NvmlSampler(nvml, handles)], gpu_facts(nvml, handles))
     except Exception as exc:  # NVML missing, fake GPU ids, driver errors: measure nothing, say why
-        return [], {"gpu_mem_method": f"unavailable ({type(exc).__name__}: {exc})"}
+        return GpuView(unavailable=f"unavailable ({type(exc).__name__}: {exc})")

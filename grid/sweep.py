@@ -1,19 +1,21 @@
-"""`grid run`: spec -> trials -> pool -> scheduler -> rows, with progress and a summary (grid.api.run from Python)."""
+"""`grid run`: spec -> trials -> pool -> scheduler -> rows, with progress and a summary (grid.api.run
+from Python). The one module above both the scheduler and the reports: it runs the one, then shows
+what the other makes of the rows."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from grid.errors import StorageError, UsageError
+from grid.errors import StorageError
+from grid.options import RunOptions
 from grid.reports.summary import print_summary
 from grid.results.dedupe import latest_attempts
 from grid.results.lease import Lease
-from grid.results.spool import DeliveryOptions, Spool, default_state_dir
+from grid.results.spool import Spool
 from grid.results.store import ResultStore
 from grid.scheduler.driver import Scheduler, SweepOutcome
 from grid.scheduler.localray import LocalRay, end_leftovers
@@ -22,44 +24,10 @@ from grid.scheduler.progress import make_progress
 from grid.scheduler.resume import Pending, plan_attempts
 from grid.scheduler.search import SearchRun, plan_text
 from grid.scheduler.workdir_writes import Snapshot, changed, own_output, snapshot, warning
-from grid.shared import Trial
+from grid.shared import Trial, TrialStatus
 from grid.spec.expand import Expansion, expand
 from grid.spec.model import GridSpec
 from grid.spec.search import SearchSpec
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    results: str = "results"
-    runner: str = "ray"  # "ray" | "local"
-    address: str | None = None
-    num_gpus: int | None = None  # local Ray / local runner: GPUs to offer (fake on a CPU box)
-    cpu_slots: int = 1
-    retry_failed: bool = False
-    shared_results: bool = False  # a local --results directory is shared by every node (NFS, ...)
-    live: bool | None = None  # None: live display when stdout is a terminal
-    state_dir: str = field(default_factory=default_state_dir)  # this machine's spool, lease of a local Ray
-    store_retry_s: float = 60.0  # how long a worker retries a row the store refuses before keeping it
-    lease_ttl_s: float = 60.0  # on S3: how soon a dead driver's lease on the sweep expires
-    gpu_memory_mib: float | None = None  # each GPU's memory for packing (fake GPUs; default NVML's)
-
-    @property
-    def delivery(self) -> DeliveryOptions:
-        return DeliveryOptions(self.state_dir, self.store_retry_s)
-
-    def check(self) -> None:
-        if self.runner not in ("ray", "local"):
-            raise UsageError(f"--runner: received {self.runner!r}, expected 'ray' or 'local'")
-        if self.cpu_slots < 1:
-            raise UsageError(f"--cpu-slots: received {self.cpu_slots}, expected an integer >= 1")
-        if self.num_gpus is not None and self.num_gpus < 0:
-            raise UsageError(f"--num-gpus: received {self.num_gpus}, expected an integer >= 0")
-        if self.runner == "local" and self.address:
-            raise UsageError("--address needs --runner ray")
-        if self.gpu_memory_mib is not None and not self.gpu_memory_mib > 0:
-            raise UsageError(f"--gpu-memory-mib: received {self.gpu_memory_mib}, expected MiB > 0")
-        if not self.store_retry_s >= 0:
-            raise UsageError(f"--store-retry: received {self.store_retry_s}, expected seconds >= 0")
 
 
 def say(console: Console, line: str) -> None:
@@ -206,9 +174,9 @@ def _run_leased(
         if shared:
             say(console, shared)
         return outcome
-    rows = sorted((r for r in outcome.rows if r["status"] != "lost"), key=lambda r: r["trial_id"])
+    rows = sorted((r for r in outcome.rows if r.status is not TrialStatus.LOST), key=lambda r: r.trial_id)
     order = {t.trial_id: t.index for t in expansion.trials}
-    rows.sort(key=lambda r: order.get(r["trial_id"], 0))
+    rows.sort(key=lambda r: order.get(r.trial_id, 0))
     print_summary(
         rows,
         axes,
