@@ -5,14 +5,16 @@ what the other makes of the rows."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 
 from rich.console import Console
 
-from grid.errors import StorageError
+from grid.errors import GridError, StorageError
 from grid.options import RunOptions
 from grid.reports.summary import print_summary
+from grid.results.compact import compact_sweep
 from grid.results.dedupe import latest_attempts
 from grid.results.lease import Lease
 from grid.results.spool import Spool
@@ -28,6 +30,8 @@ from grid.shared import Trial, TrialStatus
 from grid.spec.expand import Expansion, expand
 from grid.spec.model import GridSpec
 from grid.spec.search import SearchSpec
+
+log = logging.getLogger("grid")
 
 
 def say(console: Console, line: str) -> None:
@@ -114,9 +118,24 @@ def run_sweep(
     end_leftovers(opts.state_dir)
     lease = Lease(store, spec.name, opts.lease_ttl_s).acquire()
     try:
-        return _run_leased(spec, opts, console, expansion, store, lease)
+        outcome = _run_leased(spec, opts, console, expansion, store, lease)
+        _merge(store, spec.name)
+        return outcome
+    except (GridError, OSError):  # stopped by the store or the cluster: what finished is merged too
+        _merge(store, spec.name)
+        raise
     finally:
         lease.release()
+
+
+def _merge(store: ResultStore, sweep: str) -> None:
+    """The sweep's files merged into one (compact.py), so that at rest every column has one type in
+    one file and pandas, pyarrow, polars and DuckDB read the folder with no options. Never the
+    run's undoing: a store that refuses is said, and the next run (or `grid compact`) merges."""
+    try:
+        compact_sweep(store, sweep)
+    except Exception as exc:
+        log.warning("[grid] the rows of sweep %r stay in one file each (merging them failed: %s)", sweep, exc)
 
 
 def _run_leased(

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from grid.errors import ResultsError, UsageError
 from grid.results.dedupe import dedupe
+from grid.results.schema import as_written
 from grid.results.store import ResultStore
 
 ROW_GROUP_ROWS = 65536
@@ -93,6 +94,7 @@ def compact_sweep(store: ResultStore, sweep: str, hook: Hook | None = None) -> C
 
 def _commit(store: ResultStore, sweep: str, table: pa.Table) -> str:
     """Write the merged file so that it appears whole under its final name, or not at all."""
+    table = as_written(table)
     token = uuid.uuid4().hex
     final = f"{store.sweep_dir(sweep)}/{COMPACTED_PREFIX}{token}.parquet"
     if not store.is_local:

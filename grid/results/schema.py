@@ -62,32 +62,52 @@ def metric_columns(schema: pa.Schema, config_keys: set[str]) -> list[str]:
     )
 
 
-def value_type(value: Any) -> pa.DataType:
-    """The column type of a value outside the base schema (a metric or an untyped config value)."""
+def value_type(value: Any) -> pa.DataType | None:
+    """The column type of a value outside the base schema (a metric or an untyped config value);
+    None for a null, whose type the value alone cannot tell."""
     if value is None:
-        return pa.null()  # unifies with whatever type other rows give the column
+        return None
     if isinstance(value, bool):
         return pa.bool_()
     if isinstance(value, list):
         inner = {value_type(v) for v in value if v is not None}
-        return pa.list_(inner.pop() if len(inner) == 1 else S)
+        return pa.list_(inner.pop() if len(inner) == 1 else F)  # a list reported is a list of numbers
     for kind, arrow in _ARROW_OF.items():
         if isinstance(value, kind):
             return arrow
     raise ResultsError(f"cannot store a {type(value).__name__} in a results column: {value!r}")
 
 
-def rows_to_table(rows: list[dict[str, Any]], kinds: dict[str, type] | None = None) -> pa.Table:
-    """Rows as a table: every base column with its declared type (null where a row has no value),
-    config columns with their params' types (`kinds`), any other column (a metric) typed by its value."""
+def rows_to_table(
+    rows: list[dict[str, Any]], kinds: dict[str, type] | None = None, known: dict[str, pa.DataType] | None = None
+) -> pa.Table:
+    """Rows as a table in which every column has one type in every file of a sweep: each base
+    column its declared type, config columns their params' types (`kinds`), a metric the type its
+    sweep gave it (`known`), else its value's. A column no row gives a value, of a type nobody
+    knows yet, is left out: a null-typed column would not read together with the typed one of
+    another file."""
     types: dict[str, pa.DataType] = {}
+    for name, kind in (known or {}).items():
+        if name not in BY_NAME:
+            types[name] = kind
     for row in rows:
         for name, value in row.items():
-            if name in BY_NAME:
+            if name in BY_NAME or (name in types and not (kinds and name in kinds)):
                 continue
             if kinds and name in kinds:
                 types[name] = _ARROW_OF[kinds[name]]
-            elif types.get(name, pa.null()) == pa.null():
-                types[name] = value_type(value)
+            elif (kind := value_type(value)) is not None:
+                types[name] = kind
     fields = BASE_FIELDS + [pa.field(n, t) for n, t in types.items()]
     return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+
+
+def as_written(table: pa.Table) -> pa.Table:
+    """A table read back (by gpu-grid's readers) in the types its files hold: each base column cast
+    to its declared type (`sweep` dictionary-encoded again), so that a merged file reads together
+    with the per-attempt files written beside it."""
+    for at, name in enumerate(table.column_names):
+        column = BY_NAME.get(name)
+        if column is not None and table.schema.field(at).type != column.type:
+            table = table.set_column(at, name, table.column(at).cast(column.type))
+    return table
