@@ -38,10 +38,10 @@ sys.path.insert(0, str(REPO))
 
 from grid.results.store import ResultStore  # noqa: E402
 from grid.scheduler.raypool import connect  # noqa: E402
-from grid.sweep import RunOptions, run_sweep  # noqa: E402
 from grid.shared import Placement  # noqa: E402
 from grid.spec.expand import expand  # noqa: E402
 from grid.spec.parse import parse_spec  # noqa: E402
+from grid.sweep import RunOptions, run_sweep  # noqa: E402
 from grid.trial import warm  # noqa: E402
 from grid.trial.isolate import run_child  # noqa: E402
 from grid.trial.launch import Launch, prepare  # noqa: E402

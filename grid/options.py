@@ -100,6 +100,13 @@ class RunOptions:
         kind=float,
         metavar="SECONDS",
     )
+    merge: bool = option(
+        True,
+        "--no-merge",
+        "keep one file per attempt instead of merging the sweep's files into one at the end of the run "
+        "(a merged sweep reads with any Parquet reader with no options; see grid compact)",
+        kind=bool,
+    )
     live: bool | None = option(None, None, "a live display (None: when stdout is a terminal; grid run --plain: off)")
 
     @property
@@ -140,13 +147,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": f.metadata["help"]}
-        if f.type in ("bool", bool):
-            kwargs["action"] = "store_true"
+        if f.metadata["kind"] is bool:
+            kwargs["action"] = "store_false" if default else "store_true"
         else:
-            kwargs["type"] = {"int | None": int, "int": int, "float": float, "float | None": float}.get(
-                str(f.type), str
-            )
-            if f.metadata.get("metavar"):
+            kwargs["type"] = f.metadata["kind"]
+            if f.metadata["metavar"]:
                 kwargs["metavar"] = f.metadata["metavar"]
         if f.name == "runner":
             kwargs["choices"] = ("ray", "local")

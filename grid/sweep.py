@@ -119,10 +119,12 @@ def run_sweep(
     lease = Lease(store, spec.name, opts.lease_ttl_s).acquire()
     try:
         outcome = _run_leased(spec, opts, console, expansion, store, lease)
-        _merge(store, spec.name)
+        if opts.merge:
+            _merge(store, spec.name)
         return outcome
     except (GridError, OSError):  # stopped by the store or the cluster: what finished is merged too
-        _merge(store, spec.name)
+        if opts.merge:
+            _merge(store, spec.name)
         raise
     finally:
         lease.release()

@@ -16,6 +16,7 @@ def retried_dataset(tmp: Path, spec: dict) -> Path:
     spec_path.write_text(yaml.safe_dump(spec))
     results = tmp / "results"
     argv = ["run", str(spec_path), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2"]
+    argv.append("--no-merge")  # one file per attempt, as a sweep leaves them while it runs
     assert main(argv) == 0
     assert main([*argv, "--retry-failed"]) == 0
     first = sorted((results / f"sweep={spec['name']}").glob("*.parquet"))[0]

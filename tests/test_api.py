@@ -35,3 +35,32 @@ def test_bad_specs_raise_before_anything_runs(tmp_path):
     with pytest.raises(SpecError, match="placeholder {x} names no axis or param"):
         grid.run({"name": "b", "command": "echo {x}"}, results=str(tmp_path / "r"), runner="local", quiet=True)
     assert not (tmp_path / "r").exists()
+
+
+def test_run_options_are_declared_once_for_the_cli_and_the_api(tmp_path):
+    """grid run's flags and grid.run's keywords come from one declaration (grid/options.py)."""
+    import dataclasses
+
+    from grid.cli import build_parser
+    from grid.errors import UsageError
+    from grid.options import RunOptions
+
+    spec = {"name": "o", "workload": "sleep", "params": {"seconds": 0.01}}
+    with pytest.raises(UsageError, match=r"unknown run option\(s\) \['num_gpu'\]; valid options are \['results'"):
+        grid.run(spec, results=str(tmp_path / "r"), runner="local", quiet=True, num_gpu=1)
+    assert not (tmp_path / "r").exists()
+    flags = [f.metadata["flag"] for f in dataclasses.fields(RunOptions) if f.metadata.get("flag")]
+    run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr]
+    assert flags and all(flag in run_help for flag in flags)
+    table = grid.run(
+        spec,
+        results=str(tmp_path / "r"),
+        runner="local",
+        quiet=True,
+        store_retry_s=5.0,
+        lease_ttl_s=5.0,
+        state_dir=str(tmp_path / "state"),
+        merge=False,
+    )
+    assert table.column("status").to_pylist() == ["ok"]
+    assert len(list((tmp_path / "r" / "sweep=o").glob("*.parquet"))) == 1

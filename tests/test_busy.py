@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from grid.reports.build import busy_table
 from grid.results.store import ResultStore
-from grid.sweep import RunOptions, run_sweep
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, run_sweep
 
 
 def test_busy_time_per_worker(tmp_path):

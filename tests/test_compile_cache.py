@@ -9,8 +9,8 @@ import os
 import pytest
 
 from grid.results.store import ResultStore
-from grid.sweep import RunOptions, run_sweep
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, run_sweep
 from grid.trial import compilecache
 
 

@@ -8,9 +8,9 @@ import pytest
 from grid.errors import UsageError
 from grid.results.store import ResultStore
 from grid.scheduler.packing import CONTEXT_MIB, Tenant, fits, footprint, margin_mib
-from grid.sweep import RunOptions, run_sweep
 from grid.shared import Trial
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, run_sweep
 from tests.conftest import HAS_GPU
 from tests.test_scheduler import intervals_by_gpu
 

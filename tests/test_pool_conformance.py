@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 
 from grid.results.store import ResultStore
-from grid.scheduler.pool import LocalPool
-from grid.sweep import RunOptions, run_sweep
-from grid.scheduler.pool import Finished
+from grid.scheduler.pool import Finished, LocalPool
 from grid.shared import AttemptTimes, Placement, WorkerInfo
 from grid.spec.expand import expand
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, run_sweep
 from tests.test_scheduler import assert_no_gpu_shared
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from grid.results.store import ResultStore
-from grid.sweep import RunOptions, run_sweep
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, run_sweep
 from tests.test_scheduler import assert_no_gpu_shared, intervals_by_gpu
 
 pytestmark = pytest.mark.slow

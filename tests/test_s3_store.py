@@ -23,11 +23,11 @@ from grid.scheduler.driver import Running, Scheduler
 from grid.scheduler.pool import LocalPool
 from grid.scheduler.progress import PlainProgress
 from grid.scheduler.resume import Pending
-from grid.sweep import RunOptions, run_sweep
 from grid.shared import Placement
 from grid.spec.expand import expand
 from grid.spec.model import GridSpec
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import pytest
 
 from grid.errors import UsageError
 from grid.results.store import ResultStore
-from grid.sweep import RunOptions, run_sweep
 from grid.spec.expand import expand
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, run_sweep
 
 
 def sleep_spec(name="s", seconds=0.3, **extra):

@@ -17,9 +17,9 @@ from rich.console import Console
 from grid.cli import main
 from grid.errors import SpecError
 from grid.results.store import ResultStore
-from grid.sweep import RunOptions, run_sweep
 from grid.scheduler.workdir_writes import changed, snapshot
 from grid.spec.parse import parse_spec
+from grid.sweep import RunOptions, run_sweep
 
 SCRIPT = Path(__file__).parent / "scripts" / "writes_files.py"
 

@@ -16,9 +16,9 @@ import psutil
 import pytest
 
 from grid.results.store import ResultStore
-from grid.sweep import RunOptions, run_sweep
 from grid.spec.parse import load_spec
 from grid.spec.workloads import PROJECT_ROOT, TRIAL_SITE
+from grid.sweep import RunOptions, run_sweep
 from grid.trial import warm
 from grid.trial.isolate import run_child
 
