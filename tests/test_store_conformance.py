@@ -15,10 +15,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-import pyarrow.fs as pafs
 import pytest
 import s3server
 
+from grid.results.backend import TEMP_PREFIX
 from grid.results.dedupe import latest_attempts
 from grid.results.rows import base_row
 from grid.results.store import ResultStore
@@ -108,8 +108,8 @@ def test_reader_never_sees_a_partial_file(store):
         seen, reads = table.num_rows, reads + 1
     writer.join()
     assert store.read("conf").num_rows == 8
-    left = store.fs.get_file_info(pafs.FileSelector(store.sweep_dir("conf"), recursive=True))
-    assert not [i.path for i in left if i.base_name.startswith(".tmp")], "a temporary file was left behind"
+    left = store.backend.entries(store.layout.sweep("conf"), recursive=True)
+    assert not [e.path for e in left if e.name.startswith(TEMP_PREFIX)], "a temporary file was left behind"
 
 
 def test_create_row_writes_an_attempt_once(store):
@@ -140,13 +140,13 @@ def test_log_lands_beside_the_rows_and_is_not_a_row(store):
         f.write("child stdout\nchild stderr\n")
     shown = store.commit_log(local, "conf", TRIALS[0].trial_id, 0)
     assert shown.endswith(f"sweep=conf/_logs/{TRIALS[0].trial_id}-0.log")
-    with store.fs.open_input_stream(store.log_path("conf", TRIALS[0].trial_id, 0)) as f:
-        assert f.read() == b"child stdout\nchild stderr\n"
-    if not store.is_local:
+    path = store.layout.log("conf", TRIALS[0].trial_id, 0)
+    assert store.backend.read(path) == b"child stdout\nchild stderr\n"
+    if store.backend.local_path(path) is None:
         assert not os.path.exists(local), "the local scratch copy of an uploaded log is removed"
     store.write_row(row(0, log_path=shown))
     assert store.read("conf").column("log_path").to_pylist() == [shown]
-    assert store.files("conf") == [store.row_path("conf", TRIALS[0].trial_id, 0)]
+    assert store.files("conf") == [store.layout.row("conf", TRIALS[0].trial_id, 0)]
 
 
 def test_attempt_numbers_are_claimed_once_and_listed(store):
@@ -164,9 +164,8 @@ def test_attempt_numbers_are_claimed_once_and_listed(store):
 def test_an_unreadable_file_is_skipped_and_reported_not_fatal(store, caplog):
     store.write_row(row(0))
     store.write_row(row(1))
-    bad = f"{store.sweep_dir('conf')}/garbage.parquet"
-    with store.fs.open_output_stream(bad) as out:
-        out.write(b"not parquet at all")
+    bad = f"{store.layout.sweep('conf')}/garbage.parquet"
+    store.backend.write(bad, b"not parquet at all")
     with caplog.at_level("WARNING", logger="grid"):
         table = store.read("conf")
     assert table.num_rows == 2

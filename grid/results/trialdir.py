@@ -8,12 +8,13 @@ resumes when its trial runs again (after Ctrl-C, a lost node, `--retry-failed`):
 no change. The workdir, by contrast, is shared by every trial.
 
 With the results on a local (or shared) disk the trial writes into the folder itself. With remote
-results (S3) an attempt works in a copy on its machine: what earlier attempts kept is downloaded
-before it starts and the copy is mirrored back when it ends (files it deleted are deleted there
-too); a copy that an attempt cut off on this machine left behind (Ctrl-C) is mirrored back first.
-While the trial runs, its new or changed files go up every SYNC_S seconds once they have stopped
-changing (the same size and time at two looks in a row: a checkpoint being written is not sent
-half-written), so a node that dies mid-trial leaves its last settled checkpoint in the store.
+results (S3, or any store not on this machine's disk) an attempt works in a copy on its machine:
+what earlier attempts kept is downloaded before it starts and the copy is mirrored back when it
+ends (files it deleted are deleted there too); a copy that an attempt cut off on this machine left
+behind (Ctrl-C) is mirrored back first. While the trial runs, its new or changed files go up every
+SYNC_S seconds once they have stopped changing (the same size and time at two looks in a row: a
+checkpoint being written is not sent half-written), so a node that dies mid-trial leaves its last
+settled checkpoint in the store.
 
 The folder never costs a trial its run: where the store cannot give or take it (down, full,
 read-only), the attempt works in a folder on its machine, which is kept there, and the row's
@@ -28,8 +29,6 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
-
-import pyarrow.fs as pafs
 
 from grid.results.store import ResultStore
 
@@ -57,32 +56,34 @@ def _stamps(folder: str) -> Stamps:
 class TrialFolder:
     def __init__(self, store: ResultStore, sweep: str, trial_id: str, attempt: int):
         self.store, self.sweep, self.trial_id, self.attempt = store, sweep, trial_id, attempt
-        self.kept = f"{store.sweep_dir(sweep)}/_trials/{trial_id}"  # in the store's filesystem
+        self.backend = store.backend
+        self.kept = store.layout.trial_folder(sweep, trial_id)  # in the store
         self.notes: list[str] = []
-        self._copy = not store.is_local  # the attempt works in a copy on this machine
+        self._here = self.backend.local_path(self.kept)  # the folder itself, where the store is on this disk
+        self._copy = self._here is None  # the attempt works in a copy on this machine
         self._from_store = False  # the copy started as what the store kept: its deletions may go back
 
     def _copy_of(self, attempt: int) -> str:
-        return os.path.join(self.store.local_staging("trials", self.sweep), f"{self.trial_id}-{attempt}")
+        return os.path.join(self.backend.staging("trials", self.sweep), f"{self.trial_id}-{attempt}")
 
     def open(self) -> tuple[str, int]:
         """The folder this attempt writes into, on this machine, and how many files earlier
         attempts left in it."""
-        if not self._copy:
+        if self._here is not None:
             try:
-                os.makedirs(self.kept, exist_ok=True)
-                return self.kept, self._held(self.kept)
+                self.backend.make_folder(self.kept)
+                return self._here, self._held(self._here)
             except OSError as exc:
                 self._copy = True
                 self.notes.append(f"its folder could not be made in {self.kept} ({exc}); it wrote on its machine")
         local = self._copy_of(self.attempt)
         shutil.rmtree(local, ignore_errors=True)
         os.makedirs(local)
-        if not self.store.is_local:
+        if self._here is None:
             try:
                 self._mirror_cut_off_copies()
                 if self._remote_files():
-                    pafs.copy_files(self.kept, local, source_filesystem=self.store.fs)
+                    self.backend.copy_down(self.kept, local)
                 self._from_store = True
             except Exception as exc:  # the store is down: run without what earlier attempts kept
                 shutil.rmtree(local, ignore_errors=True)
@@ -107,8 +108,8 @@ class TrialFolder:
         if not self._copy:
             if not left:
                 shutil.rmtree(local, ignore_errors=True)
-            return self.kept if left else None
-        if not self.store.is_local and (left or self._from_store):
+            return self._here if left else None
+        if self._here is None and (left or self._from_store):
             try:
                 self._mirror(local, left, deletions=self._from_store)
                 shutil.rmtree(local, ignore_errors=True)
@@ -125,7 +126,7 @@ class TrialFolder:
     def syncing(self, local: str, every_s: float = SYNC_S) -> Iterator[None]:
         """While the block runs, send the copy's settled new or changed files up every `every_s`
         seconds (remote results only; nothing is deleted before the attempt ends)."""
-        if not self._copy or self.store.is_local:
+        if self._here is not None:
             yield
             return
         stop = threading.Event()
@@ -153,34 +154,27 @@ class TrialFolder:
             if seen.get(name) != stamp or sent.get(name) == stamp:
                 continue
             try:
-                with (
-                    open(os.path.join(local, name), "rb") as src,
-                    self.store.fs.open_output_stream(f"{self.kept}/{name}") as dst,
-                ):
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                self.backend.upload(os.path.join(local, name), f"{self.kept}/{name}")
                 sent[name] = stamp
             except Exception:
                 continue
         return now
 
     def _shown(self) -> str:
-        return self.store.display_path(self.kept)
+        return self.backend.show(self.kept)
 
     def _remote_files(self) -> list[str]:
-        selector = pafs.FileSelector(self.kept, recursive=True, allow_not_found=True)
         return [
-            os.path.relpath(info.path, self.kept)
-            for info in self.store.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File
+            os.path.relpath(e.path, self.kept) for e in self.backend.entries(self.kept, recursive=True) if e.is_file
         ]
 
     def _mirror(self, local: str, left: list[str], deletions: bool) -> None:
         """The remote folder made what the local copy holds: uploads, then (if allowed) deletions."""
         if left:
-            pafs.copy_files(local, self.kept, destination_filesystem=self.store.fs)
+            self.backend.copy_up(local, self.kept)
         if deletions:
             for gone in set(self._remote_files()) - set(left):
-                self.store.fs.delete_file(f"{self.kept}/{gone}")
+                self.backend.delete(f"{self.kept}/{gone}")
 
     def _mirror_cut_off_copies(self) -> None:
         """The previous attempt of this trial ended on this machine before its upload (Ctrl-C) and
