@@ -12,9 +12,9 @@ results (S3, or any store not on this machine's disk) an attempt works in a copy
 what earlier attempts kept is downloaded before it starts and the copy is mirrored back when it
 ends (files it deleted are deleted there too); a copy that an attempt cut off on this machine left
 behind (Ctrl-C) is mirrored back first. While the trial runs, its new or changed files go up every
-SYNC_S seconds once they have stopped changing (the same size and time at two looks in a row: a
-checkpoint being written is not sent half-written), so a node that dies mid-trial leaves its last
-settled checkpoint in the store.
+GRID_TRIAL_DIR_SYNC_S seconds (60 by default; read when the attempt starts) once they have stopped
+changing (the same size and time at two looks in a row: a checkpoint being written is not sent
+half-written), so a node that dies mid-trial leaves its last settled checkpoint in the store.
 
 The folder never costs a trial its run: where the store cannot give or take it (down, full,
 read-only), the attempt works in a folder on its machine, which is kept there, and the row's
@@ -30,9 +30,8 @@ import socket
 import threading
 from collections.abc import Iterator
 
+from grid.protocol import knob_seconds
 from grid.results.store import ResultStore
-
-SYNC_S = float(os.environ.get("GRID_TRIAL_DIR_SYNC_S", "60"))  # how often a running trial's new files go up
 
 Stamps = dict[str, tuple[int, int]]  # relative path -> (mtime_ns, size)
 
@@ -123,18 +122,20 @@ class TrialFolder:
         return local
 
     @contextlib.contextmanager
-    def syncing(self, local: str, every_s: float = SYNC_S) -> Iterator[None]:
+    def syncing(self, local: str, every_s: float | None = None) -> Iterator[None]:
         """While the block runs, send the copy's settled new or changed files up every `every_s`
-        seconds (remote results only; nothing is deleted before the attempt ends)."""
+        seconds (GRID_TRIAL_DIR_SYNC_S by default; remote results only; nothing is deleted before
+        the attempt ends)."""
         if self._here is not None:
             yield
             return
+        every = knob_seconds("GRID_TRIAL_DIR_SYNC_S") if every_s is None else every_s
         stop = threading.Event()
         sent = _stamps(local) if self._from_store else {}  # what the store holds of the copy
 
         def loop() -> None:
             seen: Stamps = {}
-            while not stop.wait(every_s):
+            while not stop.wait(every):
                 seen = self._send_settled(local, seen, sent)
 
         thread = threading.Thread(target=loop, name=f"gpu-grid-sync-{self.trial_id}", daemon=True)
