@@ -94,7 +94,7 @@ def _stop(local: LocalRay | None) -> None:
 
 def _workdir(spec: GridSpec, store: ResultStore, opts: RunOptions) -> Snapshot:
     """The workdir's files, less the results, the state folder and this process's own output."""
-    return snapshot(spec.workdir, [store.root if store.is_local else "", opts.state_dir, *own_output()])
+    return snapshot(spec.workdir, [store.backend.local_path(store.layout.root) or "", opts.state_dir, *own_output()])
 
 
 def _shared_writes(

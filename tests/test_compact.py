@@ -18,6 +18,7 @@ from sweep_data import retried_dataset
 
 from grid.cli import main
 from grid.results.compact import compact
+from grid.results.row import Row
 from grid.results.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +119,7 @@ def test_rows_written_during_compaction_are_kept(results):
 
     def write_late(step, path):
         if step == "committed":
-            store.write_row(late)
+            store.write_row(Row.from_record(late))
 
     compact(store, hook=write_late)
     files = parquet_files(results)
@@ -165,7 +166,7 @@ def test_a_lost_row_written_after_compaction_does_not_hide_the_real_one(results)
     store = ResultStore(str(results))
     compact(store)
     real = next(r for r in store.read().to_pylist() if r["status"] == "ok")
-    store.write_row(dict(real, status="lost", error_type="WorkerLost"))  # the driver found no file of it
+    store.write_row(Row.from_record(dict(real, status="lost", error_type="WorkerLost")))  # the driver found no file
     key = (real["trial_id"], real["attempt"])
     assert [r["status"] for r in store.read().to_pylist() if (r["trial_id"], r["attempt"]) == key] == ["ok"]
 
@@ -184,7 +185,7 @@ def test_compaction_on_object_storage(sweep, s3_env):
     local = ResultStore(str(sweep))
     store = ResultStore(s3_env.uri("compact"))
     for row in local.read().to_pylist():
-        store.write_row(row)
+        store.write_row(Row.from_record(row))
     before = rows(store)
     assert len(store.files()) == 12
     (done,) = compact(store)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from grid.cli import main
+from grid.results.metric_types import MetricTypes
 from grid.results.schema import rows_to_table
 from grid.results.store import ResultStore
 
@@ -135,3 +136,17 @@ def test_older_files_with_null_typed_metrics_still_read_through_grid(tmp_path):
     table = ResultStore(str(tmp_path)).read("old")
     assert table.schema.field("acc").type == pa.float64()
     assert sorted(table.column("acc").to_pylist(), key=str) == [0.9, None]
+
+
+def test_a_metric_keeps_the_type_of_its_first_value_on_every_writer(tmp_path):
+    store = ResultStore(str(tmp_path))
+    first, second = MetricTypes(store, "s"), MetricTypes(store, "s")  # two workers of one sweep
+    assert first.settle({"acc": 0.9, "stage": "done", "missing": None}) == []
+    later = {"acc": "n/a", "stage": 3.0, "missing": None}
+    notes = second.settle(later)
+    assert later == {"acc": None, "stage": "3.0", "missing": None}
+    assert notes == [
+        "reported acc='n/a' not kept: the sweep's column acc holds a number (its type was fixed by its first value)"
+    ]
+    assert second.known() == {"acc": pa.float64(), "stage": pa.string()}
+    assert sorted(p.name for p in (tmp_path / "sweep=s" / "_columns").iterdir()) == ["acc", "stage"]

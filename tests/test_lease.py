@@ -124,5 +124,5 @@ def test_s3_lease_refuses_a_second_driver_expires_and_is_taken_over(s3):
         first.refresh()  # the first holder learns it lost the sweep
     second.release()
     third = Lease(store, "sweep1", ttl_s=60.0).acquire()  # released: free again
-    assert json.loads(store.fs.open_input_file(third.path).read())["token"] == third.token
+    assert json.loads(store.backend.read(third.path))["token"] == third.token
     third.release()

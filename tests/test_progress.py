@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
+from rows_for_tests import make_row
 
 from grid.results.row import Row
 from grid.scheduler.progress import LiveProgress, PlainProgress
-from grid.shared import Placement, TrialStatus
+from grid.shared import Placement
 from grid.spec.expand import expand
 from grid.spec.parse import parse_spec
-from grid.trial import rows
 
 SPEC = parse_spec({"name": "p", "workload": "sleep", "axes": {"batch_size": [1, 2, 3]}})
 TRIALS = expand(SPEC).trials
@@ -19,11 +19,7 @@ PLACE = Placement("n", "host", ("n0/gpu0",), ("0",))
 
 
 def _row(trial, status, **extra) -> Row:
-    row = rows.begin(SPEC, trial, 0, PLACE, None)
-    row.outcome.status = TrialStatus(status)
-    for name, value in extra.items():
-        row.set(name, value)
-    return row
+    return make_row(SPEC, trial, 0, status, PLACE, **extra)
 
 
 def _drive(progress):

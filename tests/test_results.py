@@ -6,10 +6,10 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
+from rows_for_tests import make_row
 
 from grid.errors import ResultsError
 from grid.results.dedupe import latest_attempts
-from grid.results.rows import base_row
 from grid.results.schema import SCHEMA_VERSION
 from grid.results.store import ResultStore
 from grid.spec.expand import expand
@@ -22,9 +22,7 @@ def _rows(n=3):
 
 
 def _row(spec, trial, attempt, status="ok", **extra):
-    row = base_row(spec, trial, attempt, None)
-    row.update(status=status, **extra)
-    return row
+    return make_row(spec, trial, attempt, status, **extra)
 
 
 def test_write_is_one_file_per_attempt_with_no_temp_left(tmp_path):

@@ -14,9 +14,9 @@ import pyarrow.fs as pafs
 import pytest
 import s3server
 from rich.console import Console
+from rows_for_tests import make_row
 
 from grid.errors import ResultsError
-from grid.results.rows import base_row
 from grid.results.store import ResultStore
 from grid.results.trialdir import TrialFolder
 from grid.scheduler.driver import Running, Scheduler
@@ -77,7 +77,7 @@ def test_endpoint_from_the_standard_environment(aws_env, monkeypatch):
     store = ResultStore(f"s3://{aws_env.bucket}/from-env")
     spec = spec_of("env")
     trial = expand(spec).trials[0]
-    store.write_row({**base_row(spec, trial, 0, None), "status": "ok"})
+    store.write_row(make_row(spec, trial))
     assert store.read("env").column("trial_id").to_pylist() == [trial.trial_id]
 
 
@@ -209,21 +209,21 @@ def test_lost_marker_never_replaces_a_written_outcome(aws_env):
     pool = LocalPool(spec, store, gpus=["0"])
     scheduler = Scheduler(spec, store, pool, PlainProgress(lambda t: t.trial_id, stream=io.StringIO()))
     placement = Placement("node", "host", ("gpu0",), ("0",))
-    store.write_row({**base_row(spec, done, 0, None), "status": "ok", "wall_s": 0.1})
+    store.write_row(make_row(spec, done, wall_s=0.1))
 
     kept = scheduler._lost(
         Running(Pending(done, 0, 2), placement, time.time(), float("inf")), RuntimeError("node gone")
     )
-    assert (kept["status"], kept["wall_s"]) == ("ok", 0.1)
+    assert (kept.status, kept.process.wall_s) == ("ok", 0.1)
     assert not scheduler.queue
 
     lost = scheduler._lost(
         Running(Pending(missing, 0, 2), placement, time.time(), float("inf")), RuntimeError("node gone")
     )
-    assert lost["status"] == "lost"
+    assert lost.status == "lost"
     assert [(p.trial.trial_id, p.attempt) for p in scheduler.queue] == [(missing.trial_id, 1)]
-    assert store.read_row("lost", done.trial_id, 0)["status"] == "ok"
-    assert store.read_row("lost", missing.trial_id, 0)["status"] == "lost"
+    assert store.read_row("lost", done.trial_id, 0).status == "ok"
+    assert store.read_row("lost", missing.trial_id, 0).status == "lost"
 
 
 def test_driver_without_access_is_refused_before_anything_runs(aws_env, monkeypatch, ray_local):

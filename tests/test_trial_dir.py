@@ -9,6 +9,7 @@ import io
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from rich.console import Console
 from grid.cli import main
 from grid.errors import SpecError
 from grid.results.store import ResultStore
+from grid.results.trialdir import TrialFolder
 from grid.scheduler.workdir_writes import changed, snapshot
 from grid.spec.parse import parse_spec
 from grid.sweep import RunOptions, run_sweep
@@ -186,3 +188,22 @@ def test_workdir_snapshot_leaves_out_results_hidden_folders_and_bytecode(tmp_pat
     monkeypatch.setattr("grid.scheduler.workdir_writes.MAX_ENTRIES", 1)
     assert snapshot(str(tmp_path), []).files is None  # too large: not checked, nothing claimed
     assert changed(before, snapshot(str(tmp_path), [])) == []
+
+
+def test_the_sync_interval_is_read_when_an_attempt_starts(monkeypatch):
+    """GRID_TRIAL_DIR_SYNC_S, set after grid was imported, paces the uploads of a running trial's
+    settled files (results elsewhere: pyarrow's in-memory filesystem); a bad value is refused by name."""
+    folder = TrialFolder(ResultStore("mock:///sync"), "sync", "t1", 0)
+    local, _ = folder.open()
+    monkeypatch.setenv("GRID_TRIAL_DIR_SYNC_S", "0.1")
+    with folder.syncing(local):
+        Path(local, "ckpt.txt").write_text("1")
+        deadline = time.monotonic() + 10  # the default, 60 s, would not send it by then
+        while "ckpt.txt" not in folder._remote_files():
+            assert time.monotonic() < deadline, "not sent"
+            time.sleep(0.05)
+    monkeypatch.setenv("GRID_TRIAL_DIR_SYNC_S", "soon")
+    refused = pytest.raises(ValueError, match="GRID_TRIAL_DIR_SYNC_S: received 'soon', expected seconds > 0")
+    with refused, folder.syncing(local):
+        pass
+    assert folder.close(local) == "mock://sync/sweep=sync/_trials/t1"

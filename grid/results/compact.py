@@ -5,7 +5,8 @@ The order of the steps is the whole argument:
 
 1. list the sweep's files (per-attempt ones and earlier compacted ones) and read exactly those;
 2. write their de-duplicated rows under a temporary name not ending in `.parquet` (readers skip it);
-3. rename it to `compacted-<uuid>.parquet`: the commit; from here on every row is in that file;
+3. rename it to `compacted-<uuid>.parquet` (the backend's `write`; one PUT on S3): the commit;
+   from here on every row is in that file;
 4. delete the listed files. A death during 4 leaves files whose rows are also in the merged one:
    readers de-duplicate on `(sweep, trial_id, attempt)`, and the next compaction merges them away.
 
@@ -14,24 +15,21 @@ Files written after step 1 were not listed, so a sweep may keep running while it
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from grid.errors import ResultsError, UsageError
+from grid.results.backend import TEMP_PREFIX
 from grid.results.dedupe import dedupe
 from grid.results.schema import as_written
 from grid.results.store import ResultStore
 
 ROW_GROUP_ROWS = 65536
-COMPACTED_PREFIX = "compacted-"
-_TMP_PREFIX = ".tmp-compact-"
 _STALE_TMP_S = 3600.0
 
 # Called with ("committed", merged_path), then ("deleted", path) per input removed; tests use it to
@@ -84,7 +82,7 @@ def compact_sweep(store: ResultStore, sweep: str, hook: Hook | None = None) -> C
         if path in store.unreadable:
             continue  # not merged: it stays for someone to look at
         try:
-            store.fs.delete_file(path)
+            store.backend.delete(path)
             deleted += 1
         except FileNotFoundError:
             pass  # a concurrent compaction covered and removed it too
@@ -93,35 +91,14 @@ def compact_sweep(store: ResultStore, sweep: str, hook: Hook | None = None) -> C
 
 
 def _commit(store: ResultStore, sweep: str, table: pa.Table) -> str:
-    """Write the merged file so that it appears whole under its final name, or not at all."""
+    """Write the merged file so that it appears whole under its final name, or not at all (and,
+    on a local disk, durably before any input is deleted)."""
     table = as_written(table)
-    token = uuid.uuid4().hex
-    final = f"{store.sweep_dir(sweep)}/{COMPACTED_PREFIX}{token}.parquet"
-    if not store.is_local:
-        pq.write_table(table, final, filesystem=store.fs, row_group_size=ROW_GROUP_ROWS, compression="zstd")
-        return final  # one PUT: the object appears whole
-    tmp = f"{store.sweep_dir(sweep)}/{_TMP_PREFIX}{token}"
-    try:
-        pq.write_table(table, tmp, filesystem=store.fs, row_group_size=ROW_GROUP_ROWS, compression="zstd")
-        _fsync(tmp)
-        store.fs.move(tmp, final)
-        _fsync(store.sweep_dir(sweep))  # the rename is durable before any input is deleted
-    finally:
-        if _exists(store, tmp):
-            store.fs.delete_file(tmp)
+    final = store.layout.compacted(sweep, uuid.uuid4().hex)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+    store.backend.write(final, sink.getvalue().to_pybytes())
     return final
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _exists(store: ResultStore, path: str) -> bool:
-    return store.fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def _call(hook: Hook | None, step: str, path: str) -> None:
@@ -130,13 +107,9 @@ def _call(hook: Hook | None, step: str, path: str) -> None:
 
 
 def _remove_stale_temporaries(store: ResultStore, sweep: str) -> None:
-    """Merged files that a killed compaction never committed; readers ignore them, this tidies up."""
-    selector = pafs.FileSelector(store.sweep_dir(sweep), allow_not_found=True)
+    """Files that a killed compaction (or writer) never committed; readers ignore them, this tidies up."""
     now = time.time()
-    for entry in store.fs.get_file_info(selector):
-        if (
-            entry.base_name.startswith(_TMP_PREFIX)
-            and entry.mtime is not None
-            and now - entry.mtime.timestamp() > _STALE_TMP_S
-        ):
-            store.fs.delete_file(entry.path)
+    for entry in store.backend.entries(store.layout.sweep(sweep)):
+        stale = entry.mtime is not None and now - entry.mtime > _STALE_TMP_S
+        if entry.is_file and entry.name.startswith(TEMP_PREFIX) and stale:
+            store.backend.delete(entry.path)

@@ -4,7 +4,8 @@ A finished attempt's row is first written here (durably), then to the store, ret
 backoff for `retry_s`; only when the store has it is the local copy dropped. A store that stays
 down therefore loses nothing: the rows wait here, and the next `grid run` of the sweep writes
 them first (`flush`), so no finished trial runs twice because of storage. The spool lives in the
-state folder (`--state-dir`, default ~/.cache/gpu-grid), one folder per results location.
+state folder (`--state-dir`, default ~/.cache/gpu-grid), one folder per results location, and is
+itself a local storage backend: its files are written whole and durably.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grid.results.backend import open_backend
 from grid.results.row import Row
-from grid.results.store import ResultStore, durable_write
+from grid.results.store import ResultStore
 
 log = logging.getLogger("grid")
 _MAX_DELAY_S = 15.0
@@ -57,14 +59,14 @@ class Spool:
         key = hashlib.sha256(store.uri.encode()).hexdigest()[:16]
         self.store = store
         self.dir = Path(state_dir) / "spool" / key
+        self.disk = open_backend(str(self.dir))  # this machine's disk
 
     def keep(self, sweep: str, trial_id: str, attempt: int, data: bytes, create: bool) -> Path:
         """`create`: write it only if the attempt has no row yet (a driver's `lost` row)."""
-        folder = self.dir / f"sweep={sweep}"
-        folder.mkdir(parents=True, exist_ok=True)
+        self.disk.make_folder(str(self.dir))
         (self.dir / "results-uri").write_text(self.store.uri + "\n")
-        path = folder / f"{trial_id}-{attempt}.{'create' if create else 'write'}"
-        durable_write(str(path), data)
+        path = self.dir / f"sweep={sweep}" / f"{trial_id}-{attempt}.{'create' if create else 'write'}"
+        self.disk.write(str(path), data)
         return path
 
     def pending(self, sweep: str | None = None) -> list[Path]:
@@ -76,13 +78,13 @@ class Spool:
         attempt's row already there."""
         sweep = path.parent.name.split("=", 1)[1]
         trial_id, _, attempt = path.stem.rpartition("-")
-        data = path.read_bytes()
+        data = self.disk.read(str(path))
         written = True
         if path.suffix == ".create":
             written = self.store.create_encoded(sweep, trial_id, int(attempt), data)
         else:
             self.store.write_encoded(sweep, trial_id, int(attempt), data)
-        path.unlink()
+        self.disk.delete(str(path))
         return written
 
     def flush(self, sweep: str | None = None) -> tuple[int, list[str]]:

@@ -15,7 +15,6 @@ import logging
 import uuid
 from typing import Any
 
-import pyarrow.fs as pafs
 import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -24,7 +23,6 @@ from grid.errors import ResultsError, UsageError
 from grid.results.store import ResultStore
 from grid.shared import hostname
 
-PROBE_DIR = "_probes"
 log = logging.getLogger("grid")
 
 
@@ -35,10 +33,7 @@ def trial_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_probe(store: ResultStore, path: str) -> None:
-    if store.is_local:  # object stores have no directories to make
-        store.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with store.fs.open_output_stream(path) as f:
-        f.write(f"gpu-grid storage check from {hostname()}\n".encode())
+    store.backend.write(path, f"gpu-grid storage check from {hostname()}\n".encode())
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -60,7 +55,7 @@ class NodeProbes:
 
     def __init__(self, store: ResultStore):
         self.store = store
-        self.run_dir = f"{store.root}/{PROBE_DIR}/{uuid.uuid4().hex}"
+        self.run_dir = store.layout.probes(uuid.uuid4().hex)
         self._refs: dict[Any, dict[str, Any]] = {}
 
     def start(self, node: dict[str, Any]) -> None:
@@ -99,23 +94,24 @@ class NodeProbes:
         if error:
             return f"{describe(node)} on {host}: {error}"
         path = self._path(node)
-        if self.store.fs.get_file_info(path).type == pafs.FileType.NotFound:
+        if not self.store.backend.exists(path):
             return (
                 f"{describe(node)} on {host} wrote its probe, but this driver ({hostname()}) does not see it: "
                 f"they are not the same storage (a directory local to each machine?)"
             )
-        self.store.fs.delete_file(path)
+        self.store.backend.delete(path)
         return None
 
     def close(self) -> None:
         try:
-            self.store.fs.delete_dir(self.run_dir)
-        except (FileNotFoundError, OSError):
+            self.store.backend.delete_folder(self.run_dir)
+        except OSError:
             pass
 
 
 def refuse_unshared_directory(store: ResultStore, nodes: int, shared_results: bool) -> None:
-    if store.is_local and nodes > 1 and not shared_results:
+    on_this_disk = store.backend.local_path(store.layout.root) is not None
+    if on_this_disk and nodes > 1 and not shared_results:
         raise UsageError(
             f"--results {store.uri} is a local directory, but the cluster has {nodes} nodes that run trials: "
             f"each would write its rows to its own disk. Use object storage (--results s3://bucket/prefix) "

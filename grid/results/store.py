@@ -1,33 +1,32 @@
 """The results store: atomic per-attempt writes and reading, at a URI.
 
-Layout under the results URI (a local directory, `s3://bucket/prefix`, or any pyarrow.fs URI):
+Where the results live is its backend (backend/: a local directory, `s3://bucket/prefix`, or any
+pyarrow.fs URI), chosen once from the URI; what is where under it, its layout (layout.py):
 
     sweep=<name>/<trial_id>-<attempt>.parquet   one file per finished attempt
     sweep=<name>/_logs/<trial_id>-<attempt>.log the child's stdout and stderr
     sweep=<name>/_trials/<trial_id>/             the trial's own folder (GRID_TRIAL_DIR: trialdir.py)
 
-A file is written under a temporary name that does not end in `.parquet` (so globbing readers
-such as DuckDB never see it) and renamed; on object storage the completed upload is the commit.
-Readers unify schemas permissively, drop duplicate `(trial_id, attempt)` rows and, for the latest view,
-keep each trial's highest attempt.
+A file appears whole or not at all: written under a temporary name that does not end in
+`.parquet` (so globbing readers such as DuckDB never see it) and renamed; on object storage the
+completed upload is the commit. Readers unify schemas permissively, drop duplicate
+`(trial_id, attempt)` rows and, for the latest view, keep each trial's highest attempt.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import urllib.parse
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from grid.errors import ResultsError
+from grid.results.backend import Backend, open_backend
 from grid.results.dedupe import dedupe, latest_attempts
-from grid.results.s3 import has_boto3, put_if_absent
+from grid.results.layout import ROWS, Layout, attempt_of, sweep_of
+from grid.results.row import Row
 from grid.results.schema import rows_to_table
 
 log = logging.getLogger("grid")
@@ -36,168 +35,93 @@ _READ_TRIES = 3
 _S = pa.string()
 
 
-def _split(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
-        uri = os.path.abspath(uri)
-    elif urllib.parse.urlsplit(uri).password:
-        raise ResultsError(
-            "the results URI carries credentials (user:secret@); they would end up in logs and "
-            "reports. Drop them from the URI and give them the standard way: AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY in the environment, ~/.aws/credentials or an instance role"
-        )
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ResultsError(f"cannot open results location {uri!r}: {exc}") from None
-
-
 class ResultStore:
     """A results dataset at a URI. Safe for many concurrent writers: each writes its own files."""
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.fs, self.root = _split(uri)
-        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.backend: Backend = open_backend(uri)
+        self.layout = Layout(self.backend.root)
         self.unreadable: dict[str, str] = {}  # path -> why: files skipped by the readers
 
     def __reduce__(self) -> tuple[type[ResultStore], tuple[str]]:
         return (ResultStore, (self.uri,))
 
-    # -- paths
-    def sweep_dir(self, sweep: str) -> str:
-        return f"{self.root}/sweep={sweep}"
-
-    def row_path(self, sweep: str, trial_id: str, attempt: int) -> str:
-        return f"{self.sweep_dir(sweep)}/{trial_id}-{attempt}.parquet"
-
-    def log_path(self, sweep: str, trial_id: str, attempt: int) -> str:
-        return f"{self.sweep_dir(sweep)}/_logs/{trial_id}-{attempt}.log"
-
-    def display_path(self, path: str) -> str:
-        return path if self.is_local else f"{self.uri.split('://', 1)[0]}://{path}"
-
     # -- writing
-    def write_row(self, row: dict[str, Any], kinds: dict[str, type] | None = None) -> str:
+    def write_row(self, row: Row, kinds: dict[str, type] | None = None) -> str:
         """Write one attempt's row as its own Parquet file, atomically. `kinds`: the config columns' types."""
-        return self.write_encoded(row["sweep"], row["trial_id"], row["attempt"], encode_row(row, kinds))
+        return self.write_encoded(row.sweep, row.trial_id, row.attempt, encode_row(row, kinds))
 
     def write_encoded(self, sweep: str, trial_id: str, attempt: int, data: bytes) -> str:
         """Write an encoded row (encode_row) under its attempt's name: whole or not at all."""
-        final = self.row_path(sweep, trial_id, attempt)
-        if not self.is_local:
-            with self.fs.open_output_stream(final) as out:  # the object appears whole when the upload completes
-                out.write(data)
-            return final
-        os.makedirs(self.sweep_dir(sweep), exist_ok=True)
-        durable_write(final, data)
+        final = self.layout.row(sweep, trial_id, attempt)
+        self.backend.write(final, data)
         return final
 
-    def create_row(self, row: dict[str, Any], kinds: dict[str, type] | None = None) -> bool:
+    def create_row(self, row: Row, kinds: dict[str, type] | None = None) -> bool:
         """Write an attempt's row only if none exists yet; False if one does (it is left as it is)."""
-        return self.create_encoded(row["sweep"], row["trial_id"], row["attempt"], encode_row(row, kinds))
+        return self.create_encoded(row.sweep, row.trial_id, row.attempt, encode_row(row, kinds))
 
     def create_encoded(
-        self, sweep: str, trial_id: str, attempt: int, data: bytes, folder: str | None = None, suffix: str = ".parquet"
+        self, sweep: str, trial_id: str, attempt: int, data: bytes, folder: str | None = None, suffix: str = ROWS
     ) -> bool:
         """For rows that must be written once: the driver's `lost` row must not replace the row that
-        a worker it gave up on wrote after all. A hard link on a local disk; on S3 a conditional
-        PUT (If-None-Match: *) through boto3, as pyarrow's S3 filesystem cannot send one; on other
-        filesystems a look before the write, which a concurrent writer can race.
-        """
-        folder = folder or self.sweep_dir(sweep)
-        final = f"{folder}/{trial_id}-{attempt}{suffix}"
-        if self.is_local:
-            os.makedirs(folder, exist_ok=True)
-            tmp = f"{folder}/.tmp-{uuid.uuid4().hex}"
-            try:
-                durable_write(tmp, data, replace=False)
-                os.link(tmp, final)
-                fsync_dir(folder)
-                return True
-            except FileExistsError:
-                return False
-            finally:
-                _remove(tmp)
-        if isinstance(self.fs, pafs.S3FileSystem) and has_boto3():
-            return put_if_absent(self.uri, self.fs.region, final, data)
-        if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
-            return False
-        with self.fs.open_output_stream(final) as out:
-            out.write(data)
-        return True
+        a worker it gave up on wrote after all (the backend's `create`: once however many writers
+        race, where it is `atomic_create`)."""
+        folder = folder or self.layout.sweep(sweep)
+        return self.backend.create(f"{folder}/{trial_id}-{attempt}{suffix}", data)
 
-    def read_row(self, sweep: str, trial_id: str, attempt: int) -> dict[str, Any] | None:
+    def read_row(self, sweep: str, trial_id: str, attempt: int) -> Row | None:
         """One attempt's row from its own file, or None if it has none (or was compacted away)."""
         try:
-            table = self._read_file(self.row_path(sweep, trial_id, attempt))
+            table = self._read_file(self.layout.row(sweep, trial_id, attempt))
         except FileNotFoundError:
             return None
         rows = table.to_pylist() if table is not None else []
-        return rows[0] if rows else None
+        return Row.from_record(rows[0]) if rows else None
 
     # -- attempt numbers: each is claimed once, before its attempt starts, and never reused
-    def attempts_dir(self, sweep: str) -> str:
-        return f"{self.sweep_dir(sweep)}/_attempts"
-
     def claim_attempt(self, sweep: str, trial_id: str, attempt: int) -> bool:
         """Mark an attempt number as taken (False if it already was). An attempt cut off before it
         wrote a row (a killed driver) still holds its number: the next run starts the one after."""
-        return self.create_encoded(sweep, trial_id, attempt, b"", folder=self.attempts_dir(sweep), suffix="")
+        return self.create_encoded(sweep, trial_id, attempt, b"", folder=self.layout.attempts(sweep), suffix="")
 
     def claimed(self, sweep: str) -> dict[str, int]:
         """trial_id -> the highest attempt number claimed."""
-        selector = pafs.FileSelector(self.attempts_dir(sweep), allow_not_found=True)
         out: dict[str, int] = {}
-        for entry in self.fs.get_file_info(selector):
-            trial_id, _, attempt = entry.base_name.rpartition("-")
-            if entry.type == pafs.FileType.File and attempt.isdigit():
-                out[trial_id] = max(out.get(trial_id, -1), int(attempt))
+        for entry in self.backend.entries(self.layout.attempts(sweep)):
+            claim = attempt_of(entry.name) if entry.is_file else None
+            if claim:
+                out[claim[0]] = max(out.get(claim[0], -1), claim[1])
         return out
-
-    @staticmethod
-    def local_staging(kind: str, sweep: str) -> str:
-        """This machine's folder for what an attempt writes before it goes to remote results."""
-        return os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gpu-grid-{kind}", sweep)
 
     def local_log_file(self, sweep: str, trial_id: str, attempt: int) -> str:
         """Where a worker on this machine writes the child's log (uploaded by `commit_log` if remote)."""
-        path = self.log_path(sweep, trial_id, attempt)
-        if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            return path
-        scratch = self.local_staging("logs", sweep)
+        here = self.backend.local_path(self.layout.log(sweep, trial_id, attempt))
+        if here is not None:
+            os.makedirs(os.path.dirname(here), exist_ok=True)
+            return here
+        scratch = self.backend.staging("logs", sweep)
         os.makedirs(scratch, exist_ok=True)
         return os.path.join(scratch, f"{trial_id}-{attempt}.log")
 
     def commit_log(self, local_file: str, sweep: str, trial_id: str, attempt: int) -> str:
-        remote = self.log_path(sweep, trial_id, attempt)
-        if not self.is_local:
-            with open(local_file, "rb") as src, self.fs.open_output_stream(remote) as dst:
-                dst.write(src.read())
+        remote = self.layout.log(sweep, trial_id, attempt)
+        if self.backend.local_path(remote) is None:
+            self.backend.upload(local_file, remote)
             os.unlink(local_file)
-        return self.display_path(remote)
+        return self.backend.show(remote)
 
     # -- reading
     def sweeps(self) -> list[str]:
-        info = self.fs.get_file_info(self.root)
-        if info.type == pafs.FileType.NotFound:
-            return []
-        entries = self.fs.get_file_info(pafs.FileSelector(self.root))
-        return sorted(
-            e.base_name.split("=", 1)[1]
-            for e in entries
-            if e.type == pafs.FileType.Directory and e.base_name.startswith("sweep=")
-        )
+        names = (sweep_of(e.name) for e in self.backend.entries(self.layout.root) if not e.is_file)
+        return sorted(name for name in names if name is not None)
 
     def files(self, sweep: str | None = None) -> list[str]:
         out = []
         for name in [sweep] if sweep else self.sweeps():
-            selector = pafs.FileSelector(self.sweep_dir(name), allow_not_found=True)
-            out += sorted(
-                e.path
-                for e in self.fs.get_file_info(selector)
-                if e.type == pafs.FileType.File and e.base_name.endswith(".parquet")
-            )
+            entries = self.backend.entries(self.layout.sweep(name))
+            out += sorted(e.path for e in entries if e.is_file and e.name.endswith(ROWS))
         return out
 
     def read(self, sweep: str | None = None) -> pa.Table:
@@ -254,8 +178,7 @@ class ResultStore:
         """A file's rows; None (reported, and kept in `unreadable`) when it is not a readable Parquet
         file: one bad file must not hide every other row."""
         try:
-            with self.fs.open_input_file(path) as f:
-                return plain_columns(pq.ParquetFile(f).read(use_threads=False))
+            return plain_columns(pq.ParquetFile(pa.BufferReader(self.backend.read(path))).read(use_threads=False))
         except FileNotFoundError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
@@ -263,7 +186,7 @@ class ResultStore:
             if path not in self.unreadable:
                 log.warning(
                     "[grid] skipped %s: not a readable Parquet file (%s); move it out of the results folder",
-                    self.display_path(path),
+                    self.backend.show(path),
                     reason,
                 )
             self.unreadable[path] = reason
@@ -282,43 +205,9 @@ def plain_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def encode_row(row: dict[str, Any], kinds: dict[str, type] | None = None) -> bytes:
-    """One row as the bytes of its Parquet file."""
+def encode_row(row: Row, kinds: dict[str, type] | None = None, known: dict[str, pa.DataType] | None = None) -> bytes:
+    """One row as the bytes of its Parquet file: `kinds` types its config columns, `known` its
+    sweep's metric columns (metric_types.py), a typed null where the row has no value."""
     sink = pa.BufferOutputStream()
-    pq.write_table(rows_to_table([row], kinds), sink)
+    pq.write_table(rows_to_table([row.record()], kinds, known), sink)
     return bytes(sink.getvalue().to_pybytes())
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename or link in `path` durable (the directory entry itself)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def durable_write(path: str, data: bytes, replace: bool = True) -> None:
-    """Write `data` to `path` durably: through a temporary name not ending in `.parquet` (globbing
-    readers skip it), fsynced, renamed into place, the directory fsynced; nothing is left behind
-    when any step fails. With replace=False `path` itself is the file written (a temporary one)."""
-    folder = os.path.dirname(path) or "."
-    tmp = f"{folder}/.tmp-{uuid.uuid4().hex}" if replace else path
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-            fsync_dir(folder)
-    except BaseException:
-        _remove(tmp)
-        raise

@@ -8,10 +8,11 @@ resumes when its trial runs again (after Ctrl-C, a lost node, `--retry-failed`):
 no change. The workdir, by contrast, is shared by every trial.
 
 With the results on a local (or shared) disk the trial writes into the folder itself. With remote
-results (S3) an attempt works in a copy on its machine: what earlier attempts kept is downloaded
-before it starts and the copy is mirrored back when it ends (files it deleted are deleted there
-too); a copy that an attempt cut off on this machine left behind (Ctrl-C) is mirrored back first.
-While the trial runs, its new or changed files go up every SYNC_S seconds once they have stopped
+results (S3, or any store not on this machine's disk) an attempt works in a copy on its machine:
+what earlier attempts kept is downloaded before it starts and the copy is mirrored back when it
+ends (files it deleted are deleted there too); a copy that an attempt cut off on this machine left
+behind (Ctrl-C) is mirrored back first. While the trial runs, its new or changed files go up every
+GRID_TRIAL_DIR_SYNC_S seconds (60 by default; read when the attempt starts) once they have stopped
 changing (the same size and time at two looks in a row: a checkpoint being written is not sent
 half-written), so a node that dies mid-trial leaves its last settled checkpoint in the store.
 
@@ -29,11 +30,8 @@ import socket
 import threading
 from collections.abc import Iterator
 
-import pyarrow.fs as pafs
-
+from grid.protocol import knob_seconds
 from grid.results.store import ResultStore
-
-SYNC_S = float(os.environ.get("GRID_TRIAL_DIR_SYNC_S", "60"))  # how often a running trial's new files go up
 
 Stamps = dict[str, tuple[int, int]]  # relative path -> (mtime_ns, size)
 
@@ -57,32 +55,34 @@ def _stamps(folder: str) -> Stamps:
 class TrialFolder:
     def __init__(self, store: ResultStore, sweep: str, trial_id: str, attempt: int):
         self.store, self.sweep, self.trial_id, self.attempt = store, sweep, trial_id, attempt
-        self.kept = f"{store.sweep_dir(sweep)}/_trials/{trial_id}"  # in the store's filesystem
+        self.backend = store.backend
+        self.kept = store.layout.trial_folder(sweep, trial_id)  # in the store
         self.notes: list[str] = []
-        self._copy = not store.is_local  # the attempt works in a copy on this machine
+        self._here = self.backend.local_path(self.kept)  # the folder itself, where the store is on this disk
+        self._copy = self._here is None  # the attempt works in a copy on this machine
         self._from_store = False  # the copy started as what the store kept: its deletions may go back
 
     def _copy_of(self, attempt: int) -> str:
-        return os.path.join(self.store.local_staging("trials", self.sweep), f"{self.trial_id}-{attempt}")
+        return os.path.join(self.backend.staging("trials", self.sweep), f"{self.trial_id}-{attempt}")
 
     def open(self) -> tuple[str, int]:
         """The folder this attempt writes into, on this machine, and how many files earlier
         attempts left in it."""
-        if not self._copy:
+        if self._here is not None:
             try:
-                os.makedirs(self.kept, exist_ok=True)
-                return self.kept, self._held(self.kept)
+                self.backend.make_folder(self.kept)
+                return self._here, self._held(self._here)
             except OSError as exc:
                 self._copy = True
                 self.notes.append(f"its folder could not be made in {self.kept} ({exc}); it wrote on its machine")
         local = self._copy_of(self.attempt)
         shutil.rmtree(local, ignore_errors=True)
         os.makedirs(local)
-        if not self.store.is_local:
+        if self._here is None:
             try:
                 self._mirror_cut_off_copies()
                 if self._remote_files():
-                    pafs.copy_files(self.kept, local, source_filesystem=self.store.fs)
+                    self.backend.copy_down(self.kept, local)
                 self._from_store = True
             except Exception as exc:  # the store is down: run without what earlier attempts kept
                 shutil.rmtree(local, ignore_errors=True)
@@ -107,8 +107,8 @@ class TrialFolder:
         if not self._copy:
             if not left:
                 shutil.rmtree(local, ignore_errors=True)
-            return self.kept if left else None
-        if not self.store.is_local and (left or self._from_store):
+            return self._here if left else None
+        if self._here is None and (left or self._from_store):
             try:
                 self._mirror(local, left, deletions=self._from_store)
                 shutil.rmtree(local, ignore_errors=True)
@@ -122,18 +122,20 @@ class TrialFolder:
         return local
 
     @contextlib.contextmanager
-    def syncing(self, local: str, every_s: float = SYNC_S) -> Iterator[None]:
+    def syncing(self, local: str, every_s: float | None = None) -> Iterator[None]:
         """While the block runs, send the copy's settled new or changed files up every `every_s`
-        seconds (remote results only; nothing is deleted before the attempt ends)."""
-        if not self._copy or self.store.is_local:
+        seconds (GRID_TRIAL_DIR_SYNC_S by default; remote results only; nothing is deleted before
+        the attempt ends)."""
+        if self._here is not None:
             yield
             return
+        every = knob_seconds("GRID_TRIAL_DIR_SYNC_S") if every_s is None else every_s
         stop = threading.Event()
         sent = _stamps(local) if self._from_store else {}  # what the store holds of the copy
 
         def loop() -> None:
             seen: Stamps = {}
-            while not stop.wait(every_s):
+            while not stop.wait(every):
                 seen = self._send_settled(local, seen, sent)
 
         thread = threading.Thread(target=loop, name=f"gpu-grid-sync-{self.trial_id}", daemon=True)
@@ -153,34 +155,27 @@ class TrialFolder:
             if seen.get(name) != stamp or sent.get(name) == stamp:
                 continue
             try:
-                with (
-                    open(os.path.join(local, name), "rb") as src,
-                    self.store.fs.open_output_stream(f"{self.kept}/{name}") as dst,
-                ):
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                self.backend.upload(os.path.join(local, name), f"{self.kept}/{name}")
                 sent[name] = stamp
             except Exception:
                 continue
         return now
 
     def _shown(self) -> str:
-        return self.store.display_path(self.kept)
+        return self.backend.show(self.kept)
 
     def _remote_files(self) -> list[str]:
-        selector = pafs.FileSelector(self.kept, recursive=True, allow_not_found=True)
         return [
-            os.path.relpath(info.path, self.kept)
-            for info in self.store.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File
+            os.path.relpath(e.path, self.kept) for e in self.backend.entries(self.kept, recursive=True) if e.is_file
         ]
 
     def _mirror(self, local: str, left: list[str], deletions: bool) -> None:
         """The remote folder made what the local copy holds: uploads, then (if allowed) deletions."""
         if left:
-            pafs.copy_files(local, self.kept, destination_filesystem=self.store.fs)
+            self.backend.copy_up(local, self.kept)
         if deletions:
             for gone in set(self._remote_files()) - set(left):
-                self.store.fs.delete_file(f"{self.kept}/{gone}")
+                self.backend.delete(f"{self.kept}/{gone}")
 
     def _mirror_cut_off_copies(self) -> None:
         """The previous attempt of this trial ended on this machine before its upload (Ctrl-C) and

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from grid.errors import ClusterError, StorageError, UsageError
+from grid.results.metric_types import MetricTypes
 from grid.results.row import Row
 from grid.results.spool import DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
@@ -72,6 +73,7 @@ class Scheduler:
         self.heartbeat = heartbeat or (lambda: None)  # keeps the sweep's lease
         self.delivery = delivery or DeliveryOptions()
         self.spool = Spool(store, self.delivery.state_dir)
+        self.metric_types = MetricTypes(store, spec.name)
         self.grace_s = self.delivery.retry_s + kill_grace_s
         self.store_down: str | None = None  # why, once the store refused a row
         self.outcome = SweepOutcome(rows=[], total=0, skipped=0)
@@ -196,7 +198,7 @@ class Scheduler:
     def _write(self, row: Row, create: bool) -> bool:
         """The driver's own rows (lost, or error for a worker bug), through the same spool as the
         workers'. Returns False when the row is already there (create) or could only be kept."""
-        data = encode_row(row.record(), self.spec.param_kinds())
+        data = encode_row(row, self.spec.param_kinds(), self.metric_types.known())
         done = deliver(self.spool, row, data, self.delivery.retry_s, create)
         if not done.stored:
             self._store_refused(done.kept, done.store_error)
@@ -221,8 +223,8 @@ class Scheduler:
         row = self._failed(run, TrialStatus.LOST, error)
         if not self._write(row, create=True) and not self.store_down:
             written = self.store.read_row(self.spec.name, trial.trial_id, attempt)
-            if written is not None and written["status"] != TrialStatus.LOST.value:
-                return Row.from_record(written)  # the worker wrote its outcome after all: nothing to re-run
+            if written is not None and written.status is not TrialStatus.LOST:
+                return written  # the worker wrote its outcome after all: nothing to re-run
         if run.pending.retries_left > 0:
             self.queue.appendleft(Pending(trial, attempt + 1, run.pending.retries_left - 1))
         return row

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+from grid.results.metric_types import MetricTypes
 from grid.results.row import Row
 from grid.results.spool import DeliveryOptions, Spool
 from grid.results.store import ResultStore
@@ -82,6 +83,7 @@ class LocalPool:
     ):
         self.spec, self.store = spec, store
         self.delivery = delivery or DeliveryOptions()
+        self.metric_types = MetricTypes(store, spec.name)
         self.unusable: list[str] = []
         self.on_gpu = bool(gpus)
         host = hostname()
@@ -110,7 +112,9 @@ class LocalPool:
 
         def work() -> None:
             try:
-                done = run_attempt(self.spec, trial, attempt, placement, self.store, times, self.delivery)
+                done = run_attempt(
+                    self.spec, trial, attempt, placement, self.store, times, self.delivery, self.metric_types
+                )
                 self._done.put(Finished(ticket, done.row, None, done.kept, done.store_error))
             except BaseException as exc:  # run_attempt turns failures into rows; this is a bug of gpu-grid's
                 self._done.put(Finished(ticket, None, exc))

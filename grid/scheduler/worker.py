@@ -10,6 +10,7 @@ import os
 
 import ray
 
+from grid.results.metric_types import MetricTypes
 from grid.results.spool import Delivered, DeliveryOptions, Spool
 from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Placement, Trial, WorkerInfo, hostname
@@ -31,6 +32,7 @@ class GpuWorker:
         self.spec = spec
         self.store = ResultStore(store_uri)
         self.delivery = delivery
+        self.metric_types = MetricTypes(self.store, spec.name)
         self.gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         self.name = f"{node_label}/gpu{self.gpu_ids[0]}" if self.gpu_ids else f"{node_label}/cpu{slot}"
         self.node_id = ray.get_runtime_context().get_node_id()
@@ -45,7 +47,7 @@ class GpuWorker:
         return os.getpid()
 
     def run(self, trial: Trial, attempt: int, placement: Placement, times: AttemptTimes) -> Delivered:
-        return run_attempt(self.spec, trial, attempt, placement, self.store, times, self.delivery)
+        return run_attempt(self.spec, trial, attempt, placement, self.store, times, self.delivery, self.metric_types)
 
     def flush(self, sweep: str) -> tuple[int, list[str]]:
         """Write the rows this node kept while the store was down (before the sweep plans its trials)."""

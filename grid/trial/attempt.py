@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 
+from grid.results.metric_types import MetricTypes
 from grid.results.row import Energy, Files, Identity, Process, Row
 from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
 from grid.results.spool import Delivered, DeliveryOptions, Spool, deliver
@@ -147,7 +148,7 @@ def warm_up() -> None:
     row.times.started_at = row.times.ended_at = utc_time(time.time())
     row.notes.append("warm-up")
     row.epochs.epoch_times, row.process.wall_s = [0.0], 0.0
-    encode_row(row.record())
+    encode_row(row)
     # What the worker imported (ray, pyarrow, pandas: ~10^6 objects) stays for its life: a full
     # collection no longer walks it (0.25-0.6 s each, measured on a 2-core box).
     gc.collect()
@@ -162,11 +163,14 @@ def run_attempt(
     store: ResultStore,
     times: AttemptTimes,
     delivery: DeliveryOptions | None = None,
+    metric_types: MetricTypes | None = None,
 ) -> Delivered:
     """Run one attempt on this worker and hand its row to the store (kept on this machine's disk
     until the store takes it). Whatever fails on the worker's side is the row's `error` with its
-    evidence, never a crash of the worker: `lost` is only for a worker or node that died."""
+    evidence, never a crash of the worker: `lost` is only for a worker or node that died.
+    `metric_types`: the sweep's metric column types as this worker knows them."""
     delivery = delivery or DeliveryOptions()
+    metric_types = metric_types or MetricTypes(store, spec.name)
     try:
         gpus = gpu_samplers(placement.gpu_ids)
         keys = gpus.uuids
@@ -189,10 +193,11 @@ def run_attempt(
                 + ("and energy (the whole GPU's) " if row.energy.energy_j is not None else "")
                 + "are not those of a GPU of its own"
             )
-        data = encode_row(row.record(), spec.param_kinds())
+        row.notes.extend(metric_types.settle(row.metrics.values))
+        data = encode_row(row, spec.param_kinds(), metric_types.known())
     except Exception as exc:
         row = rows.failed(spec, trial, attempt, placement, times, TrialStatus.ERROR, exc, note=rows.WORKER_FAILED)
-        data = encode_row(row.record(), spec.param_kinds())
+        data = encode_row(row, spec.param_kinds())
     return deliver(Spool(store, delivery.state_dir), row, data, delivery.retry_s)
 
 
