@@ -72,8 +72,8 @@ SHARED_KEY = "gpu_shared"  # in the config of a trial that shared its GPU: its t
 
 def trial_config(row: dict[str, Any]) -> dict[str, Any]:
     """The trial's config; rows of old schemas without `config_json` rebuild it from the param columns.
-    A trial that shared its GPU gets `gpu_shared: true`, so that tables and `grid compare` keep its
-    timings apart from those of trials that had their GPU to themselves."""
+    A trial that shared its GPU gets `gpu_shared: true`: tables group it apart, and `grid compare`
+    never joins its timings with those of a trial that had its GPU to itself."""
     if row.get("config_json"):
         config = json.loads(row["config_json"])
     else:

@@ -66,10 +66,6 @@ class NodeProbes:
     def _path(self, node: dict[str, Any]) -> str:
         return f"{self.run_dir}/{node['NodeID']}"
 
-    @property
-    def pending(self) -> int:
-        return len(self._refs)
-
     def done(self, timeout_s: float = 0) -> list[tuple[dict[str, Any], str | None]]:
         """Nodes whose probe has ended, each with None (it can write) or what went wrong."""
         if not self._refs:
