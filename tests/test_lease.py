@@ -42,6 +42,7 @@ def start(tmp_path: Path, *extra: str) -> subprocess.Popen:
         "--runner",
         "local",
         "--plain",
+        "--no-merge",  # the tests watch each attempt's file appear
         "--state-dir",
         str(tmp_path / "state"),
         *extra,

@@ -121,7 +121,7 @@ def test_the_pool_interface(make, ray_local, tmp_path):
             if done:
                 break
         assert [d.ticket for d in done] == [ticket] and done[0].error is None
-        assert done[0].row["status"] == "ok" and done[0].row["gpu_ids"] == list(worker.gpu_ids)
+        assert done[0].row.status == "ok" and done[0].row.where.gpu_ids == list(worker.gpu_ids)
         assert pool.refresh() == ([], [])  # nothing joined, nothing lost
         assert store.read("iface").num_rows == 1
     finally:

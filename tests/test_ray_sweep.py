@@ -148,6 +148,7 @@ def test_resume_after_driver_killed(tmp_path):
         "--num-gpus",
         "2",
         "--plain",
+        "--no-merge",  # each attempt's file, to see that none is written again
         "--state-dir",
         str(state),
     ]
@@ -215,7 +216,7 @@ def test_a_killed_worker_is_replaced_and_its_gpu_used_again(ray_local, tmp_path)
     assert len(latest) == 16 and {r["status"] for r in latest.values()} == {"ok"}, "every trial one final ok row"
     lost = [r for r in rows if r["status"] == "lost"]
     assert [r["gpu_ids"] for r in lost] == [[gpu]], "the killed worker's trial, and only it, was lost"
-    assert lost[0]["error_type"] in ("ActorDiedError", "ActorUnavailableError")
+    assert lost[0]["error_type"] in ("ray.exceptions.ActorDiedError", "ray.exceptions.ActorUnavailableError")
     again = [r for r in rows if r["gpu_ids"] == [gpu] and r["started_at"].timestamp() > killed_at]
     assert again, f"GPU {gpu} took trials again after its worker died (a replacement worker)"
 

@@ -52,7 +52,21 @@ def run_sweep(tmp: Path, spec: dict, results: Path, *args: str) -> None:
     path = tmp / f"{spec['name']}-{len(list(tmp.glob('*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert (
-        main(["run", str(path), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2", *args])
+        main(
+            [
+                "run",
+                str(path),
+                "--results",
+                str(results),
+                "--runner",
+                "local",
+                "--plain",
+                "--cpu-slots",
+                "2",
+                "--no-merge",
+                *args,
+            ]
+        )
         == 0
     )
 

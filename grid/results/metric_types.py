@@ -44,12 +44,12 @@ class MetricTypes:
                 with self._lock:
                     self.types.setdefault(urllib.parse.unquote(entry.name), kind)
 
-    def fix(self, name: str, value: MetricValue) -> pa.DataType | None:
-        """The column's type: the one the sweep fixed, else this value's (now fixed)."""
+    def fix(self, name: str, value: MetricValue, declared: pa.DataType | None = None) -> pa.DataType | None:
+        """The column's type: the one the sweep fixed, else the declared one, else this value's (now fixed)."""
         if name not in self.types:
             self._refresh()
         if name not in self.types:
-            kind = value_type(value)
+            kind = declared or value_type(value)
             if kind is None:
                 return None
             if not self.store.backend.create(self._path(name), f"{kind}\n".encode()):
@@ -58,19 +58,20 @@ class MetricTypes:
                 self.types.setdefault(name, kind)
         return self.types.get(name)
 
-    def settle(self, values: dict[str, MetricValue]) -> list[str]:
-        """Each value in its column's type (in place); a value that cannot be is dropped with a note."""
+    def settle(self, values: dict[str, MetricValue], declared: dict[str, pa.DataType] | None = None) -> list[str]:
+        """Each value in its column's type (in place); a value that cannot be is dropped with a note.
+        `declared`: types the spec gives (its `metrics:` patterns), fixed whatever the value."""
         notes = []
         for name in list(values):
             value = values[name]
-            kind = self.fix(name, value)
+            kind = self.fix(name, value, (declared or {}).get(name))
             if value is None or kind is None or value_type(value) == kind:
                 continue
             converted = _convert(value, kind)
             if converted is None:
                 notes.append(
                     f"reported {name}={value!r} not kept: the sweep's column {name} holds {_NAMES.get(kind, kind)} "
-                    f"(its type was fixed by its first value)"
+                    f"(its type was fixed by its first value, or the spec's `metrics:` type)"
                 )
             values[name] = converted
         return notes

@@ -17,6 +17,7 @@ from typing import Any
 from grid.results.schema import GOALS
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:/-]{0,99}$")
+TYPES = ("number", "text")  # a pattern's value: a number (the default), or text kept as it matched
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,17 @@ class MetricPattern:
     name: str
     pattern: re.Pattern | None  # None: a value the trial reports itself; only its goal is declared
     goal: str | None = None
+    type: str = "number"  # its column's type in every row, matched or not (the results' one type per column)
 
     def value(self, match: re.Match) -> float | str:
-        """The `value` group, else the first group, else the whole match; a number when it reads as one."""
+        """The `value` group, else the first group, else the whole match; a number when it reads as one
+        (`type: text`: the text as it matched)."""
         if "value" in match.re.groupindex:
             text = match.group("value")
         else:
             text = match.group(1) if match.re.groups else match.group(0)
+        if self.type == "text":
+            return text
         try:
             return float(text)
         except (TypeError, ValueError):
@@ -38,8 +43,8 @@ class MetricPattern:
 
 
 def parse_metrics(raw: Any, problems: list[str]) -> dict[str, MetricPattern]:
-    """`metrics:` -> name: 'regex', name: {pattern: 'regex', goal: max|min}, or name: {goal: max|min}
-    (the direction of a value the trial reports itself)."""
+    """`metrics:` -> name: 'regex', name: {pattern: 'regex', goal: max|min, type: number|text}, or
+    name: {goal: max|min} (the direction of a value the trial reports itself)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -68,12 +73,15 @@ def parse_metrics(raw: Any, problems: list[str]) -> dict[str, MetricPattern]:
                 f"{{pattern: ..., goal: max|min}} or {{goal: max|min}}"
             )
             continue
-        unknown = sorted(set(spec) - {"pattern", "goal"})
+        unknown = sorted(set(spec) - {"pattern", "goal", "type"})
         if unknown:
-            problems.append(f"{path}: unknown key(s) {unknown}; valid keys are ['goal', 'pattern']")
+            problems.append(f"{path}: unknown key(s) {unknown}; valid keys are ['goal', 'pattern', 'type']")
         goal = spec.get("goal")
         if goal is not None and goal not in GOALS:
             problems.append(f"{path}.goal: received {json.dumps(goal, default=str)}, expected max or min")
+        kind = spec.get("type", "number")
+        if kind not in TYPES:
+            problems.append(f"{path}.type: received {json.dumps(kind, default=str)}, expected number or text")
         if "pattern" not in spec:
             out[name] = MetricPattern(name, None, goal)
             continue
@@ -88,5 +96,5 @@ def parse_metrics(raw: Any, problems: list[str]) -> dict[str, MetricPattern]:
                 f"around the value, or name it (?P<value>...)"
             )
             continue
-        out[name] = MetricPattern(name, pattern, goal)
+        out[name] = MetricPattern(name, pattern, goal, kind)
     return out

@@ -15,6 +15,8 @@ import shutil
 import tempfile
 import time
 
+import pyarrow as pa
+
 from grid.results.metric_types import MetricTypes
 from grid.results.row import Energy, Files, Identity, Process, Row
 from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
@@ -60,6 +62,12 @@ def measure(row: Row, spec: GridSpec, trial: Trial, records: list[dict], log_fil
     row.metrics.series_json = json.dumps(series, sort_keys=True) if series else None
     row.metrics.metric_goals_json = json.dumps(goals) if goals else None
     row.notes.extend(notes)
+
+
+def declared_types(spec: GridSpec) -> dict[str, pa.DataType]:
+    """The column types the spec's `metrics:` patterns declare (a number unless `type: text`)."""
+    kinds = {"number": pa.float64(), "text": pa.string()}
+    return {name: kinds[m.type] for name, m in spec.metrics.items() if m.pattern is not None}
 
 
 def energy_per_work(
@@ -193,7 +201,7 @@ def run_attempt(
                 + ("and energy (the whole GPU's) " if row.energy.energy_j is not None else "")
                 + "are not those of a GPU of its own"
             )
-        row.notes.extend(metric_types.settle(row.metrics.values))
+        row.notes.extend(metric_types.settle(row.metrics.values, declared_types(spec)))
         data = encode_row(row, spec.param_kinds(), metric_types.known())
     except Exception as exc:
         row = rows.failed(spec, trial, attempt, placement, times, TrialStatus.ERROR, exc, note=rows.WORKER_FAILED)
