@@ -36,7 +36,9 @@ from grid.trial.output import log_tail, scan
 log = logging.getLogger("grid")
 
 
-def measured_fields(spec: GridSpec, trial: Trial, records: list[dict], log_file: str, offset: int) -> dict[str, Any]:
+def measured_fields(
+    spec: GridSpec, trial: Trial, records: collect.Records, log_file: str, offset: int
+) -> dict[str, Any]:
     """What the trial measured and reported, as row columns, with its notes and metric directions.
     The `metrics:` patterns read the output from `offset` on (this attempt's own lines)."""
     fields, notes = collect.measurements(records, trial.config)
