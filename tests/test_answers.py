@@ -96,23 +96,16 @@ def test_energy_columns_are_declared_and_null_off_gpu(tmp_path, write_spec):
 
 
 def test_steady_epoch_energy_is_read_between_the_epochs_ends():
+    from grid.protocol import Batch, BatchSource, Epoch, Fit, ProcessRecord
     from grid.trial.collect import steady_spans
     from grid.trial.nvml import _at
 
     series = [(10.0, 0.0), (11.0, 300.0), (13.0, 900.0)]  # (wall time, joules since launch)
     assert _at(series, 10.5) == 150.0 and _at(series, 12.0) == 600.0 and _at(series, 13.0) == 900.0
-    record = {
-        "pid": 1,
-        "fits": [
-            {
-                "batch_size": 32,
-                "batch_source": "the call's batch_size",
-                "epochs": [
-                    {"s": 5.0, "steps": 10, "end": 105.0},  # the first: compiles, left out
-                    {"s": 1.0, "steps": 10, "end": 106.0},
-                    {"s": 1.5, "steps": 10, "end": 107.5},
-                ],
-            }
-        ],
-    }
+    epochs = [
+        Epoch(5.0, steps=10, end=105.0),  # the first: compiles, left out
+        Epoch(1.0, steps=10, end=106.0),
+        Epoch(1.5, steps=10, end=107.5),
+    ]
+    record = ProcessRecord(pid=1, started=100.0, fits=[Fit(Batch(32, BatchSource.CALL), epochs)])
     assert steady_spans([record]) == [(105.0, 106.0, 320), (106.0, 107.5, 320)]

@@ -11,6 +11,8 @@ import sys
 import pytest
 from trials import MXNET_PYTHON, REPO, SITE, boot_child
 
+from grid.protocol import Cap, StartedAs
+
 JAX_OPTIONS = (
     "import json, os, jax\nfrom jaxlib import xla_client\nfrom gridtrial import memory_cap\n"
     "opts = xla_client.generate_pjrt_gpu_plugin_options()\n"
@@ -23,22 +25,23 @@ def test_jax_cap_is_in_place_before_jax_starts(tmp_path):
     out, (rec,) = boot_child(tmp_path, JAX_OPTIONS, {"backend": "jax", "memory_fraction": 0.25, "preallocate": False})
     assert out["fraction"] == 0.25 and out["preallocate"] is False and out["sum"] == 3.0
     method = "jax: XLA_CLIENT_MEM_FRACTION=0.25, XLA_PYTHON_CLIENT_PREALLOCATE=false (no GPU visible: not applied)"
-    assert out["caps"] == {"jax": method} and rec["caps"] == {"jax": method}
-    assert rec["versions"]["jax"] and rec["versions"]["jaxlib"] and rec["import_s"] > 0
+    assert out["caps"] == {"jax": method} and rec.caps == {"jax": Cap(method)}
+    assert rec.versions["jax"] and rec.versions["jaxlib"] and rec.import_s > 0
 
 
 def test_without_a_backend_every_imported_framework_is_capped(tmp_path):
     code = "import json, os, torch\nprint(json.dumps({'xla': os.environ.get('XLA_CLIENT_MEM_FRACTION')}))"
     out, (rec,) = boot_child(tmp_path, code, {"memory_fraction": 0.3})
     assert out == {"xla": "0.3"}  # set at start, in case the script imports jax too
-    assert rec["caps"] == {"torch": "torch: set_per_process_memory_fraction(0.3) (no GPU visible: not applied)"}
-    assert set(rec["versions"]) >= {"torch", "numpy"}
+    method = "torch: set_per_process_memory_fraction(0.3) (no GPU visible: not applied)"
+    assert rec.caps == {"torch": Cap(method, gpu_started=False)}
+    assert set(rec.versions) >= {"torch", "numpy"}
 
 
 def test_with_a_backend_only_that_framework_is_capped(tmp_path):
     code = "import json, os, torch\nprint(json.dumps({'xla': os.environ.get('XLA_CLIENT_MEM_FRACTION')}))"
     out, (rec,) = boot_child(tmp_path, code, {"backend": "jax", "memory_fraction": 0.3})
-    assert out["xla"] == "0.3" and rec["caps"] == {}
+    assert out["xla"] == "0.3" and rec.caps == {}
 
 
 @pytest.mark.slow
@@ -49,7 +52,7 @@ def test_tensorflow_cap_right_after_its_import(tmp_path):
     )
     out, (rec,) = boot_child(tmp_path, code, {"backend": "tensorflow", "memory_fraction": 0.5})
     assert out["logical"] == ["CPU"]
-    assert rec["caps"]["tensorflow"] == (
+    assert rec.caps["tensorflow"].method == (
         "tensorflow: logical device memory_limit=0.5 x device memory (no GPU visible: not applied)"
     )
 
@@ -61,8 +64,8 @@ def test_a_process_that_imports_no_framework_leaves_no_record(tmp_path):
 
 def test_an_uncaught_exception_is_recorded_and_still_printed(tmp_path):
     out, (rec,) = boot_child(tmp_path, "raise ValueError('bad batch')", {}, returncode=1)
-    assert rec["error"]["type"] == "builtins.ValueError" and rec["error"]["message"] == "bad batch"
-    assert "Traceback" in rec["error"]["traceback"] and "ValueError: bad batch" in out["stderr"]
+    assert rec.error is not None and rec.error.type == "builtins.ValueError" and rec.error.message == "bad batch"
+    assert "Traceback" in rec.error.traceback and "ValueError: bad batch" in out["stderr"]
 
 
 def test_report_values_from_a_script(tmp_path):
@@ -73,7 +76,7 @@ def test_report_values_from_a_script(tmp_path):
         "print(json.dumps({'config': config(), 'err': err}))"
     )
     out, (rec,) = boot_child(tmp_path, code, {"lr": 0.1})
-    assert rec["reports"] == {"acc": 0.6, "series": [1.0, 2.5], "name": "resnet", "test/acc": 0.75}
+    assert rec.reports == {"acc": 0.6, "series": [1.0, 2.5], "name": "resnet", "test/acc": 0.75}
     assert out["config"] == {"lr": 0.1} and "expected a number, a string" in out["err"]
 
 
@@ -94,7 +97,7 @@ def test_a_shadowed_sitecustomize_still_runs(tmp_path):
     (other / "sitecustomize.py").write_text("import os\nos.environ['THEIRS'] = 'ran'\n")
     code = "import json, os, torch\nprint(json.dumps({'theirs': os.environ.get('THEIRS')}))"
     out, (rec,) = boot_child(tmp_path, code, {}, PYTHONPATH=f"{SITE}{os.pathsep}{other}{os.pathsep}{REPO}")
-    assert out == {"theirs": "ran"} and "torch" in rec["versions"]
+    assert out == {"theirs": "ran"} and "torch" in rec.versions
 
 
 def test_a_broken_trial_file_stops_the_process_instead_of_running_uncapped(tmp_path):
@@ -117,14 +120,14 @@ def test_torch_cap_lands_when_cuda_starts_on_the_device_used(tmp_path):
     out, (rec,) = boot_child(tmp_path, code, {"backend": "torch", "memory_fraction": 0.05}, gpu_ids=("0",))
     assert out["before"].endswith("when CUDA starts (it did not start in this process)")
     assert out["after"] == "torch: set_per_process_memory_fraction(0.05) on 1 device(s)" and out["big"] == "oom"
-    assert rec["memory"]["torch"]["peak_mib"] >= 0.02 * 1024  # the 2% it kept, at least on an 80 GB card
+    assert rec.memory["torch"].peak_mib >= 0.02 * 1024  # the 2% it kept, at least on an 80 GB card
 
 
 @pytest.mark.gpu
 def test_a_process_that_imports_torch_without_using_cuda_starts_no_context(tmp_path):
     code = "import json, torch\nprint(json.dumps({'started': torch.cuda.is_initialized()}))"
     out, (rec,) = boot_child(tmp_path, code, {"backend": "torch", "memory_fraction": 0.05}, gpu_ids=("0",))
-    assert out == {"started": False} and "did not start" in rec["caps"]["torch"]
+    assert out == {"started": False} and rec.caps["torch"].gpu_started is False
 
 
 @pytest.mark.gpu
@@ -134,13 +137,13 @@ def test_jax_cap_and_peak_on_a_gpu(tmp_path):
         "print(json.dumps({'limit': jax.devices()[0].memory_stats()['bytes_limit']}))"
     )
     out, (rec,) = boot_child(tmp_path, code, {"backend": "jax", "memory_fraction": 0.2}, gpu_ids=("0",))
-    assert rec["caps"]["jax"] == "jax: XLA_CLIENT_MEM_FRACTION=0.2"
+    assert rec.caps["jax"].method == "jax: XLA_CLIENT_MEM_FRACTION=0.2"
     import pynvml
 
     pynvml.nvmlInit()
     total = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total
     assert 0.15 * total < out["limit"] <= 0.2 * total
-    assert rec["memory"]["jax"]["peak_mib"] >= 4.0
+    assert rec.memory["jax"].peak_mib >= 4.0
 
 
 FORKED = """
@@ -152,7 +155,8 @@ r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
     inherited = boot.current()
-    inherited.record.merge("reports", {"who": "the child, in its parent's record"})
+    with inherited.record.edit() as rec:
+        rec.reports["who"] = "the child, in its parent's record"
     inherited.record.write()  # a record is written only by its own process: nothing happens
     os.environ["RANK"] = "1"
     own = boot.start_in_fork()
@@ -188,7 +192,8 @@ def test_a_forked_process_gets_a_bootstrap_and_record_of_its_own(tmp_path, pytho
     assert out["own_pid"] and out["current"] and out["new"] and out["own_process_again"]
     assert out["parent_record_on_disk"] == {"who": "parent"}  # the child could not overwrite it
     assert out["draw"] != out["parent_draw"]  # numpy reseeded in the child, as a spawned process's
-    by_who = {rec["reports"]["who"]: rec for rec in records}
+    by_who = {rec.reports["who"]: rec for rec in records}
     assert set(by_who) == {"parent", "child"}
-    assert by_who["child"]["rank"] == "1" and by_who["child"]["pid"] != by_who["parent"]["pid"]
-    assert by_who["child"]["ppid"] == by_who["parent"]["pid"]
+    assert by_who["child"].rank == "1" and by_who["child"].pid != by_who["parent"].pid
+    assert by_who["child"].ppid == by_who["parent"].pid
+    assert by_who["child"].started_as is StartedAs.FORK and by_who["parent"].started_as is StartedAs.FRESH

@@ -6,37 +6,29 @@ import json
 
 import pytest
 
+from grid.protocol import (
+    Batch,
+    BatchSource,
+    Cap,
+    Epoch,
+    ErrorInfo,
+    Evaluate,
+    Fit,
+    FrameworkMemory,
+    Predict,
+    ProcessRecord,
+)
 from grid.trial import collect
 
 CAP = "torch: set_per_process_memory_fraction(0.1) on 1 device(s)"
 
 
 def record(pid, started, **fields):
-    base = {
-        "pid": pid,
-        "started": started,
-        "rank": None,
-        "local_rank": None,
-        "versions": {},
-        "caps": {},
-        "memory": {},
-        "fits": [],
-        "evaluates": [],
-        "predicts": [],
-        "reports": {},
-        "returned": None,
-        "error": None,
-    }
-    return {**base, **fields}
+    return ProcessRecord(pid=pid, started=started, **fields)
 
 
-def fit(batch, *epochs, history=None, source="the call's batch_size"):
-    return {
-        "batch_size": batch,
-        "batch_source": source,
-        "history": history or {},
-        "epochs": [{"s": s, "train_s": t, "steps": n} for s, t, n in epochs],
-    }
+def fit(batch, *epochs, history=None, source=BatchSource.CALL):
+    return Fit(Batch(batch, source), [Epoch(s, t, n) for s, t, n in epochs], history or {})
 
 
 def test_two_fit_calls_steady_epochs_leave_out_each_calls_first():
@@ -44,7 +36,7 @@ def test_two_fit_calls_steady_epochs_leave_out_each_calls_first():
         1,
         0.0,
         versions={"jax": "0.10", "numpy": "2"},
-        caps={"jax": "none (framework default)"},
+        caps={"jax": Cap("none (framework default)")},
         fits=[fit(32, (5.0, 5.0, 10), (1.0, 0.8, 10)), fit(32, (3.0, 3.0, 10), (1.2, 1.0, 10))],
     )
     fields, notes = collect.measurements([main], {"backend": "jax"})
@@ -60,7 +52,7 @@ def test_rank_zero_is_the_primary_and_caps_are_counted_per_process():
         1,
         0.0,
         versions={"torch": "2.1"},
-        caps={"torch": "torch: ... when CUDA starts (it did not start in this process)"},
+        caps={"torch": Cap("torch: ... when CUDA starts (it did not start in this process)", gpu_started=False)},
     )
     ranks = [
         record(
@@ -69,8 +61,8 @@ def test_rank_zero_is_the_primary_and_caps_are_counted_per_process():
             rank=str(r),
             local_rank=str(r),
             versions={"torch": "2.1"},
-            caps={"torch": CAP},
-            memory={"torch": {"peak_mib": 100.0 + r, "detail": {"r": r}}},
+            caps={"torch": Cap(CAP, gpu_started=True)},
+            memory={"torch": FrameworkMemory(100.0 + r, {"r": r})},
             fits=[fit(64, (2.0, 2.0, 5), (1.0, 1.0, 5 + r))],
         )
         for r in (1, 0)
@@ -86,20 +78,26 @@ def test_predict_passes_are_the_epochs_of_an_inference_run():
     main = record(
         1,
         0.0,
-        predicts=[
-            {"s": 4.0, "batch_size": 50, "batch_source": "the call's batch_size", "images": 100},
-            {"s": 0.5, "batch_size": 50, "images": 100},
-        ],
+        predicts=[Predict(4.0, Batch(50, BatchSource.CALL), 100), Predict(0.5, Batch(50, BatchSource.CALL), 100)],
     )
     fields, _ = collect.measurements([main], {})
     assert fields["epoch_times"] == [4.0, 0.5] and fields["images_per_s"] == 200.0
 
 
 def test_a_batch_size_taken_from_the_config_is_noted():
-    main = record(1, 0.0, fits=[fit(16, (1.0, 1.0, 4), source="the trial's batch_size (the data does not show it)")])
+    main = record(1, 0.0, fits=[fit(16, (1.0, 1.0, 4), source=BatchSource.CONFIG)])
     fields, notes = collect.measurements([main], {"batch_size": 16})
     assert fields["images_per_s"] == 64.0 and notes == [
-        "images/s counts batches of 16: the trial's batch_size (the data does not show it)"
+        "images/s counts batches of 16: the trial's batch_size (the data does not show its batch size)"
+    ]
+
+
+def test_a_batch_size_nobody_shows_leaves_images_per_s_unknown_and_says_what_to_do():
+    main = record(1, 0.0, fits=[Fit(Batch(None, BatchSource.UNKNOWN, data="MyGenerator"), [Epoch(1.0, 1.0, 4)])])
+    fields, notes = collect.measurements([main], {})
+    assert fields["images_per_s"] is None and notes == [
+        "images/s unknown: the batch size is not shown by the data (MyGenerator); give the trial a batch_size "
+        "(in the spec's params or axes) and images/s counts batches of it"
     ]
 
 
@@ -137,7 +135,7 @@ def test_history_final_values_and_evaluate():
         1,
         0.0,
         fits=[fit(8, (1.0, 1.0, 1), history={"loss": [0.9, 0.4], "val_accuracy": [0.5, 0.8]})],
-        evaluates=[{"s": 0.1, "logs": {"loss": 0.3, "accuracy": 0.85}}],
+        evaluates=[Evaluate(0.1, {"loss": 0.3, "accuracy": 0.85})],
     )
     values, series = collect.history([main])
     assert values == {"loss": 0.4, "val_accuracy": 0.8, "eval_loss": 0.3, "eval_accuracy": 0.85}
@@ -146,7 +144,12 @@ def test_history_final_values_and_evaluate():
 
 def test_the_earliest_error_is_the_trials():
     records = [
-        record(1, 0.0, error={"type": "a.ProcessRaisedException", "at": 5.0}),
-        record(2, 1.0, error={"type": "builtins.ValueError", "at": 4.0}),
+        record(1, 0.0, error=ErrorInfo("a.ProcessRaisedException", at=5.0)),
+        record(2, 1.0, error=ErrorInfo("builtins.ValueError", "bad", "Traceback ...", at=4.0)),
     ]
-    assert collect.first_error(records)["type"] == "builtins.ValueError"
+    assert collect.first_error(records) == {
+        "type": "builtins.ValueError",
+        "message": "bad",
+        "traceback": "Traceback ...",
+        "at": 4.0,
+    }

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from grid.protocol import Compiles, Epoch, Fit, ProcessRecord
 from grid.results.store import ResultStore
 from grid.spec.parse import parse_spec
 from grid.sweep import RunOptions, run_sweep
@@ -59,12 +60,14 @@ def test_environment_points_every_framework_at_the_cache():
 
 
 def test_first_epoch_state_reads_the_first_epochs_counts():
-    first, second = {"requests": 3, "hits": 3, "saved_s": 1.5}, {"requests": 4, "hits": 3}
-    fit = {"epochs": [{"compiles": first}, {"compiles": second}]}
-    assert compilecache.first_epoch_state({"fits": [fit]}, {}) == {"compile": "cached", "compile_saved_s": 1.5}
-    later = {"compiles": {"requests": 2, "hits": 1, "saved_s": 0.1}}
+    first, second = Compiles(requests=3, hits=3, saved_s=1.5), Compiles(requests=4, hits=3)
+    fit = Fit(epochs=[Epoch(1.0, compiles=first), Epoch(1.0, compiles=second)])
+    trained = ProcessRecord(pid=1, started=0.0, fits=[fit])
+    assert compilecache.first_epoch_state(trained, {}) == {"compile": "cached", "compile_saved_s": 1.5}
+    later = ProcessRecord(pid=1, started=0.0, compiles=Compiles(requests=2, hits=1, saved_s=0.1))
     assert compilecache.first_epoch_state(later, {})["compile"] == "cold"
-    assert compilecache.first_epoch_state({}, {}) == {"compile": None, "compile_saved_s": None}
+    nothing = ProcessRecord(pid=1, started=0.0)
+    assert compilecache.first_epoch_state(nothing, {}) == {"compile": None, "compile_saved_s": None}
     assert compilecache.first_epoch_state(None, {"compile_cache": False})["compile"] == "off"
 
 

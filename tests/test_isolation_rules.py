@@ -51,3 +51,56 @@ def test_grid_imports_nothing_from_tasks():
             )
             offenders += [f"{path.name}: {n}" for n in names if n == "tasks" or n.startswith(("tasks.", "gridtrial"))]
     assert offenders == []
+
+
+def _import_edges() -> dict[str, set[str]]:
+    """Module -> the gpu-grid modules it imports (function-level imports too), over grid/ and tasks/site/."""
+    import ast
+    from pathlib import Path
+
+    root = Path(grid.__file__).parent.parent
+    paths = [*(root / "grid").rglob("*.py"), *(root / "tasks" / "site").rglob("*.py")]
+    names = {}
+    for path in paths:
+        parts = path.relative_to(root).with_suffix("").parts
+        parts = parts[2:] if parts[:2] == ("tasks", "site") else parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    edges: dict[str, set[str]] = {name: set() for name in names}
+    for name, path in names.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            edges[name].update(t for t in targets if t in names and t != name)
+    return edges
+
+
+def test_no_module_imports_in_a_circle():
+    edges = _import_edges()
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in edges[todo.pop()] - seen:
+                if nxt == goal:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    circles = sorted(f"{a} <-> {b}" for a in edges for b in edges[a] if a < b and reaches(b, a))
+    assert circles == []
+
+
+def test_the_trial_side_never_imports_the_grid_package():
+    """tasks/site loads grid/protocol.py by its path (gridtrial/protocol.py): `import grid` there could
+    find a user's own module, and gpu-grid's imports pyarrow."""
+    edges = _import_edges()
+    trial_side = [name for name in edges if name == "sitecustomize" or name.startswith("gridtrial")]
+    assert len(trial_side) >= 15
+    assert {name: sorted(t for t in edges[name] if t.startswith("grid.") or t == "grid") for name in trial_side} == {
+        name: [] for name in trial_side
+    }

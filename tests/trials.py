@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from grid.protocol import ProcessRecord
 from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Placement
 from grid.spec.expand import expand
 from grid.spec.parse import parse_spec
 from grid.trial.attempt import run_attempt
+from grid.trial.collect import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "tasks" / "site"
@@ -49,10 +51,11 @@ def log_of(row: dict) -> str:
 
 def boot_child(
     tmp_path: Path, code: str, config: dict, python: str = sys.executable, gpu_ids=(), returncode: int = 0, **env: str
-) -> tuple[dict, list[dict]]:
+) -> tuple[dict, list[ProcessRecord]]:
     """Run `code` in a fresh interpreter as a process of a trial with this config: the bootstrap
-    starts there through sitecustomize, as in every trial. Returns the JSON the code printed last
-    and the records the trial's processes left."""
+    starts there through sitecustomize, as in every trial (the trial document is written by hand,
+    as for a trial run without grid). Returns the JSON the code printed last and the records the
+    trial's processes left, as the worker reads them (oldest first)."""
     records = tmp_path / "records"
     trial = tmp_path / "trial.json"
     trial.write_text(
@@ -77,6 +80,7 @@ def boot_child(
     }
     proc = subprocess.run([python, "-c", code], env=full, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == returncode, proc.stderr[-3000:]
-    found = [json.loads(path.read_text()) for path in sorted(records.glob("*.json"))]
+    found = read_records(str(records))
+    assert found.unread == []
     lines = proc.stdout.strip().splitlines()
     return (json.loads(lines[-1]) if lines else {"stderr": proc.stderr}), found

@@ -17,6 +17,7 @@ import time
 
 import pyarrow as pa
 
+from grid.protocol import Env
 from grid.results.metric_types import MetricTypes
 from grid.results.row import Energy, Files, Identity, Process, Row
 from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
@@ -37,7 +38,7 @@ from grid.trial.output import log_tail, scan
 log = logging.getLogger("grid")
 
 
-def measure(row: Row, spec: GridSpec, trial: Trial, records: list[dict], log_file: str, offset: int) -> None:
+def measure(row: Row, spec: GridSpec, trial: Trial, records: collect.Records, log_file: str, offset: int) -> None:
     """Put what the trial measured and reported into its row, with its notes and metric
     directions. The `metrics:` patterns read the output from `offset` on (this attempt's own lines)."""
     fields, notes = collect.measurements(records, trial.config)
@@ -113,7 +114,7 @@ def _start(
             f"trial {trial.trial_id} attempt {attempt} on {placement.host} "
             f"GPUs {list(placement.gpu_ids) or 'none (CPU slot)'} in {launch.cwd}",
             launch.command,
-            f"its own folder (GRID_TRIAL_DIR): {launch.explicit.get('GRID_TRIAL_DIR', '-')}"
+            f"its own folder ({Env.TRIAL_DIR}): {launch.explicit.get(Env.TRIAL_DIR, '-')}"
             + (f" ({earlier_files} file(s) from earlier attempts)" if earlier_files else ""),
         ]
         log.write("".join(f"[gpu-grid] {line}\n" for line in header).encode())
@@ -132,7 +133,7 @@ def _start(
         samplers=samplers,
         interval_s=spec.sample_interval_ms / 1000,
         memory_limit_mib=spec.memory_limit_mib,
-        box=contain(f"{trial.trial_id}-{attempt}", launch.env["GRID_TRIAL"]),
+        box=contain(f"{trial.trial_id}-{attempt}", launch.env[Env.TRIAL]),
         bootstrapped=launch.bootstrapped,
         warm=parent,
     ), offset

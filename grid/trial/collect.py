@@ -1,5 +1,6 @@
-"""A trial's measurements: the records its processes left (tasks/site/gridtrial/record.py), merged
-into the row's columns, with what the trial reported on top.
+"""A trial's measurements: the records its processes left (tasks/site/gridtrial/record.py: the
+protocol's ProcessRecord, grid/protocol.py), merged into the row's columns, with what the trial
+reported on top.
 
 - Epochs come from the primary process: the one that ran Keras `fit` (rank 0 of several), else
   `predict` passes (an inference trial). The first epoch of each `fit` call includes compiling;
@@ -16,47 +17,66 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from grid.protocol import Batch, BatchSource, Cap, ProcessRecord, ProtocolMismatch, StartedAs
 from grid.results.schema import BY_NAME, REPORTABLE, REPORTED_AS_JSON
 from grid.trial import compilecache
 
 FRAMEWORKS = ("tensorflow", "jax", "torch", "mxnet")
 DEFAULT_CAP = "none (framework default)"
-FORKED_RANK = "a rank forked from the warm launcher"  # a record's started_as (tasks/site/gridtrial/ranks.py)
 
 
-def read_records(folder: str) -> list[dict[str, Any]]:
-    """Every process's record, oldest first; a file that is not whole JSON is skipped."""
-    out = []
+class Records(list[ProcessRecord]):
+    """The records of a trial's processes, oldest first, and why any file there was not read."""
+
+    def __init__(self, records: Sequence[ProcessRecord] = (), unread: Sequence[str] = ()):
+        super().__init__(records)
+        self.unread = list(unread)  # notes for the row: a record of another protocol version, ...
+
+
+def read_records(folder: str) -> Records:
+    """Every process's record, oldest first. A file that is not whole JSON is skipped (a process
+    killed while writing leaves only its temporary file); one that is not a record of this
+    protocol is left out with a note (Records.unread), never read as if it were one."""
+    out = Records()
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
     except OSError:
-        return []
+        return out
     for name in names:
         try:
             with open(os.path.join(folder, name)) as f:
-                out.append(json.load(f))
+                data = json.load(f)
         except (OSError, ValueError):
             continue
-    return sorted(out, key=lambda r: r.get("started") or 0)
+        try:
+            out.append(ProcessRecord.from_dict(data))
+        except ProtocolMismatch as exc:
+            out.unread.append(f"record {name} not read: {exc}")
+        except (TypeError, ValueError, AttributeError) as exc:
+            out.unread.append(f"record {name} not read: not a process record ({type(exc).__name__}: {exc})")
+    out.sort(key=lambda r: r.started or 0)
+    return out
 
 
-def _keras_active(record: dict) -> bool:
-    return bool(record.get("fits") or record.get("predicts") or record.get("evaluates"))
+def _keras_active(record: ProcessRecord) -> bool:
+    return bool(record.fits or record.predicts or record.evaluates)
 
 
-def primary(records: list[dict]) -> dict | None:
+def primary(records: Sequence[ProcessRecord]) -> ProcessRecord | None:
     """The process whose epochs are the trial's: Keras activity, rank 0 first, then the oldest."""
     if not records:
         return None
     active = [r for r in records if _keras_active(r)] or records
     return min(
         active,
-        key=lambda r: (r.get("rank") not in (None, "0"), r.get("local_rank") not in (None, "0"), r.get("started") or 0),
+        key=lambda r: (r.rank not in (None, "0"), r.local_rank not in (None, "0"), r.started or 0),
     )
 
 
@@ -75,59 +95,63 @@ def summary(times: list[float], images_per_epoch: int | None) -> dict[str, Any]:
     }
 
 
-def keras_epochs(record: dict) -> tuple[list[dict], int | None, str | None]:
-    """(epochs, the global batch, where the batch figure came from) of a process's fits, else predicts."""
-    epochs: list[dict] = []
-    batch = source = None
-    for fit in record.get("fits") or []:
-        batch, source = fit.get("batch_size"), fit.get("batch_source")
-        for i, e in enumerate(fit.get("epochs") or []):
-            images = e["steps"] * batch if e.get("steps") is not None and batch else None
-            epochs.append(
-                {
-                    "s": e["s"],
-                    "train_s": e.get("train_s") or e["s"],
-                    "images": images,
-                    "first": i == 0,
-                    "end": e.get("end"),
-                }
-            )
+@dataclass(frozen=True)
+class Timed:
+    """One timed pass of the primary process: a Keras epoch, or a predict pass of an inference run."""
+
+    s: float
+    train_s: float  # the epoch without its validation
+    images: int | None
+    first: bool  # the first of its fit call: it includes compiling
+    end: float | None = None  # wall clock at its end
+
+
+def keras_epochs(record: ProcessRecord) -> tuple[list[Timed], Batch | None]:
+    """The timed passes of a process's fits, else of its predicts, and the batch (its size, where
+    that figure came from) of the last call."""
+    epochs: list[Timed] = []
+    batch: Batch | None = None
+    for fit in record.fits:
+        batch = fit.batch
+        for i, e in enumerate(fit.epochs):
+            images = e.steps * batch.size if e.steps is not None and batch.size else None
+            epochs.append(Timed(e.s, e.train_s or e.s, images, i == 0, e.end))
     if epochs:
-        return epochs, batch, source
-    for i, p in enumerate(record.get("predicts") or []):
-        batch, source = p.get("batch_size"), p.get("batch_source")
-        epochs.append({"s": p["s"], "train_s": p["s"], "images": p.get("images"), "first": i == 0})
-    return epochs, batch, source
+        return epochs, batch
+    for i, p in enumerate(record.predicts):
+        batch = p.batch
+        epochs.append(Timed(p.s, p.s, p.images, i == 0))
+    return epochs, batch
 
 
-def epoch_fields(epochs: list[dict]) -> dict[str, Any]:
+def epoch_fields(epochs: list[Timed]) -> dict[str, Any]:
     if not epochs:
         return {}
-    times = [e["s"] for e in epochs]
-    steady = [e for e in epochs if not e["first"]]
-    rates = [e["images"] / e["train_s"] for e in (steady or epochs[:1]) if e["images"] and e["train_s"] > 0]
+    times = [e.s for e in epochs]
+    steady = [e for e in epochs if not e.first]
+    rates = [e.images / e.train_s for e in (steady or epochs[:1]) if e.images and e.train_s > 0]
     return {
         "epoch_times": times,
         "first_epoch_s": times[0],
-        "steady_epoch_s": statistics.median(e["s"] for e in steady) if steady else None,
+        "steady_epoch_s": statistics.median(e.s for e in steady) if steady else None,
         "images_per_s": statistics.median(rates) if rates else None,
-        "images_per_epoch": epochs[-1]["images"],
+        "images_per_epoch": epochs[-1].images,
     }
 
 
-def _framework(records: list[dict], backend: str | None) -> str | None:
-    imported = [f for f in FRAMEWORKS if any(f in (r.get("versions") or {}) for r in records)]
+def _framework(records: Sequence[ProcessRecord], backend: str | None) -> str | None:
+    imported = [f for f in FRAMEWORKS if any(f in r.versions for r in records)]
     if backend in imported:
         return backend
     return imported[0] if len(imported) == 1 else None
 
 
-def cap_method(records: list[dict], framework: str) -> str | None:
+def cap_method(records: Sequence[ProcessRecord], framework: str) -> str | None:
     """What the cap meant, from every process that imported the framework; processes where the
     framework never started on a GPU do not count when others did."""
-    methods = [r["caps"][framework] for r in records if framework in (r.get("caps") or {})]
-    started = [m for m in methods if "did not start" not in m]
-    methods = started or methods
+    caps: list[Cap] = [r.caps[framework] for r in records if framework in r.caps]
+    started = [c for c in caps if c.gpu_started is not False]
+    methods = [c.method for c in (started or caps)]
     if not methods:
         return None
     distinct = list(dict.fromkeys(methods))
@@ -138,57 +162,53 @@ def cap_method(records: list[dict], framework: str) -> str | None:
     return f"{distinct[0]}, in each of {len(methods)} processes"
 
 
-def memory_fields(records: list[dict], framework: str) -> dict[str, Any]:
-    counted = [(r["pid"], r["memory"][framework]) for r in records if framework in (r.get("memory") or {})]
+def memory_fields(records: Sequence[ProcessRecord], framework: str) -> dict[str, Any]:
+    counted = [(r.pid, r.memory[framework]) for r in records if framework in r.memory]
     if not counted:
         return {}
-    peaks = [m["peak_mib"] for _, m in counted if m.get("peak_mib") is not None]
-    detail = counted[0][1]["detail"] if len(counted) == 1 else {str(pid): m["detail"] for pid, m in counted}
+    peaks = [m.peak_mib for _, m in counted if m.peak_mib is not None]
+    detail = counted[0][1].detail if len(counted) == 1 else {str(pid): m.detail for pid, m in counted}
     return {
         "framework_peak_mib": sum(peaks) if peaks else None,
         "framework_mem_json": json.dumps(detail, sort_keys=True),
     }
 
 
-def steady_spans(records: list[dict]) -> list[tuple[float, float, int]]:
+def steady_spans(records: Sequence[ProcessRecord]) -> list[tuple[float, float, int]]:
     """(start, end, images) in wall-clock time of each steady epoch (not the first of a fit) of
     the process that trained, where its epochs carry their end time (Keras fits)."""
     main = primary(records)
     epochs = keras_epochs(main)[0] if main is not None else []
-    return [
-        (e["end"] - e["s"], e["end"], e["images"])
-        for e in epochs
-        if not e["first"] and e.get("end") is not None and e.get("images")
-    ]
+    return [(e.end - e.s, e.end, e.images) for e in epochs if not e.first and e.end is not None and e.images]
 
 
-def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Row fields from the records alone, and notes on how they were obtained."""
+    notes: list[str] = list(records.unread) if isinstance(records, Records) else []
     main = primary(records)
     compiled = compilecache.first_epoch_state(main, config)
     if main is None:
-        return {"processes": 0, **compiled}, []
-    notes: list[str] = []
-    epochs, batch, source = keras_epochs(main)
+        return {"processes": 0, **compiled}, notes
+    epochs, batch = keras_epochs(main)
     fields: dict[str, Any] = {
         "processes": len(records),
-        "fit_calls": len(main.get("fits") or []),
-        "import_s": main.get("import_s"),
+        "fit_calls": len(main.fits),
+        "import_s": main.import_s,
         **epoch_fields(epochs),
         **compiled,
     }
-    if batch:
-        fields["global_batch"] = batch
-    if epochs and batch and source and source != "the call's batch_size":
-        notes.append(f"images/s counts batches of {batch}: {source}")
+    if batch is not None and batch.size:
+        fields["global_batch"] = batch.size
+    if epochs and batch is not None and batch.size and batch.source is not BatchSource.CALL:
+        notes.append(f"images/s counts batches of {batch.size}: {batch.text}")
     if epochs and fields.get("images_per_s") is None:
-        notes.append(f"images/s unknown: the batch size is {source or 'unknown'}")
-    forked = sum(1 for r in records if r.get("started_as") == FORKED_RANK)
+        notes.append(f"images/s unknown: the batch size is {batch.text if batch is not None else 'unknown'}")
+    forked = sum(1 for r in records if r.started_as is StartedAs.WARM_RANK)
     if forked:
         notes.append(f"torchrun's {forked} ranks forked from the warm launcher")
     versions: dict[str, Any] = {}
     for record in [main, *records]:
-        versions.update({k: v for k, v in (record.get("versions") or {}).items() if k not in versions})
+        versions.update({k: v for k, v in record.versions.items() if k not in versions})
     if versions:
         fields["versions_json"] = json.dumps(versions, sort_keys=True)
     framework = _framework(records, config.get("backend"))
@@ -202,7 +222,7 @@ def measurements(records: list[dict], config: dict[str, Any]) -> tuple[dict[str,
     return fields, notes
 
 
-def history(records: list[dict]) -> tuple[dict[str, float], dict[str, list[float]]]:
+def history(records: Sequence[ProcessRecord]) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Final History values (and their per-epoch series) of the primary's last fit, and its last
     standalone `evaluate` as eval_<name>."""
     main = primary(records)
@@ -210,31 +230,30 @@ def history(records: list[dict]) -> tuple[dict[str, float], dict[str, list[float
     series: dict[str, list[float]] = {}
     if main is None:
         return values, series
-    fits = main.get("fits") or []
-    if fits:
-        for name, per_epoch in (fits[-1].get("history") or {}).items():
+    if main.fits:
+        for name, per_epoch in main.fits[-1].history.items():
             if per_epoch:
                 values[name] = per_epoch[-1]
                 series[name] = per_epoch
-    evaluates = main.get("evaluates") or []
-    if evaluates:
-        values.update({f"eval_{k}": v for k, v in (evaluates[-1].get("logs") or {}).items()})
+    if main.evaluates:
+        values.update({f"eval_{k}": v for k, v in main.evaluates[-1].logs.items()})
     return values, series
 
 
-def reported(records: list[dict]) -> dict[str, Any]:
+def reported(records: Sequence[ProcessRecord]) -> dict[str, Any]:
     """Explicit reports of every process (a later process wins a name), then a function's return."""
     out: dict[str, Any] = {}
     for record in records:
-        out.update(record.get("reports") or {})
+        out.update(record.reports)
     for record in records:
-        out.update(record.get("returned") or {})
+        out.update(record.returned or {})
     return out
 
 
-def first_error(records: list[dict]) -> dict[str, Any] | None:
-    errors = [r["error"] for r in records if r.get("error")]
-    return min(errors, key=lambda e: e.get("at") or 0) if errors else None
+def first_error(records: Sequence[ProcessRecord]) -> dict[str, Any] | None:
+    """The earliest exception a process of the trial raised: type, message, traceback and when (at)."""
+    errors = [r.error for r in records if r.error]
+    return min(errors, key=lambda e: e.at or 0).to_dict() if errors else None
 
 
 def _column_value(value: Any) -> Any:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from grid.protocol import ProcessRecord
+
 ON_DEFAULT = True
 
 
@@ -46,18 +48,16 @@ def environment(config: dict[str, Any], root: str | None) -> dict[str, str]:
     }
 
 
-def first_epoch_state(record: dict[str, Any] | None, config: dict[str, Any]) -> dict[str, Any]:
+def first_epoch_state(record: ProcessRecord | None, config: dict[str, Any]) -> dict[str, Any]:
     """The row's `compile` (cold, cached, off or None) and `compile_saved_s` from the process that
     trained: its compilations up to the end of its first epoch (the whole process without epochs)."""
     if not enabled(config):
         return {"compile": "off", "compile_saved_s": None}
-    counts = (record or {}).get("compiles") or {}
-    for fit in (record or {}).get("fits") or []:
-        epochs = fit.get("epochs") or []
-        if epochs and epochs[0].get("compiles"):
-            counts = epochs[0]["compiles"]
+    counts = record.compiles if record is not None else None
+    for fit in record.fits if record is not None else []:
+        if fit.epochs and fit.epochs[0].compiles is not None:
+            counts = fit.epochs[0].compiles
             break
-    requests, hits = counts.get("requests") or 0, counts.get("hits") or 0
-    if not requests:
+    if counts is None or not counts.requests:
         return {"compile": None, "compile_saved_s": None}
-    return {"compile": "cached" if hits >= requests else "cold", "compile_saved_s": counts.get("saved_s")}
+    return {"compile": "cached" if counts.hits >= counts.requests else "cold", "compile_saved_s": counts.saved_s}

@@ -23,6 +23,7 @@ from typing import ClassVar
 import psutil
 
 from grid.processes import living
+from grid.protocol import Env
 from grid.trial.measure import process_tree
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -152,7 +153,7 @@ class ReaperContainment:
     def _ours(self, proc: psutil.Process) -> bool:
         """An orphan this worker adopted that belongs to this attempt (not to another one it runs)."""
         with contextlib.suppress(psutil.Error):
-            return proc.environ().get("GRID_TRIAL") == self.trial_path
+            return proc.environ().get(Env.TRIAL) == self.trial_path
         return False
 
     def end(self, deadline_s: float = 5.0) -> int:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from grid.protocol import Env
 from grid.trial.contain import Containment, ReaperContainment, contain
 from grid.trial.measure import RssSampler
 from grid.trial.warm import Parent, WarmChild
@@ -51,7 +52,7 @@ def guarded(argv: list[str], join_file: str, bootstrapped: bool) -> tuple[list[s
     ask a Python trial's bootstrap to do it itself (`bootstrapped`: the program runs gpu-grid's
     sitecustomize first)."""
     if bootstrapped:
-        return argv, {"GRID_PARENT_PID": str(os.getpid()), "GRID_CGROUP_PROCS": join_file}
+        return argv, {Env.PARENT_PID: str(os.getpid()), Env.CGROUP_PROCS: join_file}
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         return [sys.executable, "-S", "-c", _SHIM, join_file, *argv], {}
@@ -147,7 +148,7 @@ def run_child(
     `bootstrapped`: argv is a Python that runs the trial bootstrap, which guards itself.
     `warm`: fork the child from this warm parent (argv[1:] is what runs), not a fresh interpreter."""
     rss = RssSampler()
-    box = box or contain("child", env.get("GRID_TRIAL", ""))
+    box = box or contain("child", env.get(Env.TRIAL, ""))
     cold_argv, guard_env = guarded(argv, box.join_file, bootstrapped)
     with open(log_path, "ab", buffering=0) as log:
         started = time.time()

@@ -1,9 +1,10 @@
 """How one attempt's process is started: its trial JSON, its explicit environment and its argv.
 
-- The trial JSON (its path in GRID_TRIAL) holds the config, the GPUs, where each Python process
-  of the trial leaves its record, and what to run. Every config value is also a GRID_<NAME>
-  variable; GRID_TRIAL_ID and GRID_ATTEMPT name the attempt; GRID_TRIAL_DIR (`{trial_dir}`) is the
-  trial's own folder for what it writes (the workdir is shared by every trial; trialdir.py).
+- The trial JSON (its path in GRID_TRIAL: the protocol's TrialDocument, grid/protocol.py) holds
+  the config, the GPUs, where each Python process of the trial leaves its record, and what to
+  run. Every config value is also a GRID_<NAME> variable; GRID_TRIAL_ID and GRID_ATTEMPT name the
+  attempt; GRID_TRIAL_DIR (`{trial_dir}`) is the trial's own folder for what it writes (the
+  workdir is shared by every trial; trialdir.py). The variables' names are the protocol's (Env).
 - PYTHONPATH starts with tasks/site, so every Python process of the trial runs the bootstrap;
   PATH starts with the trial interpreter's folder, so `python`, `torchrun` and friends inside the
   trial are that interpreter's.
@@ -14,13 +15,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from grid.protocol import Env, TrialDocument, config_var
 from grid.shared import Placement, Trial
 from grid.spec.model import GridSpec
 from grid.spec.target import is_python, render, render_value, resolve_program
@@ -52,7 +53,7 @@ def interpreter_for(spec: GridSpec, backend: str | None) -> str:
 
 
 def config_env(config: dict[str, Any]) -> dict[str, str]:
-    return {f"GRID_{name.upper()}": render_value(value) for name, value in config.items()}
+    return {config_var(name): render_value(value) for name, value in config.items()}
 
 
 def child_env(
@@ -67,7 +68,9 @@ def child_env(
     trial_dir: str = "",
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The child's whole environment, and the part gpu-grid set explicitly (the spec's `env` last)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "GRID_")) and k not in _NOT_INHERITED}
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RAY_", Env.PREFIX)) and k not in _NOT_INHERITED
+    }
     explicit = {
         "CUDA_VISIBLE_DEVICES": ",".join(placement.gpu_ids),
         "PYTHONPATH": os.pathsep.join(
@@ -75,13 +78,13 @@ def child_env(
         ),
         "PATH": os.pathsep.join(p for p in (os.path.dirname(interpreter), os.environ.get("PATH")) if p),
         "PYTHONUNBUFFERED": "1",
-        "GRID_TRIAL": trial_path,
-        "GRID_TRIAL_ID": trial.trial_id,
-        "GRID_ATTEMPT": str(attempt),
+        Env.TRIAL: trial_path,
+        Env.TRIAL_ID: trial.trial_id,
+        Env.ATTEMPT: str(attempt),
         **config_env(trial.config),
     }
     if trial_dir:
-        explicit["GRID_TRIAL_DIR"] = trial_dir
+        explicit[Env.TRIAL_DIR] = trial_dir
     if placement.on_gpu:
         explicit["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's device numbering = NVML's = Ray's
     backend = trial.config.get("backend")
@@ -94,23 +97,23 @@ def child_env(
 
 def trial_document(
     spec: GridSpec, trial: Trial, attempt: int, placement: Placement, records_dir: str, gpu_info: dict[str, Any]
-) -> dict[str, Any]:
+) -> TrialDocument:
     target = spec.workload_def.target_for(trial.config.get("backend"))
     total = gpu_info.get("gpu_total_mib")
-    return {
-        "trial_id": trial.trial_id,
-        "attempt": attempt,
-        "sweep": spec.name,
-        "workload": trial.workload,
-        "repeat": trial.repeat,
-        "config": trial.config,
-        "gpu_ids": list(placement.gpu_ids),
-        "gpu_total_mib": [total] * len(placement.gpu_ids) if total else [],
-        "records_dir": records_dir,
-        "workdir": spec.workdir,
-        "function": target.function,
-        "command": list(target.command or []) or None,
-    }
+    return TrialDocument(
+        trial_id=trial.trial_id,
+        attempt=attempt,
+        sweep=spec.name,
+        workload=trial.workload,
+        repeat=trial.repeat,
+        config=trial.config,
+        gpu_ids=list(placement.gpu_ids),
+        gpu_total_mib=[total] * len(placement.gpu_ids) if total else [],
+        records_dir=records_dir,
+        workdir=spec.workdir,
+        function=target.function,
+        command=list(target.command or []) or None,
+    )
 
 
 def _interpreters_torchrun(program: str | None, interpreter: str) -> bool:
@@ -149,9 +152,9 @@ def prepare(
         compile_dir=compile_dir,
         trial_dir=trial_dir,
     )
-    if doc["command"]:
+    if doc.command:
         argv = render(
-            tuple(doc["command"]),
+            tuple(doc.command),
             {
                 **trial.config,
                 "trial_id": trial.trial_id,
@@ -160,7 +163,7 @@ def prepare(
                 "trial_dir": trial_dir,
             },
         )
-        doc["command"] = argv
+        doc = replace(doc, command=argv)
         python = is_python(argv[0])
         program = interpreter if python else resolve_program(argv[0], env["PATH"], spec.workdir)
         if not python and _interpreters_torchrun(program, interpreter):
@@ -172,7 +175,7 @@ def prepare(
         python, program = True, interpreter
         argv = [interpreter, "-m", "gridtrial"]
     with open(trial_path, "w") as f:
-        json.dump(doc, f)
+        f.write(doc.to_json())
     missing = None
     if python and not os.path.exists(interpreter):
         missing = (

@@ -12,6 +12,8 @@ import os
 
 import psutil
 
+from grid.protocol import RANK_PARENT_NAME
+
 MIB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -63,7 +65,7 @@ def rss_bytes(pid: int) -> int:
 # gpu-grid's own helpers inside a trial's tree, by process name: the rank parent that torch's
 # launcher forks its ranks from (tasks/site/gridtrial/ranks.py), an idle copy of the launcher whose
 # pages the launcher and the ranks share. A cold run has no such process, so it is not counted.
-HELPERS = frozenset({"gpu-grid-ranks"})
+HELPERS = frozenset({RANK_PARENT_NAME})
 
 
 def _is_helper(pid: int) -> bool:

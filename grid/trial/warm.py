@@ -37,6 +37,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from grid.protocol import Env, Exit
+
 log = logging.getLogger("grid")
 
 # What a parent imports per backend (in order; a parent stops before a module that starts the GPU);
@@ -49,7 +51,7 @@ BARE = ["gridtrial.boot", "gridtrial.runner"]
 # Variables that differ per trial (the rest of a trial's environment must equal its parent's). The
 # GPUs do not: Keras on torch picks its default device at import, so a parent serves one GPU set
 # (a pinned worker's own GPU, mostly).
-_PER_TRIAL_PREFIXES = ("GRID_",)
+_PER_TRIAL_PREFIXES = (Env.PREFIX,)
 _READY_TIMEOUT_S = 300.0
 _MAX_PARENTS = 4  # per worker process; the least recently used one is ended past that
 
@@ -139,7 +141,7 @@ class Parent:
         self.state: dict[str, Any] = {}
 
     def start(self) -> None:
-        env = {**self.plan.env, "GRID_PARENT_PID": str(os.getpid()), "GRID_CGROUP_PROCS": "-"}
+        env = {**self.plan.env, Env.PARENT_PID: str(os.getpid()), Env.CGROUP_PROCS: "-"}
         errors = self.socket_path[: -len(".sock")] + ".log"  # its import warnings: a file, never a full pipe
         with open(errors, "wb") as err:
             self.proc = subprocess.Popen(
@@ -160,6 +162,21 @@ class Parent:
             with open(errors, "rb") as f:
                 tail = f.read().decode(errors="replace")[-2000:].strip()
             self.state = {"ready": False, "error": f"no ready line ({tail or 'no output'})"}
+            return
+        if not self.state.get("ready"):
+            self._collect_refusal()
+
+    def _collect_refusal(self) -> None:
+        """A parent that cannot serve says why in its line and exits Exit.WARM_UNSAFE: wait for it
+        (no zombie left), and say so where it ended otherwise."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return
+        if code != Exit.WARM_UNSAFE:
+            self.state["error"] = f"{self.state.get('error') or 'not ready'} (the warm parent exited {code})"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and bool(self.state.get("ready"))
@@ -172,7 +189,7 @@ class Parent:
     def fork(self, args: list[str], env: dict[str, str], cwd: str, log_path: str, join_file: str) -> WarmChild:
         """Fork the trial: `args` after the interpreter, its whole environment, folder and log."""
         assert self.proc is not None
-        guard = {"GRID_PARENT_PID": str(self.proc.pid), "GRID_CGROUP_PROCS": join_file}
+        guard = {Env.PARENT_PID: str(self.proc.pid), Env.CGROUP_PROCS: join_file}
         request = {"args": args, "env": {**env, **guard}, "cwd": cwd, "log": log_path}
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(self.socket_path)

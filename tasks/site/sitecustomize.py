@@ -26,16 +26,35 @@ def _run_shadowed() -> None:
     spec.loader.exec_module(module)
 
 
-if os.environ.get("GRID_PARENT_PID"):
-    from gridtrial import guard
+def _protocol():
+    """The worker <-> trial protocol (gridtrial/protocol.py). Where it cannot load, a process of a
+    trial ends (Exit.BOOTSTRAP_FAILED): run on without the bootstrap, an uncapped run would look
+    capped (site.py would only print the error and go on)."""
+    try:
+        from gridtrial import protocol
+    except Exception as exc:
+        print(f"[gpu-grid] trial bootstrap failed in pid {os.getpid()}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return protocol
 
-    guard.adopt()
-if os.environ.get("GRID_RANK_PARENT") and os.environ.get("GRID_TRIAL"):
-    from gridtrial import ranks
 
-    ranks.relay()  # a torchrun rank forked from the warm launcher ends here; else it starts cold
-if os.environ.get("GRID_TRIAL"):
-    from gridtrial import boot
+def _start() -> None:
+    """A process of a trial: tie itself to the worker, become a warm rank, start the bootstrap."""
+    env = _protocol().Env
+    if os.environ.get(env.PARENT_PID):
+        from gridtrial import guard
 
-    boot.start_or_exit()
+        guard.adopt()
+    if os.environ.get(env.RANK_PARENT) and os.environ.get(env.TRIAL):
+        from gridtrial import ranks
+
+        ranks.relay()  # a torchrun rank forked from the warm launcher ends here; else it starts cold
+    if os.environ.get(env.TRIAL):
+        from gridtrial import boot
+
+        boot.start_or_exit()
+
+
+if any(name.startswith("GRID_") for name in os.environ):  # Env.PREFIX: outside gpu-grid, nothing is loaded
+    _start()
 _run_shadowed()

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from gridtrial import current
+
 _SCALARS = (str, int, float, bool, type(None))
 
 
 def _current():
-    from gridtrial import boot
-
-    return boot.current()
+    return current.bootstrap()
 
 
 def _check(name: Any, value: Any) -> Any:
@@ -53,7 +53,8 @@ def report(values: dict[str, Any] | None = None, /, **named: Any) -> None:
     state = _current()
     if state is None or not checked:
         return
-    state.record.merge("reports", checked)
+    with state.record.edit() as record:
+        record.reports.update(checked)
     state.record.write()
 
 
@@ -69,10 +70,12 @@ def trial_dir(default: str = ".") -> str:
     reruns), where the workdir is shared by every trial. `default` outside a trial."""
     import os
 
-    return os.environ.get("GRID_TRIAL_DIR") or default
+    from gridtrial.protocol import Env
+
+    return os.environ.get(Env.TRIAL_DIR) or default
 
 
 def memory_cap() -> dict[str, str]:
     """What the bootstrap applied in this process, per framework imported: {'torch': '...'}."""
     state = _current()
-    return dict(state.record.data["caps"]) if state else {}
+    return {name: cap.method for name, cap in state.record.data.caps.items()} if state else {}

@@ -9,13 +9,13 @@ trial (or by the function runner), before the script or function runs.
   framework the process imports. `memory_cap_method` records what each cap meant.
 - Keras `fit`/`evaluate`/`predict` instrumented (keras_probe.py) once Keras is imported.
 - What the process imported (versions, import time), its framework's peak device memory, any
-  uncaught exception, and explicit reports, kept in this process's record (record.py).
+  uncaught exception, and explicit reports, kept in this process's record (record.py: a
+  ProcessRecord of the protocol, grid/protocol.py).
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import threading
@@ -23,12 +23,22 @@ import time
 import traceback
 from typing import Any
 
+from gridtrial import current as this_process
 from gridtrial import devmem, hooks, memcap, stacks
+from gridtrial.protocol import (
+    Cap,
+    Compiles,
+    Env,
+    ErrorInfo,
+    Exit,
+    FrameworkMemory,
+    StartedAs,
+    TrialDocument,
+)
 from gridtrial.record import Record
 
 FRAMEWORKS = ("tensorflow", "jax", "torch", "mxnet")
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
-_boot: Boot | None = None
 _start_lock = threading.Lock()
 
 
@@ -41,33 +51,33 @@ def _version(package: str) -> str | None:
         return None
 
 
-def error_fields(exc: BaseException) -> dict[str, str]:
+def error_fields(exc: BaseException) -> ErrorInfo:
     """An exception as the record keeps it; grid decides whether it was an out-of-memory error."""
-    return {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc)[-4000:],
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
-        "at": time.time(),
-    }
+    return ErrorInfo(
+        type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        message=str(exc)[-4000:],
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
+        at=time.time(),
+    )
 
 
 class Boot:
-    def __init__(self, trial: dict[str, Any]):
+    def __init__(self, trial: TrialDocument, started_as: StartedAs = StartedAs.FRESH):
         self.trial = trial
-        self.config: dict[str, Any] = dict(trial.get("config") or {})
+        self.config: dict[str, Any] = dict(trial.config)
         backend = self.config.get("backend")
         self.backend = backend if backend in FRAMEWORKS else None
         self.fraction = self.config.get("memory_fraction")
-        self.gpu_ids = [str(g) for g in trial.get("gpu_ids") or []]
-        self.record = Record(trial["records_dir"])
+        self.gpu_ids = list(trial.gpu_ids)
+        self.record = Record(trial.records_dir, started_as)
         self._spans: list[tuple[float, float]] = []
         self._modules: dict[str, Any] = {}
         self._env_caps: dict[str, str] = {}
         self._torch_capped: set[int] = set()
         self._torch_target = threading.local()
         # jax's persistent compilation cache in this process: compilations that asked it, answers, seconds saved
-        self.compiles: dict[str, Any] = {}
-        self.sampler = stacks.start(str(trial.get("trial_id", "trial")))  # only with GRID_PROFILE set
+        self.compiles: Compiles | None = None
+        self.sampler = stacks.start(trial.trial_id)  # only with GRID_PROFILE set
         self.pid = os.getpid()
 
     # -- which frameworks are capped, and how
@@ -101,10 +111,11 @@ class Boot:
             versions["cuda"] = getattr(module.version, "cuda", None)
         if "numpy" in sys.modules:
             versions["numpy"] = getattr(sys.modules["numpy"], "__version__", None)
-        self.record.merge("versions", versions)
-        self.record.update(import_s=self.import_s())
-        if name in FRAMEWORKS and self.caps(name):
-            self.record.merge("caps", {name: self._env_caps.get(name, memcap.DEFAULT)})
+        with self.record.edit() as record:
+            record.versions.update({k: _text(v) for k, v in versions.items()})
+            record.import_s = self.import_s()
+            if name in FRAMEWORKS and self.caps(name):
+                record.caps[name] = Cap(self._env_caps.get(name, memcap.DEFAULT))
         self._exit_last()
 
     def _exit_last(self) -> None:
@@ -127,27 +138,29 @@ class Boot:
             versions = {"cuda": tf.sysconfig.get_build_info().get("cuda_version")}
         except Exception:
             versions = {}
-        self.record.merge("versions", versions)
+        with self.record.edit() as record:
+            record.versions.update({k: _text(v) for k, v in versions.items()})
         if self.caps("tensorflow"):
             method = memcap.tensorflow(
-                tf, self.fraction, bool(self.config.get("memory_growth")), self.gpu_ids, self.trial.get("gpu_total_mib")
+                tf, self.fraction, bool(self.config.get("memory_growth")), self.gpu_ids, self.trial.gpu_total_mib
             )
-            self.record.merge("caps", {"tensorflow": method})
+            with self.record.edit() as record:
+                record.caps["tensorflow"] = Cap(method)
 
     def on_torch(self, torch, seconds: float) -> None:
         self._imported("torch", torch, seconds)
         if not self.caps("torch") or self.fraction is None:
             return
         if not self.gpu_ids:
-            self.record.merge("caps", {"torch": memcap.torch_method(self.fraction, None)})
+            with self.record.edit() as record:
+                record.caps["torch"] = Cap(memcap.torch_method(self.fraction, None), gpu_started=False)
             return
-        self.record.merge(
-            "caps",
-            {
-                "torch": f"torch: set_per_process_memory_fraction({self.fraction:g}) when "
-                f"CUDA starts (it did not start in this process)"
-            },
-        )
+        with self.record.edit() as record:
+            record.caps["torch"] = Cap(
+                f"torch: set_per_process_memory_fraction({self.fraction:g}) when "
+                f"CUDA starts (it did not start in this process)",
+                gpu_started=False,
+            )
         self._patch_set_device(torch)
         lazy = getattr(torch.cuda, "_lazy_call", None)
         if lazy is None:  # a torch without lazy init calls: cap now (this starts CUDA)
@@ -186,7 +199,8 @@ class Boot:
         devices = [d for d in devices if d not in self._torch_capped]
         memcap.torch(torch, self.fraction, devices)
         self._torch_capped.update(devices)
-        self.record.merge("caps", {"torch": memcap.torch_method(self.fraction, len(self._torch_capped))})
+        with self.record.edit() as record:
+            record.caps["torch"] = Cap(memcap.torch_method(self.fraction, len(self._torch_capped)), gpu_started=True)
 
     def on_jax(self, jax, seconds: float) -> None:
         self._imported("jax", jax, seconds)
@@ -199,18 +213,17 @@ class Boot:
             from jax import monitoring
         except ImportError:
             return
-        counts = self.compiles
-        counts.update(requests=0, hits=0, saved_s=0.0)
+        counts = self.compiles = Compiles(requests=0, hits=0, saved_s=0.0)
 
         def on_event(event: str, **_: Any) -> None:
             if event == "/jax/compilation_cache/compile_requests_use_cache":
-                counts["requests"] += 1
+                counts.requests += 1
             elif event == "/jax/compilation_cache/cache_hits":
-                counts["hits"] += 1
+                counts.hits += 1
 
         def on_duration(event: str, duration: float, **_: Any) -> None:
             if event == "/jax/compilation_cache/compile_time_saved_sec":
-                counts["saved_s"] += duration
+                counts.saved_s = (counts.saved_s or 0.0) + duration
 
         monitoring.register_event_listener(on_event)
         monitoring.register_event_duration_secs_listener(on_duration)
@@ -243,7 +256,8 @@ class Boot:
                 found = (None, {"error": f"{type(exc).__name__}: {exc}"})
             if found is not None:
                 peak, detail = found
-                self.record.merge("memory", {name: {"peak_mib": peak, "detail": detail}})
+                with self.record.edit() as record:
+                    record.memory[name] = FrameworkMemory(peak, detail)
 
     def after_keras_call(self) -> None:
         """Keep what was measured now (a process killed later still leaves it)."""
@@ -252,24 +266,27 @@ class Boot:
         self.record.write()
         self._exit_last()
 
-    def compile_counts(self) -> dict[str, Any]:
+    def compile_counts(self) -> Compiles | None:
         """This process's compilations that asked a persistent cache so far, and its answers: jax's
         (its monitoring events, counted as they come) and torch.compile's (inductor's FX graph cache
-        counters, read now; a graph the cache cannot hold counts as compiled cold)."""
-        counts = dict(self.compiles)
+        counters, read now; a graph the cache cannot hold counts as compiled cold). None: neither."""
+        jax = self.compiles
+        counts = None if jax is None else Compiles(jax.requests, jax.hits, jax.saved_s)
         dynamo = sys.modules.get("torch._dynamo.utils")  # imported by torch.compile, never by us
         inductor = getattr(dynamo, "counters", {}).get("inductor") or {}
         hits = inductor.get("fxgraph_cache_hit", 0)
         asked = hits + inductor.get("fxgraph_cache_miss", 0) + inductor.get("fxgraph_cache_bypass", 0)
         if asked:
-            counts["requests"] = counts.get("requests", 0) + asked
-            counts["hits"] = counts.get("hits", 0) + hits
+            counts = counts or Compiles()
+            counts.requests += asked
+            counts.hits += hits
         return counts
 
     def keep_compiles(self) -> None:
         counts = self.compile_counts()
-        if counts:
-            self.record.update(compiles=counts)
+        if counts is not None:
+            with self.record.edit() as record:
+                record.compiles = counts
 
     def finish(self) -> None:
         if os.getpid() != self.pid:
@@ -283,12 +300,16 @@ class Boot:
     def fail(self, exc: BaseException) -> None:
         """Keep an exception that will not reach this process's excepthook (a forked DDP rank's
         error goes back to the trial process through torch.multiprocessing) and write the record."""
-        self.record.update(error=error_fields(exc))
+        self.keep_error(exc)
         self.finish()
+
+    def keep_error(self, exc: BaseException) -> None:
+        with self.record.edit() as record:
+            record.error = error_fields(exc)
 
     def excepthook(self, previous):
         def hook(kind, value, tb):
-            self.record.update(error=error_fields(value))
+            self.keep_error(value)
             self.record.write()
             previous(kind, value, tb)
 
@@ -309,60 +330,70 @@ class Boot:
         atexit.register(self.finish)
 
 
-def start(trial_path: str | None = None) -> Boot:
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _read_trial(path: str) -> TrialDocument:
+    with open(path) as f:
+        return TrialDocument.from_json(f.read())
+
+
+def start(trial_path: str | None = None, started_as: StartedAs = StartedAs.FRESH) -> Boot:
     """Start the bootstrap in this process once; `trial_path` defaults to $GRID_TRIAL."""
-    global _boot
     with _start_lock:
-        if _boot is None:
-            path = trial_path or os.environ["GRID_TRIAL"]
-            with open(path) as f:
-                trial = json.load(f)
+        started = this_process.bootstrap()
+        if started is None:
+            path = trial_path or os.environ[Env.TRIAL]
+            trial = _read_trial(path)
             # This process's children start the bootstrap too (a trial run by hand, without grid).
-            os.environ["GRID_TRIAL"] = os.path.abspath(path)
+            os.environ[Env.TRIAL] = os.path.abspath(path)
             site = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             if site not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)
-            _boot = Boot(trial)  # kept even if install fails: its record says why (start_or_exit)
-            _boot.install()
-        return _boot
+            started = Boot(trial, started_as)
+            this_process.keep(started)  # kept even if install fails: its record says why (start_or_exit)
+            started.install()
+        return started
 
 
-def start_in_fork() -> Boot | None:
+def start_in_fork(started_as: StartedAs = StartedAs.FORK) -> Boot | None:
     """Make a process forked from a trial process (a DDP rank that the built-in torch workload forks)
     a trial process of its own, as a spawned one would be: its own record, memory cap (with its
     LOCAL_RANK) and exit handler; the parent's bootstrap, inherited, stays inert here (its record is
     written and its cap applied only in the process it started in). Returns the new bootstrap, or
     None where there is nothing to do: no trial, or this process's own bootstrap (a spawned rank)."""
-    global _boot
     with _start_lock:
-        inherited = _boot
+        inherited = this_process.bootstrap()
         if inherited is None or inherited.pid == os.getpid():
             return None
         atexit.unregister(inherited.finish)
-        _boot = None
+        this_process.keep(None)
     numpy = sys.modules.get("numpy")
     if numpy is not None:  # fresh, as a spawned process's (Python's random reseeds itself at fork)
         numpy.random.seed()
-    start_or_exit()
-    return _boot
+    start_or_exit(started_as)
+    return this_process.bootstrap()
 
 
-def start_or_exit() -> None:
+def start_or_exit(started_as: StartedAs = StartedAs.FRESH) -> None:
     """Start the bootstrap of a trial's process (sitecustomize, a warm parent's child); a failure
-    ends the process: running on without the cap would make an uncapped run look capped."""
+    ends the process (Exit.BOOTSTRAP_FAILED): running on without the cap would make an uncapped run
+    look capped."""
     try:
-        start()
+        start(None, started_as)
     except Exception as exc:
-        if _boot is not None:  # a framework imported already (a warm start) fails here, not at its import
-            _boot.record.update(error=error_fields(exc))
-            _boot.record.write()
+        started = this_process.bootstrap()
+        if started is not None:  # a framework imported already (a warm start) fails here, not at its import
+            started.keep_error(exc)
+            started.record.write()
         print(
             f"[gpu-grid] trial bootstrap failed in pid {os.getpid()}: {type(exc).__name__}: {exc}",
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(1) from None
+        raise SystemExit(Exit.BOOTSTRAP_FAILED) from None
 
 
 def current() -> Boot | None:
-    return _boot
+    return this_process.bootstrap()

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 import sys
 
+from gridtrial.protocol import Env, Exit
+
 _PR_SET_PDEATHSIG = 1
 _SIGKILL = 9
 
 
 def adopt() -> None:
-    parent = os.environ.pop("GRID_PARENT_PID", None)  # popped: the trial's own children skip this
-    join = os.environ.pop("GRID_CGROUP_PROCS", "-")
+    parent = os.environ.pop(Env.PARENT_PID, None)  # popped: the trial's own children skip this
+    join = os.environ.pop(Env.CGROUP_PROCS, "-")
     if parent is None:
         return
     if join != "-":
@@ -39,5 +41,5 @@ def die_with(parent: int) -> str | None:
     except Exception as exc:
         return str(exc)
     if os.getppid() != parent:
-        os._exit(1)
+        os._exit(Exit.ORPHANED)
     return None

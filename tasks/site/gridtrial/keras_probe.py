@@ -7,8 +7,9 @@ keeps the epoch's logs, which hold every History metric. Nothing runs per batch:
 step counter at the end of training and of the epoch is the only device synchronisation, where
 Keras waits anyway, so that asynchronous dispatch (jax) cannot move training time into validation.
 The batch size comes from `fit(batch_size=...)`, the dataset's static batch dimension, Keras'
-default of 32 for arrays, or the trial's `batch_size`, and the record says which. Validation
-that `fit` runs through `evaluate` is not counted twice.
+default of 32 for arrays, or the trial's `batch_size`, and the record says which (BatchSource).
+Validation that `fit` runs through `evaluate` is not counted twice. What is measured goes into
+the process's record as the protocol's Fit, Evaluate and Predict entries (grid/protocol.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from gridtrial import current
+from gridtrial.protocol import Batch, BatchSource, Compiles, Epoch, Evaluate, Fit, Predict
 
 _inside = threading.local()  # in a fit call on this thread: its evaluate (validation) is fit's
 
@@ -56,23 +60,19 @@ def _static_batch(x: Any) -> int | None:
     return size if isinstance(size, int) and size > 0 else None
 
 
-def batch_of(args: dict[str, Any], config: dict[str, Any]) -> tuple[int | None, str]:
+def batch_of(args: dict[str, Any], config: dict[str, Any]) -> Batch:
     """The global batch a fit or predict call runs, and where that figure comes from."""
     if args.get("batch_size"):
-        return int(args["batch_size"]), "the call's batch_size"
+        return Batch(int(args["batch_size"]), BatchSource.CALL)
     x = args.get("x")
     static = _static_batch(x)
     if static:
-        return static, "the dataset's batch dimension"
+        return Batch(static, BatchSource.DATASET)
     if hasattr(x, "shape") or isinstance(x, (list, tuple, dict)):
-        return 32, "Keras' default batch_size (32)"
+        return Batch(32, BatchSource.KERAS_DEFAULT)
     if isinstance(config.get("batch_size"), int):
-        return config["batch_size"], "the trial's batch_size (the data does not show its batch size)"
-    kind = type(x).__name__
-    return None, (
-        f"not shown by the data ({kind}); give the trial a batch_size (in the spec's params or axes) and "
-        "images/s counts batches of it"
-    )
+        return Batch(config["batch_size"], BatchSource.CONFIG)
+    return Batch(None, BatchSource.UNKNOWN, data=type(x).__name__)
 
 
 def _rows(x: Any) -> int | None:
@@ -87,13 +87,13 @@ def _rows(x: Any) -> int | None:
         return None
 
 
-def _probe_class(keras, numpy, compile_counts: Callable[[], dict[str, Any]]):
+def _probe_class(keras, numpy, compile_counts: Callable[[], Compiles | None]):
     class GridProbe(keras.callbacks.Callback):
         """Epoch times, validation time inside them, steps, and the epoch logs."""
 
         def __init__(self):
             super().__init__()
-            self.epochs: list[dict] = []
+            self.epochs: list[Epoch] = []
             self.history: dict[str, list[float]] = {}
             self.test_logs: dict[str, float] = {}
             self._val = 0.0
@@ -125,10 +125,8 @@ def _probe_class(keras, numpy, compile_counts: Callable[[], dict[str, Any]]):
             seconds = time.perf_counter() - self._t0
             steps = it1 - self._it0 if it1 is not None and self._it0 is not None else self.params.get("steps")
             # `end`: the wall clock, so that the worker can take the GPU's energy over the steady epochs
-            self.epochs.append({"s": seconds, "train_s": seconds - self._val, "steps": steps, "end": time.time()})
-            compiles = compile_counts()  # the process's so far: was the first epoch compiled or loaded?
-            if compiles:
-                self.epochs[-1]["compiles"] = compiles
+            # compiles: the process's so far (was the first epoch compiled or loaded?)
+            self.epochs.append(Epoch(seconds, seconds - self._val, steps, time.time(), compile_counts()))
             for key, value in _scalars(logs).items():
                 self.history.setdefault(key, []).append(value)
 
@@ -160,9 +158,7 @@ class KerasProbe:
     def boot(self):
         """This process's bootstrap: the one that installed the probe, or a forked child's own
         (boot.start_in_fork), whose record is the one written there."""
-        from gridtrial import boot
-
-        return boot.current() or self._installed_by
+        return current.bootstrap() or self._installed_by
 
     def install(self) -> None:
         model = self.keras.Model
@@ -184,16 +180,14 @@ class KerasProbe:
             if getattr(_inside, "fit", False):
                 return original(model, *args, **kwargs)
             bound, probe = self._bind(signature, model, args, kwargs)
-            batch, source = batch_of(bound.arguments, self.boot.config)
+            batch = batch_of(bound.arguments, self.boot.config)
             _inside.fit = True
             try:
                 return original(*bound.args, **bound.kwargs)
             finally:
                 _inside.fit = False
-                self.boot.record.add(
-                    "fits",
-                    {"batch_size": batch, "batch_source": source, "epochs": probe.epochs, "history": probe.history},
-                )
+                with self.boot.record.edit() as record:
+                    record.fits.append(Fit(batch, probe.epochs, probe.history))
                 self.boot.after_keras_call()
 
         return fit
@@ -207,7 +201,8 @@ class KerasProbe:
             try:
                 return original(*bound.args, **bound.kwargs)
             finally:
-                self.boot.record.add("evaluates", {"s": time.perf_counter() - t0, "logs": probe.test_logs})
+                with self.boot.record.edit() as record:
+                    record.evaluates.append(Evaluate(time.perf_counter() - t0, probe.test_logs))
                 self.boot.after_keras_call()
 
         return evaluate
@@ -215,20 +210,14 @@ class KerasProbe:
     def _predict(self, original, signature):
         def predict(model, *args, **kwargs):
             bound = signature.bind(model, *args, **kwargs)
-            batch, source = batch_of(bound.arguments, self.boot.config)
+            batch = batch_of(bound.arguments, self.boot.config)
             t0 = time.perf_counter()
             try:
                 return original(model, *args, **kwargs)
             finally:
-                self.boot.record.add(
-                    "predicts",
-                    {
-                        "s": time.perf_counter() - t0,
-                        "batch_size": batch,
-                        "batch_source": source,
-                        "images": _rows(bound.arguments.get("x")),
-                    },
-                )
+                seconds = time.perf_counter() - t0
+                with self.boot.record.edit() as record:
+                    record.predicts.append(Predict(seconds, batch, _rows(bound.arguments.get("x"))))
                 self.boot.after_keras_call()
 
         return predict

@@ -30,17 +30,19 @@ import threading
 import traceback
 from typing import NoReturn
 
+from gridtrial.protocol import Env, Exit, knob
+
 _FILES = (io.BufferedIOBase, io.TextIOBase)
 
 
 def exit_code(exc: SystemExit) -> int:
     """The status `sys.exit(code)` gives: None is 0, a number itself, anything else printed and 1."""
     if exc.code is None:
-        return 0
+        return Exit.OK
     if isinstance(exc.code, int):
         return exc.code
     print(exc.code, file=sys.stderr)
-    return 1
+    return Exit.ERROR
 
 
 def _join_threads() -> None:
@@ -74,6 +76,6 @@ def leave(code: int) -> NoReturn:
             stream.flush()
         except Exception:
             pass
-    if os.environ.get("GRID_FULL_EXIT") == "1":
+    if knob(Env.FULL_EXIT) == "1":
         sys.exit(code)
     os._exit(code & 0xFF)

@@ -30,9 +30,10 @@ import threading
 from typing import Any, NoReturn
 
 from gridtrial import guard
+from gridtrial.fork import finish, reap, run_target, send
+from gridtrial.protocol import RANK_PARENT_NAME, Env, Exit, StartedAs
 
-ENV = "GRID_RANK_PARENT"
-NAME = "gpu-grid-ranks"  # the rank parent's process name: a trial's RSS leaves it out (grid/trial/measure.py)
+NAME = RANK_PARENT_NAME  # the rank parent's process name: a trial's RSS leaves it out (grid/trial/measure.py)
 LAUNCHERS = ("torch.distributed.run", "torch.distributed.launch")
 _PR_SET_NAME = 15
 _RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -79,7 +80,7 @@ def start_parent() -> str | None:
         _become_rank(request)
     _name(own)
     listener.close()
-    os.environ[ENV] = path
+    os.environ[Env.RANK_PARENT] = path
     atexit.register(_end_parent, pid, folder)  # before the launcher ends: not left for the worker to find
     return None
 
@@ -111,8 +112,6 @@ def _name(name: str) -> None:
 def _serve(listener: socket.socket, launcher: int, rank_name: str) -> dict[str, Any]:
     """Fork a rank per connection; kill a rank whose relay went away; end with nothing to serve when
     the launcher dies (PDEATHSIG). Returns, in a forked rank only, its request (its streams dup'ed)."""
-    from gridtrial.zygote import reap, send
-
     ranks: dict[int, socket.socket] = {}  # a rank's pid: its relay's connection
     dropped: set[int] = set()  # ranks whose relay went away: being killed
     wake_r, wake_w = os.pipe()
@@ -184,7 +183,7 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
 def _become_rank(request: dict[str, Any]) -> NoReturn:
     """In the forked rank: the relay's streams, folder and environment, a bootstrap of its own, then
     the script as `__main__`; it ends as a warm trial does."""
-    from gridtrial import boot, zygote
+    from gridtrial import boot
 
     for sig in (*_RELAYED, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -193,7 +192,7 @@ def _become_rank(request: dict[str, Any]) -> NoReturn:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    os.environ.pop(ENV, None)  # the rank's own children start as they would
+    os.environ.pop(Env.RANK_PARENT, None)  # the rank's own children start as they would
     if request.get("unbuffered"):
         _unbuffered()
     torch = sys.modules.get("torch")
@@ -202,12 +201,10 @@ def _become_rank(request: dict[str, Any]) -> NoReturn:
         torch.set_num_threads(int(threads))  # torchrun sets it per rank; a cold rank reads it at import
 
     def rank() -> None:
-        started = boot.start_in_fork()
-        if started is not None:
-            started.record.update(started_as="a rank forked from the warm launcher")  # grid/trial/collect.py
-        zygote.run_target(request)
+        boot.start_in_fork(StartedAs.WARM_RANK)  # its record says so (grid/trial/collect.py counts them)
+        run_target(request)
 
-    zygote.finish(rank)
+    finish(rank)
 
 
 def _unbuffered() -> None:
@@ -246,7 +243,7 @@ def relay() -> None:
     """In a fresh interpreter that torch's launcher started as a rank, before its bootstrap: have the
     rank forked from the rank parent and end as it ends. Returns (the rank then starts cold) when it
     cannot: no rank parent, an argv a fork cannot run, a refused or broken connection."""
-    path = os.environ.get(ENV)
+    path = os.environ.get(Env.RANK_PARENT)
     found = relay_args()
     if not path or found is None or "LOCAL_RANK" not in os.environ:
         return
@@ -275,9 +272,9 @@ def relay() -> None:
     for sig in _RELAYED:
         signal.signal(sig, tell)
     try:
-        code = int(_line(replies).get("exit", 1))
+        code = int(_line(replies).get("exit", Exit.RELAY_LOST))
     except (OSError, ValueError):
-        code = 1  # the rank parent died (with the launcher): nothing left to wait for
+        code = Exit.RELAY_LOST  # the rank parent died (with the launcher): nothing left to wait for
     if code < 0:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gridtrial import boot, leave
+from gridtrial.protocol import Env, Exit, plain
 
 
 def resolve(target: str) -> Callable[[dict], Any]:
@@ -32,10 +33,10 @@ def resolve(target: str) -> Callable[[dict], Any]:
 def run_function(function: Callable[[dict], Any] | str, trial_path: str | None = None) -> int:
     """Call the function with the trial's config; keep its return value or its exception."""
     state = boot.start(trial_path)
-    workdir = state.trial.get("workdir")
+    workdir = state.trial.workdir
     if workdir and workdir not in sys.path:
         sys.path.insert(0, workdir)
-    code = 0
+    code = Exit.OK
     try:
         fn = resolve(function) if isinstance(function, str) else function
         out = fn(dict(state.config))
@@ -44,15 +45,16 @@ def run_function(function: Callable[[dict], Any] | str, trial_path: str | None =
                 f"a trial function returns a dict of results or None; "
                 f"{getattr(fn, '__qualname__', fn)} returned a {type(out).__name__}"
             )
-        state.record.update(returned=out or {})
+        with state.record.edit() as record:
+            record.returned = plain(out or {})
     except SystemExit as exc:
         if exc.code not in (None, 0):
-            state.record.update(error=boot.error_fields(exc))
-            code = exc.code if isinstance(exc.code, int) else 1
+            state.keep_error(exc)
+            code = exc.code if isinstance(exc.code, int) else Exit.ERROR
     except BaseException as exc:
-        state.record.update(error=boot.error_fields(exc))
+        state.keep_error(exc)
         traceback.print_exc()
-        code = 1
+        code = Exit.ERROR
     state.finish()
     sys.stdout.flush()
     return code
@@ -60,11 +62,11 @@ def run_function(function: Callable[[dict], Any] | str, trial_path: str | None =
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) > 1 or not (argv or os.environ.get("GRID_TRIAL")):
-        sys.exit("usage: python -m gridtrial [TRIAL_JSON]   (default: $GRID_TRIAL)")
+    if len(argv) > 1 or not (argv or os.environ.get(Env.TRIAL)):
+        sys.exit(f"usage: python -m gridtrial [TRIAL_JSON]   (default: ${Env.TRIAL})")
     trial_path = argv[0] if argv else None
     state = boot.start(trial_path)
-    target = state.trial.get("function")
+    target = state.trial.function
     if not target:
-        sys.exit(f"{os.environ['GRID_TRIAL']} names no function to run")
+        sys.exit(f"{os.environ[Env.TRIAL]} names no function to run")
     leave.leave(run_function(target))

@@ -23,6 +23,8 @@ import threading
 import time
 from collections import defaultdict
 
+from gridtrial.protocol import Env, knob
+
 WINDOW_S = 0.1
 
 
@@ -78,7 +80,7 @@ class Sampler(threading.Thread):
 
 
 def start(trial_id: str) -> Sampler | None:
-    folder = os.environ.get("GRID_PROFILE")
+    folder = knob(Env.PROFILE)
     if not folder:
         return None
     sampler = Sampler(folder, trial_id)

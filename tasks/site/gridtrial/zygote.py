@@ -27,11 +27,12 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
-from gridtrial import leave, ranks
+from gridtrial import ranks
 from gridtrial.cudadriver import cuda_driver_started
+from gridtrial.fork import finish, reap, run_target, send
+from gridtrial.protocol import Env, Exit, StartedAs
 
 
 def gpu_started(name: str) -> str | None:
@@ -63,13 +64,6 @@ def warm_up(modules: list[str]) -> dict[str, Any]:
         "threads": threading.active_count(),
         "os_threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None,
     }
-
-
-def send(conn: socket.socket, message: dict[str, Any]) -> None:
-    try:
-        conn.sendall((json.dumps(message) + "\n").encode())
-    except OSError:
-        pass  # the worker went away: its trial dies with us or was ended already
 
 
 def _read_request(conn: socket.socket) -> dict[str, Any]:
@@ -120,21 +114,6 @@ def serve(listener: socket.socket) -> dict[str, Any]:
         reap(children)
 
 
-def reap(children: dict[int, socket.socket]) -> None:
-    """Tell each ended child's connection its exit status (negative: the signal), and forget it."""
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            break
-        conn = children.pop(pid, None)
-        if conn is not None:
-            send(conn, {"exit": os.waitstatus_to_exitcode(status)})
-            conn.close()
-
-
 def become_trial(request: dict[str, Any]) -> None:
     """In the forked child: turn into the trial's process, then run its target as `__main__`."""
     os.setsid()
@@ -156,50 +135,10 @@ def become_trial(request: dict[str, Any]) -> None:
     from gridtrial import guard
 
     guard.adopt()
-    if os.environ.get("GRID_TRIAL"):
+    if os.environ.get(Env.TRIAL):
         from gridtrial import boot
 
-        boot.start_or_exit()
-
-
-# What the script left: its globals, its exception. Nothing of it is freed before the process ends
-# (leave.py): freeing it there could deadlock, as a torch gloo process group's destructor did, joining
-# a thread that waited for the GIL (a cold interpreter's finalization ends such threads instead).
-_kept: list[Any] = []
-
-
-def run_target(request: dict[str, Any]) -> None:
-    """The argv after the interpreter: `-m module args...` or `script.py args...` (checked by the worker)."""
-    import runpy
-
-    args = request["args"]
-    if args[0] == "-m":
-        sys.argv = [args[1], *args[2:]]
-        sys.path[0] = os.getcwd()
-        _kept.append(runpy.run_module(args[1], run_name="__main__", alter_sys=True))
-    else:
-        script = os.path.abspath(args[0])
-        sys.argv = list(args)
-        sys.path[0] = os.path.dirname(script)
-        _kept.append(runpy.run_path(script, run_name="__main__"))
-
-
-def finish(run: Callable[[], None]) -> NoReturn:
-    """Run a trial process's work, then end as a script would, exit handlers included, without the
-    interpreter's teardown (leave.py), keeping what the script left until then."""
-    code = 0
-    try:
-        run()
-    except SystemExit as exc:
-        _kept.append(exc)
-        code = leave.exit_code(exc)
-    except BaseException as exc:
-        _kept.append(exc)
-        sys.excepthook(type(exc), exc, exc.__traceback__)
-        code = 1
-    if os.environ.get("GRID_FULL_EXIT") == "1":
-        _kept.clear()  # a full exit frees the script's objects as before (their __del__ methods run)
-    leave.leave(code)
+        boot.start_or_exit(StartedAs.WARM_PARENT)
 
 
 def main(argv: list[str]) -> None:
@@ -210,7 +149,7 @@ def main(argv: list[str]) -> None:
         state = {"ready": False, "error": f"{type(exc).__name__}: {exc}"}
     if not state["ready"]:
         print(json.dumps(state), flush=True)
-        sys.exit(3)
+        sys.exit(Exit.WARM_UNSAFE)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
@@ -236,4 +175,4 @@ if __name__ == "__main__":
         raise
     except BaseException:
         traceback.print_exc()
-        sys.exit(1)
+        sys.exit(Exit.ERROR)

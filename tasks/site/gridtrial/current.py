@@ -1,0 +1,20 @@
+"""This process's trial bootstrap, once started: boot.py keeps it here, and what reads it (the
+helpers a script calls, gridtrial.report and friends; the Keras probe) finds it here without
+importing boot. Imports nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_bootstrap: Any = None  # a boot.Boot
+
+
+def bootstrap() -> Any:
+    """This process's bootstrap, or None (no trial, or not started yet)."""
+    return _bootstrap
+
+
+def keep(bootstrap: Any) -> None:
+    global _bootstrap
+    _bootstrap = bootstrap
