@@ -18,6 +18,8 @@ from grid.protocol import (
     Predict,
     ProcessRecord,
 )
+from grid.results.row import Identity, Row
+from grid.shared import TrialStatus
 from grid.trial import collect
 
 CAP = "torch: set_per_process_memory_fraction(0.1) on 1 device(s)"
@@ -39,12 +41,13 @@ def test_two_fit_calls_steady_epochs_leave_out_each_calls_first():
         caps={"jax": Cap("none (framework default)")},
         fits=[fit(32, (5.0, 5.0, 10), (1.0, 0.8, 10)), fit(32, (3.0, 3.0, 10), (1.2, 1.0, 10))],
     )
-    fields, notes = collect.measurements([main], {"backend": "jax"})
-    assert fields["epoch_times"] == [5.0, 1.0, 3.0, 1.2] and fields["first_epoch_s"] == 5.0
-    assert fields["steady_epoch_s"] == pytest.approx(1.1)
-    assert fields["images_per_s"] == pytest.approx((320 / 0.8 + 320 / 1.0) / 2)  # training time, validation out
-    assert fields["fit_calls"] == 2 and fields["global_batch"] == 32 and fields["images_per_epoch"] == 320
-    assert fields["framework"] == "jax" and notes == []
+    measured = collect.measurements([main], {"backend": "jax"})
+    epochs = measured.epochs
+    assert epochs.epoch_times == [5.0, 1.0, 3.0, 1.2] and epochs.first_epoch_s == 5.0
+    assert epochs.steady_epoch_s == pytest.approx(1.1)
+    assert epochs.images_per_s == pytest.approx((320 / 0.8 + 320 / 1.0) / 2)  # training time, validation out
+    assert epochs.fit_calls == 2 and epochs.global_batch == 32 and epochs.images_per_epoch == 320
+    assert measured.framework.framework == "jax" and measured.notes == []
 
 
 def test_rank_zero_is_the_primary_and_caps_are_counted_per_process():
@@ -67,11 +70,12 @@ def test_rank_zero_is_the_primary_and_caps_are_counted_per_process():
         )
         for r in (1, 0)
     ]
-    fields, _ = collect.measurements([launcher, *ranks], {"backend": "torch"})
-    assert fields["images_per_epoch"] == 5 * 64  # rank 0's
-    assert fields["memory_cap_method"] == f"{CAP}, in each of 2 processes"
-    assert fields["framework_peak_mib"] == 201.0 and set(json.loads(fields["framework_mem_json"])) == {"10", "11"}
-    assert fields["processes"] == 3
+    measured = collect.measurements([launcher, *ranks], {"backend": "torch"})
+    assert measured.epochs.images_per_epoch == 5 * 64  # rank 0's
+    memory = measured.framework_memory
+    assert memory.memory_cap_method == f"{CAP}, in each of 2 processes"
+    assert memory.framework_peak_mib == 201.0 and set(json.loads(memory.framework_mem_json)) == {"10", "11"}
+    assert measured.epochs.processes == 3
 
 
 def test_predict_passes_are_the_epochs_of_an_inference_run():
@@ -80,22 +84,22 @@ def test_predict_passes_are_the_epochs_of_an_inference_run():
         0.0,
         predicts=[Predict(4.0, Batch(50, BatchSource.CALL), 100), Predict(0.5, Batch(50, BatchSource.CALL), 100)],
     )
-    fields, _ = collect.measurements([main], {})
-    assert fields["epoch_times"] == [4.0, 0.5] and fields["images_per_s"] == 200.0
+    epochs = collect.measurements([main], {}).epochs
+    assert epochs.epoch_times == [4.0, 0.5] and epochs.images_per_s == 200.0
 
 
 def test_a_batch_size_taken_from_the_config_is_noted():
     main = record(1, 0.0, fits=[fit(16, (1.0, 1.0, 4), source=BatchSource.CONFIG)])
-    fields, notes = collect.measurements([main], {"batch_size": 16})
-    assert fields["images_per_s"] == 64.0 and notes == [
+    measured = collect.measurements([main], {"batch_size": 16})
+    assert measured.epochs.images_per_s == 64.0 and measured.notes == [
         "images/s counts batches of 16: the trial's batch_size (the data does not show its batch size)"
     ]
 
 
 def test_a_batch_size_nobody_shows_leaves_images_per_s_unknown_and_says_what_to_do():
     main = record(1, 0.0, fits=[Fit(Batch(None, BatchSource.UNKNOWN, data="MyGenerator"), [Epoch(1.0, 1.0, 4)])])
-    fields, notes = collect.measurements([main], {})
-    assert fields["images_per_s"] is None and notes == [
+    measured = collect.measurements([main], {})
+    assert measured.epochs.images_per_s is None and measured.notes == [
         "images/s unknown: the batch size is not shown by the data (MyGenerator); give the trial a batch_size "
         "(in the spec's params or axes) and images/s counts batches of it"
     ]
@@ -110,7 +114,8 @@ def test_reports_of_later_processes_win_and_a_functions_return_wins_over_reports
 
 
 def test_values_land_in_measurement_columns_their_own_columns_or_are_refused():
-    row, notes = {"images_per_epoch": 100}, []
+    row, notes = Row(Identity()), []
+    row.epochs.images_per_epoch = 100
     names = collect.apply_values(
         row,
         {
@@ -125,8 +130,9 @@ def test_values_land_in_measurement_columns_their_own_columns_or_are_refused():
         {"status", "batch_size"},
         notes,
     )
-    assert names == ["acc"] and row["acc"] == 1.0 and row["images_per_s"] == 100.0 and row["steady_epoch_s"] == 1.0
-    assert row["versions_json"] == '{"x": "1"}' and "status" not in row and "blob" not in row
+    assert names == ["acc"] and row.metrics.values == {"acc": 1.0}
+    assert row.epochs.images_per_s == 100.0 and row.epochs.steady_epoch_s == 1.0
+    assert row.framework.versions_json == '{"x": "1"}' and row.outcome.status is TrialStatus.ERROR
     assert len(notes) == 3 and "reported status not kept" in notes[0]
 
 

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from grid.protocol import Compiles, Epoch, Fit, ProcessRecord
+from grid.results.row import Start
 from grid.results.store import ResultStore
 from grid.spec.parse import parse_spec
 from grid.sweep import RunOptions, run_sweep
@@ -63,12 +64,12 @@ def test_first_epoch_state_reads_the_first_epochs_counts():
     first, second = Compiles(requests=3, hits=3, saved_s=1.5), Compiles(requests=4, hits=3)
     fit = Fit(epochs=[Epoch(1.0, compiles=first), Epoch(1.0, compiles=second)])
     trained = ProcessRecord(pid=1, started=0.0, fits=[fit])
-    assert compilecache.first_epoch_state(trained, {}) == {"compile": "cached", "compile_saved_s": 1.5}
+    assert compilecache.first_epoch_state(trained, {}) == Start(compile="cached", compile_saved_s=1.5)
     later = ProcessRecord(pid=1, started=0.0, compiles=Compiles(requests=2, hits=1, saved_s=0.1))
-    assert compilecache.first_epoch_state(later, {})["compile"] == "cold"
+    assert compilecache.first_epoch_state(later, {}).compile == "cold"
     nothing = ProcessRecord(pid=1, started=0.0)
-    assert compilecache.first_epoch_state(nothing, {}) == {"compile": None, "compile_saved_s": None}
-    assert compilecache.first_epoch_state(None, {"compile_cache": False})["compile"] == "off"
+    assert compilecache.first_epoch_state(nothing, {}) == Start()
+    assert compilecache.first_epoch_state(None, {"compile_cache": False}).compile == "off"
 
 
 TORCH_COMPILE = """

@@ -89,8 +89,8 @@ def test_a_record_the_trial_side_wrote_reads_back_typed(tmp_path, python):
         "traceback": error.traceback,
         "at": error.at,
     }
-    fields, notes = collect.measurements(found, {"lr": 0.1})
-    assert fields["processes"] == 1 and notes == []
+    measured = collect.measurements(found, {"lr": 0.1})
+    assert measured.epochs.processes == 1 and measured.notes == []
 
 
 def test_a_trial_document_of_another_version_stops_the_bootstrap(tmp_path):
@@ -125,11 +125,11 @@ def test_records_of_another_version_are_refused_with_a_note(tmp_path):
     assert len(found.unread) == 3
     assert found.unread[0].startswith(f"record 2-2.json not read: a process record of protocol version {VERSION + 1};")
     assert "no protocol version" in found.unread[1] and "not a process record" in found.unread[2]
-    fields, notes = collect.measurements(found, {})
-    assert fields["processes"] == 1 and notes == found.unread
+    measured = collect.measurements(found, {})
+    assert measured.epochs.processes == 1 and measured.notes == found.unread
     assert collect.reported(found) == {"acc": 0.5}
-    fields, notes = collect.measurements(collect.Records([], found.unread), {})
-    assert fields["processes"] == 0 and notes == found.unread  # nothing read: the row still says why
+    measured = collect.measurements(collect.Records([], found.unread), {})
+    assert measured.epochs.processes == 0 and measured.notes == found.unread  # nothing read: the row still says why
 
 
 def test_every_part_of_a_record_goes_through_json_and_back():
@@ -275,6 +275,7 @@ def test_keras_calls_are_typed_entries_of_the_record(tmp_path):
     assert predict.batch == Batch(32, BatchSource.KERAS_DEFAULT) and predict.images == 40
     assert rec.caps["jax"].method.startswith("jax: XLA_CLIENT_MEM_FRACTION=0.5") and rec.caps["jax"].gpu_started is None
     assert set(rec.versions) >= {"jax", "jaxlib", "keras", "numpy"} and rec.memory["jax"].peak_mib is None
-    fields, notes = collect.measurements([rec], {"backend": "jax"})
-    assert fields["fit_calls"] == 1 and fields["global_batch"] == 8 and fields["images_per_epoch"] == 32
-    assert fields["framework"] == "jax" and notes == []
+    measured = collect.measurements([rec], {"backend": "jax"})
+    epochs = measured.epochs
+    assert epochs.fit_calls == 1 and epochs.global_batch == 8 and epochs.images_per_epoch == 32
+    assert measured.framework.framework == "jax" and measured.notes == []

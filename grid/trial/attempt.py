@@ -41,13 +41,16 @@ log = logging.getLogger("grid")
 def measure(row: Row, spec: GridSpec, trial: Trial, records: collect.Records, log_file: str, offset: int) -> None:
     """Put what the trial measured and reported into its row, with its notes and metric
     directions. The `metrics:` patterns read the output from `offset` on (this attempt's own lines)."""
-    fields, notes = collect.measurements(records, trial.config)
-    found = scan(log_file, offset, spec.metrics, len(fields.get("epoch_times") or []) or trial.config.get("epochs"))
+    measured = collect.measurements(records, trial.config)
+    row.epochs, row.start, row.framework = measured.epochs, measured.start, measured.framework
+    row.framework_memory = measured.framework_memory
+    notes = measured.notes
+    found = scan(log_file, offset, spec.metrics, len(row.epochs.epoch_times or []) or trial.config.get("epochs"))
     history, series = collect.history(records)
     values = {**history, **found.values, **collect.reported(records)}
     notes += found.notes
     taken = (BASE_NAMES | set(trial.config)) - REPORTABLE
-    metrics = collect.apply_values(fields, values, taken, notes)
+    metrics = collect.apply_values(row, values, taken, notes)
     series.update(found.series)
     declared = {name: m.goal for name, m in spec.metrics.items()}
 
@@ -55,11 +58,6 @@ def measure(row: Row, spec: GridSpec, trial: Trial, records: collect.Records, lo
         return 0 if name in declared or name in found.values else 1 if name not in history else 2
 
     goals = {name: declared.get(name) or known_goal(name) for name in sorted(metrics, key=rank)}
-    for name, value in fields.items():
-        if name in metrics:
-            row.metrics.values[name] = value
-        else:
-            row.set(name, value)
     row.metrics.series_json = json.dumps(series, sort_keys=True) if series else None
     row.metrics.metric_goals_json = json.dumps(goals) if goals else None
     row.notes.extend(notes)

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from grid.protocol import Batch, BatchSource, Cap, ProcessRecord, ProtocolMismatch, StartedAs
+from grid.results.row import Epochs, Framework, FrameworkMemory, MetricValue, Row, Start
 from grid.results.schema import BY_NAME, REPORTABLE, REPORTED_AS_JSON
 from grid.trial import compilecache
 
@@ -80,21 +81,6 @@ def primary(records: Sequence[ProcessRecord]) -> ProcessRecord | None:
     )
 
 
-def summary(times: list[float], images_per_epoch: int | None) -> dict[str, Any]:
-    """First epoch (includes compilation) apart from the median of the steady ones."""
-    if not times:
-        return {}
-    steady = statistics.median(times[1:]) if len(times) > 1 else None
-    basis = steady if steady else times[0]
-    return {
-        "epoch_times": [float(t) for t in times],
-        "first_epoch_s": float(times[0]),
-        "steady_epoch_s": None if steady is None else float(steady),
-        "images_per_s": float(images_per_epoch / basis) if images_per_epoch and basis else None,
-        "images_per_epoch": images_per_epoch,
-    }
-
-
 @dataclass(frozen=True)
 class Timed:
     """One timed pass of the primary process: a Keras epoch, or a predict pass of an inference run."""
@@ -124,19 +110,28 @@ def keras_epochs(record: ProcessRecord) -> tuple[list[Timed], Batch | None]:
     return epochs, batch
 
 
-def epoch_fields(epochs: list[Timed]) -> dict[str, Any]:
+def epochs_of(epochs: list[Timed]) -> Epochs:
+    """First epoch (it includes compiling) apart from the median of the steady ones, and images/s:
+    the median over the steady epochs of images / training time (validation left out). One formula
+    for every source of epochs: a Keras fit, predict passes, or times the trial printed or reported
+    (whose training time is all the time it gave)."""
     if not epochs:
-        return {}
-    times = [e.s for e in epochs]
+        return Epochs()
+    times = [float(e.s) for e in epochs]
     steady = [e for e in epochs if not e.first]
     rates = [e.images / e.train_s for e in (steady or epochs[:1]) if e.images and e.train_s > 0]
-    return {
-        "epoch_times": times,
-        "first_epoch_s": times[0],
-        "steady_epoch_s": statistics.median(e.s for e in steady) if steady else None,
-        "images_per_s": statistics.median(rates) if rates else None,
-        "images_per_epoch": epochs[-1].images,
-    }
+    return Epochs(
+        epoch_times=times,
+        first_epoch_s=times[0],
+        steady_epoch_s=float(statistics.median(e.s for e in steady)) if steady else None,
+        images_per_s=float(statistics.median(rates)) if rates else None,
+        images_per_epoch=epochs[-1].images,
+    )
+
+
+def given_epochs(times: list[float], images_per_epoch: int | None) -> list[Timed]:
+    """Epoch times a trial printed (a `metrics:` pattern) or reported: one pass, the first compiling."""
+    return [Timed(float(t), float(t), images_per_epoch, i == 0) for i, t in enumerate(times)]
 
 
 def _framework(records: Sequence[ProcessRecord], backend: str | None) -> str | None:
@@ -162,16 +157,18 @@ def cap_method(records: Sequence[ProcessRecord], framework: str) -> str | None:
     return f"{distinct[0]}, in each of {len(methods)} processes"
 
 
-def memory_fields(records: Sequence[ProcessRecord], framework: str) -> dict[str, Any]:
+def framework_memory(records: Sequence[ProcessRecord], framework: str) -> FrameworkMemory:
     counted = [(r.pid, r.memory[framework]) for r in records if framework in r.memory]
+    method = cap_method(records, framework)
     if not counted:
-        return {}
+        return FrameworkMemory(memory_cap_method=method)
     peaks = [m.peak_mib for _, m in counted if m.peak_mib is not None]
     detail = counted[0][1].detail if len(counted) == 1 else {str(pid): m.detail for pid, m in counted}
-    return {
-        "framework_peak_mib": sum(peaks) if peaks else None,
-        "framework_mem_json": json.dumps(detail, sort_keys=True),
-    }
+    return FrameworkMemory(
+        framework_peak_mib=sum(peaks) if peaks else None,
+        framework_mem_json=json.dumps(detail, sort_keys=True),
+        memory_cap_method=method,
+    )
 
 
 def steady_spans(records: Sequence[ProcessRecord]) -> list[tuple[float, float, int]]:
@@ -182,26 +179,32 @@ def steady_spans(records: Sequence[ProcessRecord]) -> list[tuple[float, float, i
     return [(e.end - e.s, e.end, e.images) for e in epochs if not e.first and e.end is not None and e.images]
 
 
-def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Row fields from the records alone, and notes on how they were obtained."""
+@dataclass
+class Measured:
+    """What the records alone say, in the row's sub-records, and notes on how it was obtained."""
+
+    epochs: Epochs
+    start: Start
+    framework: Framework
+    framework_memory: FrameworkMemory
+    notes: list[str]
+
+
+def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> Measured:
+    """The row's epochs, compile state, framework and framework memory from the records alone."""
     notes: list[str] = list(records.unread) if isinstance(records, Records) else []
     main = primary(records)
-    compiled = compilecache.first_epoch_state(main, config)
+    start = compilecache.first_epoch_state(main, config)
     if main is None:
-        return {"processes": 0, **compiled}, notes
-    epochs, batch = keras_epochs(main)
-    fields: dict[str, Any] = {
-        "processes": len(records),
-        "fit_calls": len(main.fits),
-        "import_s": main.import_s,
-        **epoch_fields(epochs),
-        **compiled,
-    }
+        return Measured(Epochs(processes=0), start, Framework(), FrameworkMemory(), notes)
+    timed, batch = keras_epochs(main)
+    epochs = epochs_of(timed)
+    epochs.processes, epochs.fit_calls, epochs.import_s = len(records), len(main.fits), main.import_s
     if batch is not None and batch.size:
-        fields["global_batch"] = batch.size
-    if epochs and batch is not None and batch.size and batch.source is not BatchSource.CALL:
+        epochs.global_batch = batch.size
+    if timed and batch is not None and batch.size and batch.source is not BatchSource.CALL:
         notes.append(f"images/s counts batches of {batch.size}: {batch.text}")
-    if epochs and fields.get("images_per_s") is None:
+    if timed and epochs.images_per_s is None:
         notes.append(f"images/s unknown: the batch size is {batch.text if batch is not None else 'unknown'}")
     forked = sum(1 for r in records if r.started_as is StartedAs.WARM_RANK)
     if forked:
@@ -209,17 +212,13 @@ def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> tu
     versions: dict[str, Any] = {}
     for record in [main, *records]:
         versions.update({k: v for k, v in record.versions.items() if k not in versions})
-    if versions:
-        fields["versions_json"] = json.dumps(versions, sort_keys=True)
-    framework = _framework(records, config.get("backend"))
-    if framework:
-        fields.update(
-            framework=framework,
-            framework_version=versions.get(framework),
-            memory_cap_method=cap_method(records, framework),
-            **memory_fields(records, framework),
-        )
-    return fields, notes
+    framework = Framework(versions_json=json.dumps(versions, sort_keys=True) if versions else None)
+    memory = FrameworkMemory()
+    name = _framework(records, config.get("backend"))
+    if name:
+        framework.framework, framework.framework_version = name, versions.get(name)
+        memory = framework_memory(records, name)
+    return Measured(epochs, start, framework, memory, notes)
 
 
 def history(records: Sequence[ProcessRecord]) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -256,7 +255,7 @@ def first_error(records: Sequence[ProcessRecord]) -> dict[str, Any] | None:
     return min(errors, key=lambda e: e.at or 0).to_dict() if errors else None
 
 
-def _column_value(value: Any) -> Any:
+def _column_value(value: Any) -> MetricValue:
     if isinstance(value, (bool, str)) or value is None:
         return value
     if isinstance(value, (int, float)):
@@ -284,7 +283,7 @@ def _measured_value(name: str, value: Any, notes: list[str]) -> Any:
         return None
 
 
-def apply_values(row: dict[str, Any], values: dict[str, Any], taken: AbstractSet[str], notes: list[str]) -> list[str]:
+def apply_values(row: Row, values: dict[str, Any], taken: AbstractSet[str], notes: list[str]) -> list[str]:
     """Put reported values into the row; returns the names that became metric columns.
 
     A measurement column of that name takes it; names of other columns (`taken`: the row's own and
@@ -292,10 +291,10 @@ def apply_values(row: dict[str, Any], values: dict[str, Any], taken: AbstractSet
     metrics = []
     for name, value in values.items():
         if name in REPORTED_AS_JSON and isinstance(value, dict):
-            row[REPORTED_AS_JSON[name]] = json.dumps(value, sort_keys=True, default=str)
+            row.set(REPORTED_AS_JSON[name], json.dumps(value, sort_keys=True, default=str))
         elif name in REPORTABLE:
             if value is not None:  # a pattern that never matched leaves the measurement alone
-                row[name] = _measured_value(name, value, notes)
+                row.set(name, _measured_value(name, value, notes))
         elif name in taken:
             notes.append(f"reported {name} not kept: it is the name of a config or bookkeeping column")
         elif _column_value(value) is None and value is not None:
@@ -304,9 +303,12 @@ def apply_values(row: dict[str, Any], values: dict[str, Any], taken: AbstractSet
                 f"true/false or a list of numbers"
             )
         else:
-            row[name] = _column_value(value)
+            row.metrics.values[name] = _column_value(value)
             metrics.append(name)
-    if "epoch_times" in values and isinstance(values["epoch_times"], list):
-        derived = summary(values["epoch_times"], row.get("images_per_epoch"))
-        row.update({k: v for k, v in derived.items() if values.get(k) is None})
+    given = values.get("epoch_times")
+    if isinstance(given, list) and row.epochs.epoch_times:
+        derived = epochs_of(given_epochs(row.epochs.epoch_times, row.epochs.images_per_epoch))
+        for field in ("first_epoch_s", "steady_epoch_s", "images_per_s", "images_per_epoch"):
+            if values.get(field) is None:
+                setattr(row.epochs, field, getattr(derived, field))
     return metrics

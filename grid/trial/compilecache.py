@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from grid.protocol import ProcessRecord
+from grid.results.row import Start
 
 ON_DEFAULT = True
 
@@ -48,16 +49,16 @@ def environment(config: dict[str, Any], root: str | None) -> dict[str, str]:
     }
 
 
-def first_epoch_state(record: ProcessRecord | None, config: dict[str, Any]) -> dict[str, Any]:
+def first_epoch_state(record: ProcessRecord | None, config: dict[str, Any]) -> Start:
     """The row's `compile` (cold, cached, off or None) and `compile_saved_s` from the process that
     trained: its compilations up to the end of its first epoch (the whole process without epochs)."""
     if not enabled(config):
-        return {"compile": "off", "compile_saved_s": None}
+        return Start(compile="off")
     counts = record.compiles if record is not None else None
     for fit in record.fits if record is not None else []:
         if fit.epochs and fit.epochs[0].compiles is not None:
             counts = fit.epochs[0].compiles
             break
     if counts is None or not counts.requests:
-        return {"compile": None, "compile_saved_s": None}
-    return {"compile": "cached" if counts.hits >= counts.requests else "cold", "compile_saved_s": counts.saved_s}
+        return Start()
+    return Start(compile="cached" if counts.hits >= counts.requests else "cold", compile_saved_s=counts.saved_s)
