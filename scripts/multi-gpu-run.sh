@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Run a multi-GPU spec on a lent GPU machine with one command, then write its report.
-#   here:  ../shared/gpu/bundle.sh            (once: keras + ray wheels for the GPU machine, .gpu-bundle/)
+# Run a multi-GPU spec on a GPU machine with one command, then write its report.
+#   here:  scripts/offline-bundle.sh          (once, for a machine without a package index: .offline-bundle/)
 #   there: scripts/multi-gpu-run.sh specs/h200x8-shootout.yaml docs/results/h200x8 [GRID_ARGS...]
-# The device tool: run(command="scripts/multi-gpu-run.sh specs/h200x8-shootout.yaml docs/results/h200x8",
-#                      kind="nvidia-h200-x8", carry=[".gpu-bundle"]); results come back via $OUT as a tarball.
 # Re-running resumes: finished trials are skipped, so a run cut off by the 10-minute call limit
 # continues where it stopped when the results folder is carried back.
 set -euo pipefail
@@ -11,8 +9,10 @@ spec=${1:?usage: scripts/multi-gpu-run.sh SPEC OUT_DIR [grid run args...]}
 out=${2:?usage: scripts/multi-gpu-run.sh SPEC OUT_DIR [grid run args...]}
 shift 2
 cd "$(dirname "$0")/.."
-# The GPU machine has no ray or keras: take them from the bundle (../shared/gpu/bundle.sh).
-if ! python3 -c "import ray, keras" 2>/dev/null && [ -f .gpu-bundle/setup.sh ]; then source .gpu-bundle/setup.sh; fi
+# A GPU machine without ray or keras takes them from the bundle (scripts/offline-bundle.sh).
+for bundle in .offline-bundle .gpu-bundle; do
+  if ! python3 -c "import ray, keras" 2>/dev/null && [ -f "$bundle/setup.sh" ]; then source "$bundle/setup.sh"; fi
+done
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 # NVLink multicast off for every process we start (also set in the spec's env for the trials).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
