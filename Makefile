@@ -72,6 +72,15 @@ BENCH_GPU_RESULTS ?= benchmarks/overhead-results
 bench: venv $(VENV)/.bench-installed $(if $(HAS_GPU),bench-gpu)
 	$(BIN)/python benchmarks/bench_scheduler.py $(BENCH_ARGS) --json benchmarks/last-run.json
 
+# Issue 24: the Lightning and Hugging Face examples' fixed overhead, cold vs warm, gpu-grid's share
+# apart from the framework's (a GPU box; numbers in benchmarks/RESULTS.md).
+BENCH_LOOPS_RESULTS ?= benchmarks/loops-results
+.PHONY: bench-loops
+bench-loops: venv
+	$(BIN)/grid run specs/loops-overhead-gpu.yaml --results $(BENCH_LOOPS_RESULTS) --plain
+	$(BIN)/grid run specs/loops-overhead-hf-gpu.yaml --results $(BENCH_LOOPS_RESULTS) --plain
+	$(BIN)/python benchmarks/bench_loops.py $(BENCH_LOOPS_RESULTS) --json benchmarks/loops-last-run.json
+
 bench-gpu: venv
 	$(BIN)/grid run specs/overhead-gpu.yaml --results $(BENCH_GPU_RESULTS) --plain
 	$(BIN)/python benchmarks/bench_overhead.py $(BENCH_GPU_RESULTS) --json benchmarks/overhead-last-run.json

@@ -315,30 +315,45 @@ class Compiles(_Json):
 
 @_part
 class Epoch(_Json):
-    """One epoch of a Keras fit: its time, the training part of it, steps, and when it ended."""
+    """One epoch of a training loop: its time, the training part of it, steps, and when it ended."""
 
     s: float
     train_s: float | None = None  # without the validation run inside the epoch
     steps: int | None = None
     end: float | None = None  # wall clock (unix seconds): the worker takes the GPU's energy between epochs
     compiles: Compiles | None = None  # the process's so far, at the epoch's end
+    samples: int | None = None  # samples trained, counted from the batches themselves (not steps x batch)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Epoch:
         return _build(cls, data, compiles=Compiles.from_dict)
 
 
+class Loop(str, Enum):
+    """The training loop a `Fit` was measured in."""
+
+    KERAS = "keras"  # Model.fit (keras_probe.py)
+    LIGHTNING = "lightning"  # lightning's / pytorch_lightning's Trainer.fit (lightning_probe.py)
+    HUGGINGFACE = "huggingface"  # transformers' Trainer.train (hf_probe.py)
+    DATALOADER = "dataloader"  # a plain loop: full passes of a torch DataLoader with gradients on (loader_probe.py)
+
+
 @_part
 class Fit(_Json):
-    """One Keras `fit` call."""
+    """One training run of a loop: a Keras `fit` call, a Lightning `fit`, a Hugging Face `train`, or
+    the passes of a plain PyTorch loop."""
 
     batch: Batch = field(default_factory=Batch)
     epochs: list[Epoch] = field(default_factory=list)
-    history: dict[str, list[float]] = field(default_factory=dict)  # every History metric, per epoch
+    history: dict[str, list[float]] = field(default_factory=dict)  # every logged metric, per epoch
+    loop: Loop = Loop.KERAS
+    last: dict[str, float] = field(default_factory=dict)  # each logged metric's last value (where not per epoch)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fit:
-        return _build(cls, data, batch=Batch.from_dict, epochs=_list_of(Epoch.from_dict), history=dict)
+        return _build(
+            cls, data, batch=Batch.from_dict, epochs=_list_of(Epoch.from_dict), history=dict, loop=Loop, last=dict
+        )
 
 
 @_part
@@ -439,6 +454,8 @@ class ProcessRecord(_Json):
     returned: dict[str, Any] | None = None  # a `function:` target's return value
     error: ErrorInfo | None = None  # the uncaught exception that ended the process
     compiles: Compiles | None = None
+    imported: list[str] = field(default_factory=list)  # top-level packages it imported (not stdlib, not its own)
+    boot_s: float | None = None  # gpu-grid's own seconds starting this process (sitecustomize to bootstrap done)
     protocol: int = VERSION
 
     @classmethod

@@ -28,6 +28,7 @@ from grid.protocol import (
     Exit,
     Fit,
     FrameworkMemory,
+    Loop,
     Predict,
     ProcessRecord,
     ProtocolMismatch,
@@ -145,18 +146,23 @@ def test_every_part_of_a_record_goes_through_json_and_back():
         versions={"jax": "0.5", "cuda": None},
         caps={"jax": Cap("jax: XLA_CLIENT_MEM_FRACTION=0.2"), "torch": Cap("torch: ...", gpu_started=False)},
         memory={"jax": FrameworkMemory(12.5, {"devices": {"gpu:0": {"peak_bytes_in_use": 1}}})},
-        fits=[Fit(Batch(32, BatchSource.DATASET), [Epoch(1.0, 0.9, 10, 3.0, Compiles(2, 1, 0.5))], {"loss": [0.1]})],
+        fits=[
+            Fit(Batch(32, BatchSource.DATASET), [Epoch(1.0, 0.9, 10, 3.0, Compiles(2, 1, 0.5))], {"loss": [0.1]}),
+            Fit(Batch(8), [Epoch(2.0, 1.5, 4, 5.0, None, 30)], {"val_acc": [0.5]}, Loop.LIGHTNING, {"lr": 0.01}),
+        ],
         evaluates=[Evaluate(0.2, {"loss": 0.3})],
         predicts=[Predict(0.4, Batch(None, BatchSource.UNKNOWN, "Sequence"), 100)],
         reports={"acc": 0.5, "series": [1.0]},
         returned={"f1": 0.25},
         error=ErrorInfo("builtins.ValueError", "bad", "Traceback", 4.0),
         compiles=Compiles(3, 3, 1.0),
+        imported=["numpy", "torch", "lightning"],
     )
     text = record.to_json()
     assert ProcessRecord.from_json(text) == record
     data = json.loads(text)
     assert data["started_as"] == "warm_rank" and data["fits"][0]["batch"]["source"] == "dataset"
+    assert data["fits"][1]["loop"] == "lightning" and data["fits"][1]["epochs"][0]["samples"] == 30
     data["fits"][0]["epochs"][0]["from_a_newer_writer"] = 1  # unknown keys are ignored, at every level
     data["later_field"] = {"x": 1}
     assert ProcessRecord.from_dict(data) == record
@@ -234,18 +240,28 @@ def test_a_trial_without_the_protocol_file_stops_instead_of_running_uncapped(tmp
 
 
 def test_a_warm_parent_that_cannot_warm_up_exits_with_its_status(tmp_path):
-    env = {**trial_env(tmp_path / "none.json"), "PYTHONPATH": str(SITE)}
-    env.pop(Env.TRIAL)
-    proc = subprocess.run(
-        [sys.executable, "-m", "gridtrial.zygote", str(tmp_path / "p.sock"), "no_such_module_here"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    """A module whose import starts a thread would make every fork unsafe: the parent stops before
+    it and exits Exit.WARM_UNSAFE, naming it; a module that fails to import is skipped (the trial
+    imports it itself), and the parent serves with the rest."""
+    (tmp_path / "starts_thread.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
     )
+    env = {**trial_env(tmp_path / "none.json"), "PYTHONPATH": os.pathsep.join([str(SITE), str(tmp_path)])}
+    env.pop(Env.TRIAL)
+    zygote = [sys.executable, "-m", "gridtrial.zygote", str(tmp_path / "p.sock")]
+    proc = subprocess.run([*zygote, "json", "starts_thread"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == Exit.WARM_UNSAFE
     state = json.loads(proc.stdout)
-    assert state["ready"] is False and "no_such_module_here" in state["error"]
+    assert state["ready"] is False and state["unsafe"] == "importing starts_thread started a thread"
+    assert state["safe_modules"] == ["json"]
+    serving = subprocess.Popen([*zygote, "no_such_module_here", "json"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        state = json.loads(serving.stdout.readline())
+        assert state["ready"] is True and state["imported"] == ["json"]
+        assert state["skipped"][0].startswith("no_such_module_here (ModuleNotFoundError")
+    finally:
+        serving.terminate()
+        serving.wait(10)
 
 
 KERAS = """

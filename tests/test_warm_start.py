@@ -146,7 +146,7 @@ def test_a_parent_stops_before_a_module_that_starts_a_gpu_runtime(tmp_path, runt
         "PYTHONPATH": os.pathsep.join([str(TRIAL_SITE), str(tmp_path)]),
         "JAX_PLATFORMS": "cpu" if runtime == "jax_backend" else "",
     }
-    plan = warm.Plan("t" + runtime, sys.executable, "jax", ("numpy", "jax", f"starts_{runtime}"), env, ["x.py"])
+    plan = warm.Plan("t" + runtime, sys.executable, "jax", ("numpy", "jax", f"starts_{runtime}"), env, ["x.py"], "s")
     starter = warm.Starter()
     try:
         parent, why = starter.parent(plan)
@@ -284,3 +284,23 @@ def test_a_warm_trial_exits_as_a_script_would_without_the_teardown(tmp_path, ful
             assert ("a message" in text) == (code == "a message")
     finally:
         starter.stop()
+
+
+@pytest.mark.slow
+def test_the_parent_of_a_scripts_next_trials_imports_what_its_first_trial_imported(tmp_path):
+    """After a script's first trial on a worker, its parent imports the packages that trial imported
+    (top-level, not the script's own files); the row says what was pre-imported and gpu-grid's own
+    seconds around the trial."""
+    (tmp_path / "learn.py").write_text("import sys, yaml, helper_mod\nprint('yaml', yaml.__version__, helper_mod.X)\n")
+    (tmp_path / "helper_mod.py").write_text("X = 1\n")
+    spec_file = tmp_path / "learn.yaml"
+    spec_file.write_text(json.dumps({"name": "learn", "command": "python learn.py", "axes": {"n": [1, 2, 3]}}))
+    opts = RunOptions(results=str(tmp_path / "results"), runner="local", num_gpus=1, live=False)
+    run_sweep(load_spec(str(spec_file)), opts)
+    rows = sorted(ResultStore(str(tmp_path / "results")).latest("learn").to_pylist(), key=lambda r: r["started_at"])
+    assert [(r["status"], r["start"]) for r in rows] == [("ok", "warm")] * 3
+    assert rows[0]["warm_modules"] == ["gridtrial.boot", "gridtrial.runner"]  # nothing known yet: a bare parent
+    for row in rows[1:]:
+        assert "yaml" in row["warm_modules"] and "helper_mod" not in row["warm_modules"], row["warm_modules"]
+    for row in rows:
+        assert 0 < row["boot_s"] < 2.0 and 0 <= row["finish_s"] < 10.0

@@ -28,7 +28,8 @@ from grid.shared import TrialStatus
 # 5: gpu_util_pct, gpu_compute_s, compile, compile_saved_s, start
 # 6: trial_dir
 # 7: `sweep` dictionary-encoded, matching the `sweep=` folders as readers' hive partitions
-SCHEMA_VERSION = 7
+# 8: warm_modules, boot_s, finish_s; fit_calls null for a plain loop
+SCHEMA_VERSION = 8
 ROLES = ("id", "outcome", "measure", "detail", "setting", "where", "time")
 
 F, S, I32, I64, BOOL = pa.float64(), pa.string(), pa.int32(), pa.int64(), pa.bool_()
@@ -113,7 +114,9 @@ class Epochs:
     images_per_epoch: int | None = column(I64, "steps x batch of an epoch", "measure", reportable=True)
     global_batch: int | None = column(I64, "batch_size x gpus, or the batch the fit ran", "detail", reportable=True)
     import_s: float | None = column(F, "seconds importing the frameworks", "measure", "min", reportable=True)
-    fit_calls: int | None = column(I32, "Keras fit calls of the primary process", "detail")
+    fit_calls: int | None = column(
+        I32, "training runs of the primary process (Keras fit, Lightning fit, Hugging Face train)", "detail"
+    )
     processes: int | None = column(I32, "Python processes of the trial that left a record", "detail")
 
 
@@ -239,6 +242,15 @@ class Start:
     )
     compile_saved_s: float | None = column(
         F, "compile seconds the persistent cache saved (jax's own figure)", "measure"
+    )
+    warm_modules: list[str] | None = column(
+        pa.list_(S), "a warm start's: the packages its parent had imported before the fork", "detail"
+    )
+    boot_s: float | None = column(
+        F, "gpu-grid's own seconds starting the trial's process (its bootstrap: caps, hooks, record)", "measure"
+    )
+    finish_s: float | None = column(
+        F, "gpu-grid's own seconds from the trial's end to its row (records, log, NVML, the row's file)", "measure"
     )
 
 

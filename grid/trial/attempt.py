@@ -49,6 +49,8 @@ def measure(row: Row, spec: GridSpec, trial: Trial, records: collect.Records, lo
     history, series = collect.history(records)
     values = {**history, **found.values, **collect.reported(records)}
     notes += found.notes
+    if measured.how and values.get("epoch_times") is None:  # epochs the trial gave itself win
+        notes.append(measured.how)
     taken = (BASE_NAMES | set(trial.config)) - REPORTABLE
     metrics = collect.apply_values(row, values, taken, notes)
     series.update(found.series)
@@ -104,6 +106,7 @@ def _start(
     placement: Placement,
     log_file: str,
     samplers: list,
+    plan: warm.Plan | str,
     earlier_files: int = 0,
 ) -> tuple[ChildOutcome | None, int]:
     """Run the attempt's process; also where its own output starts in the log."""
@@ -119,7 +122,7 @@ def _start(
         if launch.missing:
             log.write(f"[gpu-grid] cannot start: {launch.missing}\n".encode())
             return None, log.tell()
-        parent, why = warm_parent(launch, trial)
+        parent, why = warm_parent(plan)
         log.write(f"[gpu-grid] {'warm start from ' + parent.describe() if parent else 'cold start: ' + why}\n".encode())
         offset = log.tell()
     return run_child(
@@ -137,9 +140,8 @@ def _start(
     ), offset
 
 
-def warm_parent(launch: Launch, trial: Trial) -> tuple[warm.Parent | None, str]:
+def warm_parent(plan: warm.Plan | str) -> tuple[warm.Parent | None, str]:
     """The warm parent this attempt forks from, or why it starts as a fresh interpreter."""
-    plan = warm.plan(launch.argv, launch.env, trial.config, launch.bootstrapped)
     if isinstance(plan, str):
         return None, plan
     parent, why = warm.starter().parent(plan)
@@ -201,6 +203,8 @@ def run_attempt(
                 + "are not those of a GPU of its own"
             )
         row.notes.extend(metric_types.settle(row.metrics.values, declared_types(spec)))
+        if row.times.ended_at is not None and row.process.wall_s is not None:
+            row.start.finish_s = max(0.0, time.time() - row.times.ended_at.timestamp())
         data = encode_row(row, spec.param_kinds(), metric_types.known())
     except Exception as exc:
         row = rows.failed(spec, trial, attempt, placement, times, TrialStatus.ERROR, exc, note=rows.WORKER_FAILED)
@@ -228,9 +232,14 @@ def attempt_row(
         gpu_info = {"gpu_total_mib": gpus.facts.gpu_total_mib} if gpus.facts.gpu_total_mib else {}
         launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
+        plan = warm.plan(launch.argv, launch.env, trial.config, launch.bootstrapped)
         with folder.syncing(own_dir):
-            outcome, offset = _start(launch, spec, trial, attempt, placement, log_file, gpus.samplers, earlier_files)
+            outcome, offset = _start(
+                launch, spec, trial, attempt, placement, log_file, gpus.samplers, plan, earlier_files
+            )
         records = collect.read_records(os.path.join(scratch, "records"))
+        if isinstance(plan, warm.Plan) and records:
+            warm.learn(plan, [m for r in records for m in r.imported])
         row = rows.begin(spec, trial, attempt, placement, times)
         measure(row, spec, trial, records, log_file, offset)
         tail = log_tail(log_file)
@@ -278,5 +287,6 @@ def attempt_row(
     row.outcome.exit_code, row.outcome.signal = outcome.exit_code, outcome.signal
     row.process = Process(outcome.wall_s, outcome.peak_rss_mib, outcome.stray_killed, outcome.containment)
     row.start.start = outcome.start
+    row.start.warm_modules = list(outcome.warm_modules) if outcome.warm_modules else None
     row.times.started_at, row.times.ended_at = utc_time(outcome.started_at), utc_time(outcome.ended_at)
     return row

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from grid.protocol import Batch, BatchSource, Cap, ProcessRecord, ProtocolMismatch, StartedAs
+from grid.protocol import Batch, BatchSource, Cap, Fit, Loop, ProcessRecord, ProtocolMismatch, StartedAs
 from grid.results.row import Epochs, Framework, FrameworkMemory, MetricValue, Row, Start
 from grid.results.schema import BY_NAME, REPORTABLE, REPORTED_AS_JSON
 from grid.trial import compilecache
@@ -92,22 +92,47 @@ class Timed:
     end: float | None = None  # wall clock at its end
 
 
-def keras_epochs(record: ProcessRecord) -> tuple[list[Timed], Batch | None]:
-    """The timed passes of a process's fits, else of its predicts, and the batch (its size, where
-    that figure came from) of the last call."""
+def training_fits(record: ProcessRecord) -> tuple[list[Fit], str | None]:
+    """The fits whose epochs are the process's, and how they were found (for the row's notes): a
+    framework's loops (Keras, Lightning, Hugging Face) where any ran; else the plain passes of the
+    DataLoader that trained on the most samples."""
+    framework = [f for f in record.fits if f.loop is not Loop.DATALOADER]
+    if framework:
+        return framework, None
+    loaders = [f for f in record.fits if f.loop is Loop.DATALOADER and f.epochs]
+    if not loaders:
+        return [], None
+    chosen = max(loaders, key=lambda f: sum(e.samples or e.steps or 0 for e in f.epochs))
+    how = (
+        f"epochs: {len(chosen.epochs)} full pass(es) of a torch DataLoader with gradients on "
+        f"(passes under no_grad left out)"
+    )
+    if len(loaders) > 1:
+        how += f"; {len(loaders) - 1} other DataLoader(s) iterated with gradients on left out (fewer samples)"
+    return [chosen], how
+
+
+def loop_epochs(record: ProcessRecord) -> tuple[list[Timed], Batch | None, bool]:
+    """The timed passes of a process's training fits, else of its predicts; the batch (its size,
+    where that figure came from) of the last; and whether the images were counted from the batches
+    themselves (not steps x batch size)."""
     epochs: list[Timed] = []
     batch: Batch | None = None
-    for fit in record.fits:
+    counted = True
+    for fit in training_fits(record)[0]:
         batch = fit.batch
         for i, e in enumerate(fit.epochs):
-            images = e.steps * batch.size if e.steps is not None and batch.size else None
+            images = e.samples
+            if images is None:
+                counted = False
+                images = e.steps * batch.size if e.steps is not None and batch.size else None
             epochs.append(Timed(e.s, e.train_s or e.s, images, i == 0, e.end))
     if epochs:
-        return epochs, batch
+        return epochs, batch, counted
     for i, p in enumerate(record.predicts):
         batch = p.batch
         epochs.append(Timed(p.s, p.s, p.images, i == 0))
-    return epochs, batch
+    return epochs, batch, False
 
 
 def epochs_of(epochs: list[Timed]) -> Epochs:
@@ -175,7 +200,7 @@ def steady_spans(records: Sequence[ProcessRecord]) -> list[tuple[float, float, i
     """(start, end, images) in wall-clock time of each steady epoch (not the first of a fit) of
     the process that trained, where its epochs carry their end time (Keras fits)."""
     main = primary(records)
-    epochs = keras_epochs(main)[0] if main is not None else []
+    epochs = loop_epochs(main)[0] if main is not None else []
     return [(e.end - e.s, e.end, e.images) for e in epochs if not e.first and e.end is not None and e.images]
 
 
@@ -188,6 +213,7 @@ class Measured:
     framework: Framework
     framework_memory: FrameworkMemory
     notes: list[str]
+    how: str | None = None  # how the epochs were found, where that is worth a note (a plain loop's)
 
 
 def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> Measured:
@@ -195,14 +221,17 @@ def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> Me
     notes: list[str] = list(records.unread) if isinstance(records, Records) else []
     main = primary(records)
     start = compilecache.first_epoch_state(main, config)
+    start.boot_s = main.boot_s if main is not None else None
     if main is None:
         return Measured(Epochs(processes=0), start, Framework(), FrameworkMemory(), notes)
-    timed, batch = keras_epochs(main)
+    timed, batch, counted = loop_epochs(main)
+    fits, how = training_fits(main)
     epochs = epochs_of(timed)
-    epochs.processes, epochs.fit_calls, epochs.import_s = len(records), len(main.fits), main.import_s
+    epochs.processes, epochs.import_s = len(records), main.import_s
+    epochs.fit_calls = len(fits) if how is None else None
     if batch is not None and batch.size:
         epochs.global_batch = batch.size
-    if timed and batch is not None and batch.size and batch.source is not BatchSource.CALL:
+    if timed and not counted and batch is not None and batch.size and batch.source is not BatchSource.CALL:
         notes.append(f"images/s counts batches of {batch.size}: {batch.text}")
     if timed and epochs.images_per_s is None:
         notes.append(f"images/s unknown: the batch size is {batch.text if batch is not None else 'unknown'}")
@@ -218,7 +247,7 @@ def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> Me
     if name:
         framework.framework, framework.framework_version = name, versions.get(name)
         memory = framework_memory(records, name)
-    return Measured(epochs, start, framework, memory, notes)
+    return Measured(epochs, start, framework, memory, notes, how)
 
 
 def history(records: Sequence[ProcessRecord]) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -229,11 +258,13 @@ def history(records: Sequence[ProcessRecord]) -> tuple[dict[str, float], dict[st
     series: dict[str, list[float]] = {}
     if main is None:
         return values, series
-    if main.fits:
-        for name, per_epoch in main.fits[-1].history.items():
+    fits = training_fits(main)[0]
+    if fits:
+        for name, per_epoch in fits[-1].history.items():
             if per_epoch:
                 values[name] = per_epoch[-1]
                 series[name] = per_epoch
+        values.update(fits[-1].last)  # the last value logged, where that is not an epoch's
     if main.evaluates:
         values.update({f"eval_{k}": v for k, v in main.evaluates[-1].logs.items()})
     return values, series

@@ -88,6 +88,7 @@ class ChildOutcome:
     stray_killed: int = 0
     containment: str = ""
     start: str = "cold"  # warm: forked from a warm parent
+    warm_modules: tuple[str, ...] = ()  # what that parent had imported
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -214,9 +215,12 @@ def run_child(
         over_budget=over_budget,
         started_at=started,
         ended_at=ended,
-        peak_rss_mib=rss.peak_mib,
+        # a warm child's own peak (its parent reaped it) where the samples missed it: a trial shorter
+        # than a sample interval
+        peak_rss_mib=max(rss.peak_mib, getattr(proc, "peak_rss_mib", None) or 0.0),
         stray_killed=strays,
         containment=box.method,
         start="warm" if isinstance(proc, WarmChild) else "cold",
+        warm_modules=tuple(warm.modules) if warm is not None and isinstance(proc, WarmChild) else (),
         notes=notes,
     )

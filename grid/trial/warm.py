@@ -10,7 +10,11 @@ between trials but the imported code.
 
 Any other Python trial (another backend, or none) forks from a bare parent, which imported only
 gpu-grid's bootstrap: as safe as a new interpreter (no framework in it), and it spares the
-interpreter's start (~40-50 ms of CPU a trial, which matters for many short trials). A trial
+interpreter's start (~40-50 ms of CPU a trial, which matters for many short trials). Each trial's
+processes say which packages they imported (their records' `imported`): the parent of the same
+script's next trials on this worker imports those first (`learn`), so a Lightning or Hugging Face
+script, or any other, starts warm after its first trial; a package whose import starts the GPU or
+a thread is left out (the parent stops before it), one that fails to import is skipped. A trial
 starts cold instead (and its log says why) where it is not a Python trial, its command is not
 `python script.py ...` or `python -m module ...`, `warm_start: false`, or its parent could not
 be started. For torch, Keras's import would start CUDA (`torch.cuda.is_available()` at import): the
@@ -41,13 +45,19 @@ from grid.protocol import Env, Exit
 
 log = logging.getLogger("grid")
 
-# What a parent imports per backend (in order; a parent stops before a module that starts the GPU);
-# any other backend, or none, a bare parent.
+# What a parent imports per backend (in order; a parent stops before a module that starts the GPU),
+# until a script's first trial on the worker says what it imports; any other backend, or none, a bare
+# parent until then.
 WARM_MODULES = {
     "jax": ["numpy", "jax", "jax.numpy", "keras"],
     "torch": ["numpy", "torch", "keras"],
 }
 BARE = ["gridtrial.boot", "gridtrial.runner"]
+# Learned per script on this worker: the packages its first trial imported (tasks/site/gridtrial/boot.py
+# keeps them in its record), imported by the parent of its later trials. Keyed by Plan.script.
+_learned: dict[str, tuple[str, ...]] = {}
+_learned_lock = threading.Lock()
+_NEVER_PREIMPORTED = frozenset({"gridtrial", "sitecustomize", "tasks", "grid"})
 # Variables that differ per trial (the rest of a trial's environment must equal its parent's). The
 # GPUs do not: Keras on torch picks its default device at import, so a parent serves one GPU set
 # (a pinned worker's own GPU, mostly).
@@ -70,6 +80,7 @@ class Plan:
     modules: tuple[str, ...]
     env: dict[str, str]  # the parent's environment: the trial's, less what varies per trial
     args: list[str]
+    script: str  # the parent's key without its modules: what learns which packages the script imports
 
 
 def plan(argv: list[str], env: dict[str, str], config: dict[str, Any], bootstrapped: bool) -> Plan | str:
@@ -83,10 +94,28 @@ def plan(argv: list[str], env: dict[str, str], config: dict[str, Any], bootstrap
     if not args or (args[0] == "-m" and len(args) < 2) or (args[0].startswith("-") and args[0] != "-m"):
         return f"interpreter arguments {args[:1]} (warm starts run `python script.py ...` or `python -m module ...`)"
     parent_env = shared_env(env)
-    if backend == "torch":
+    target = args[:2] if args[0] == "-m" else args[:1]
+    script = hashlib.sha256(json.dumps([argv[0], backend, target, sorted(parent_env.items())]).encode()).hexdigest()[
+        :16
+    ]
+    with _learned_lock:
+        learned = _learned.get(script, ())
+    # what the script imported last time, once known; else what its backend is known to need
+    modules = (*BARE, *learned) if learned else tuple(WARM_MODULES.get(str(backend), BARE))
+    if backend == "torch" or "torch" in modules:  # is_available() at an import must not start CUDA
         parent_env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-    digest = hashlib.sha256(json.dumps([argv[0], backend, sorted(parent_env.items())]).encode()).hexdigest()[:16]
-    return Plan(digest, argv[0], str(backend), tuple(WARM_MODULES.get(str(backend), BARE)), parent_env, args)
+    digest = hashlib.sha256(json.dumps([argv[0], backend, modules, sorted(parent_env.items())]).encode()).hexdigest()
+    return Plan(digest[:16], argv[0], str(backend), modules, parent_env, args, script)
+
+
+def learn(plan: Plan, imported: list[str]) -> None:
+    """What a trial of this script imported (top-level packages, not its own files): the parent of
+    its next trials on this worker imports them before the fork (stopping before one that would
+    start the GPU or a thread, as for any module)."""
+    packages = tuple(dict.fromkeys(m for m in imported if m and m.partition(".")[0] not in _NEVER_PREIMPORTED))
+    with _learned_lock:
+        if packages and packages != _learned.get(plan.script):
+            _learned[plan.script] = packages
 
 
 class WarmChild:
@@ -95,6 +124,7 @@ class WarmChild:
     def __init__(self, pid: int, conn: socket.socket):
         self.pid, self.conn = pid, conn
         self.returncode: int | None = None
+        self.peak_rss_mib: float | None = None  # the process's own peak, as its parent reaped it
         self._buffer = b""
 
     def _read(self, timeout: float | None) -> None:
@@ -114,7 +144,10 @@ class WarmChild:
         """Bytes from the parent: the child's exit status, once its line is whole."""
         self._buffer += data
         if self._buffer.endswith(b"\n"):
-            self.returncode = int(json.loads(self._buffer.splitlines()[-1])["exit"])
+            ended = json.loads(self._buffer.splitlines()[-1])
+            self.returncode = int(ended["exit"])
+            if ended.get("maxrss_kib") is not None:
+                self.peak_rss_mib = ended["maxrss_kib"] / 1024
             self.conn.close()
 
     def poll(self) -> int | None:
@@ -165,6 +198,8 @@ class Parent:
             return
         if not self.state.get("ready"):
             self._collect_refusal()
+        else:
+            self.modules = list(self.state.get("imported") or self.modules)  # less those it skipped
 
     def _collect_refusal(self) -> None:
         """A parent that cannot serve says why in its line and exits Exit.WARM_UNSAFE: wait for it

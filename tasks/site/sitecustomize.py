@@ -10,6 +10,9 @@ run after it. Python started with -S, -I or -E skips both.
 
 import os
 import sys
+import time
+
+_T0 = time.perf_counter()  # gpu-grid's own share of the process's start is measured from here (boot_s)
 
 
 def _run_shadowed() -> None:
@@ -52,7 +55,7 @@ def _start() -> None:
     if os.environ.get(env.TRIAL):
         from gridtrial import boot
 
-        boot.start_or_exit()
+        boot.start_or_exit(since=_T0)
 
 
 if any(name.startswith("GRID_") for name in os.environ):  # Env.PREFIX: outside gpu-grid, nothing is loaded

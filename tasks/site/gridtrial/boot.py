@@ -244,6 +244,27 @@ class Boot:
 
         keras_probe.install(keras, sys.modules["numpy"], self)
 
+    def on_lightning(self, module, seconds: float) -> None:
+        """lightning.pytorch or pytorch_lightning: its Trainer gets gpu-grid's callback."""
+        from gridtrial import lightning_probe
+
+        package = module.__name__.split(".")[0]
+        self._imported(package, module, seconds)
+        lightning_probe.install(module)
+
+    def on_transformers_trainer(self, module, seconds: float) -> None:
+        """transformers.trainer (imported when a script first touches `transformers.Trainer`)."""
+        from gridtrial import hf_probe
+
+        self._imported("transformers", sys.modules.get("transformers", module), seconds)
+        hf_probe.install(module)
+
+    def on_dataloader(self, module, seconds: float) -> None:
+        """torch.utils.data.dataloader: a plain loop's full passes with gradients on are its epochs."""
+        from gridtrial import loader_probe
+
+        loader_probe.install(sys.modules["torch"], module)
+
     # -- measurements kept
     def read_memory(self) -> None:
         for name in FRAMEWORKS:
@@ -259,7 +280,7 @@ class Boot:
                 with self.record.edit() as record:
                     record.memory[name] = FrameworkMemory(peak, detail)
 
-    def after_keras_call(self) -> None:
+    def after_loop_call(self) -> None:
         """Keep what was measured now (a process killed later still leaves it)."""
         self.read_memory()
         self.keep_compiles()
@@ -293,6 +314,9 @@ class Boot:
             return  # a bare os.fork() of this process exiting: this record and profile are its parent's
         self.read_memory()
         self.keep_compiles()
+        imported = imported_packages([self.trial.workdir, os.path.dirname(os.path.abspath(sys.argv[0]))])
+        with self.record.edit(worth_writing=bool(imported)) as record:  # what a warm parent would import
+            record.imported = imported
         self.record.write()
         if self.sampler is not None:
             self.sampler.write()
@@ -324,10 +348,36 @@ class Boot:
                 "jax": self.on_jax,
                 "mxnet": self.on_mxnet,
                 "keras": self.on_keras,
+                "lightning.pytorch": self.on_lightning,
+                "pytorch_lightning": self.on_lightning,
+                "transformers.trainer": self.on_transformers_trainer,
+                "torch.utils.data.dataloader": self.on_dataloader,
             }
         )
         sys.excepthook = self.excepthook(sys.excepthook)
         atexit.register(self.finish)
+
+
+def imported_packages(own: list[str | None]) -> list[str]:
+    """The top-level packages this process imported, in the order first imported: not the standard
+    library's, not gpu-grid's bootstrap, not the trial's own files (under its workdir or its script's
+    folder, unless installed there in a site-packages). What a warm parent may import for the next
+    trial of the same script."""
+    stdlib = getattr(sys, "stdlib_module_names", frozenset())
+    folders = [os.path.abspath(d) + os.sep for d in own if d]
+    out: dict[str, None] = {}
+    for name in list(sys.modules):
+        top = name.partition(".")[0]
+        if top in out or top in stdlib or top.startswith("_") or top in ("gridtrial", "sitecustomize", "__main__"):
+            continue
+        path = getattr(sys.modules.get(top), "__file__", None)
+        if not path:
+            continue  # a built-in or namespace package: nothing to import ahead
+        path = os.path.abspath(path)
+        if "site-packages" not in path and any(path.startswith(f) for f in folders):
+            continue
+        out[top] = None
+    return list(out)
 
 
 def _text(value: Any) -> str | None:
@@ -376,12 +426,15 @@ def start_in_fork(started_as: StartedAs = StartedAs.FORK) -> Boot | None:
     return this_process.bootstrap()
 
 
-def start_or_exit(started_as: StartedAs = StartedAs.FRESH) -> None:
+def start_or_exit(started_as: StartedAs = StartedAs.FRESH, since: float | None = None) -> None:
     """Start the bootstrap of a trial's process (sitecustomize, a warm parent's child); a failure
     ends the process (Exit.BOOTSTRAP_FAILED): running on without the cap would make an uncapped run
-    look capped."""
+    look capped. `since`: when gpu-grid's work in this process began (perf_counter), for boot_s."""
+    t0 = time.perf_counter() if since is None else since
     try:
-        start(None, started_as)
+        started = start(None, started_as)
+        with started.record.edit(worth_writing=False) as record:
+            record.boot_s = time.perf_counter() - t0
     except Exception as exc:
         started = this_process.bootstrap()
         if started is not None:  # a framework imported already (a warm start) fails here, not at its import

@@ -25,17 +25,18 @@ def send(conn: socket.socket, message: dict[str, Any]) -> None:
 
 
 def reap(children: dict[int, socket.socket]) -> None:
-    """Tell each ended child's connection its exit status (negative: the signal), and forget it."""
+    """Tell each ended child's connection its exit status (negative: the signal) and its peak RSS
+    (a trial that ends before the worker's first sample still has one), and forget it."""
     while children:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             break
         if pid == 0:
             break
         conn = children.pop(pid, None)
         if conn is not None:
-            send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+            send(conn, {"exit": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss})
             conn.close()
 
 

@@ -182,13 +182,15 @@ class KerasProbe:
             bound, probe = self._bind(signature, model, args, kwargs)
             batch = batch_of(bound.arguments, self.boot.config)
             _inside.fit = True
+            current.enter_loop()
             try:
                 return original(*bound.args, **bound.kwargs)
             finally:
                 _inside.fit = False
+                current.leave_loop()
                 with self.boot.record.edit() as record:
                     record.fits.append(Fit(batch, probe.epochs, probe.history))
-                self.boot.after_keras_call()
+                self.boot.after_loop_call()
 
         return fit
 
@@ -203,7 +205,7 @@ class KerasProbe:
             finally:
                 with self.boot.record.edit() as record:
                     record.evaluates.append(Evaluate(time.perf_counter() - t0, probe.test_logs))
-                self.boot.after_keras_call()
+                self.boot.after_loop_call()
 
         return evaluate
 
@@ -218,7 +220,7 @@ class KerasProbe:
                 seconds = time.perf_counter() - t0
                 with self.boot.record.edit() as record:
                     record.predicts.append(Predict(seconds, batch, _rows(bound.arguments.get("x"))))
-                self.boot.after_keras_call()
+                self.boot.after_loop_call()
 
         return predict
 

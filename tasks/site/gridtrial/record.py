@@ -35,12 +35,13 @@ class Record:
         )
 
     @contextlib.contextmanager
-    def edit(self) -> Iterator[ProcessRecord]:
+    def edit(self, worth_writing: bool = True) -> Iterator[ProcessRecord]:
         """Change the record (`with record.edit() as r: r.reports.update(...)`), under its lock;
-        a record changed once is worth writing."""
+        a record changed once is worth writing (unless the change alone is not: `worth_writing`,
+        so that a process that did nothing of note leaves no record)."""
         with self._lock:
             yield self.data
-            self._worth_writing = True
+            self._worth_writing = self._worth_writing or worth_writing
 
     def write(self) -> None:
         """Rewrite the file whole if anything worth keeping happened in this process. Only the

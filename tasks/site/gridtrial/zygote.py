@@ -49,17 +49,27 @@ def gpu_started(name: str) -> str | None:
 
 
 def warm_up(modules: list[str]) -> dict[str, Any]:
+    """Import the modules in order; stop before one that starts the GPU or a thread (a fork would
+    break either: the parent imports only those before it), skip one that fails to import."""
     t0 = time.perf_counter()
-    imported = []
+    imported, skipped = [], []
+    threads = threading.active_count()
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a trial imports it in its own way (a path, an extra): it does so itself
+            skipped.append(f"{name} ({type(exc).__name__}: {exc})")
+            continue
         unsafe = gpu_started(name)
+        if unsafe is None and threading.active_count() > threads:
+            unsafe = f"importing {name} started a thread"
         if unsafe:
             return {"ready": False, "unsafe": unsafe, "safe_modules": imported}
         imported.append(name)
     return {
         "ready": True,
         "imported": imported,
+        "skipped": skipped,
         "import_s": time.perf_counter() - t0,
         "threads": threading.active_count(),
         "os_threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None,
@@ -116,6 +126,7 @@ def serve(listener: socket.socket) -> dict[str, Any]:
 
 def become_trial(request: dict[str, Any]) -> None:
     """In the forked child: turn into the trial's process, then run its target as `__main__`."""
+    t0 = time.perf_counter()
     os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -138,7 +149,7 @@ def become_trial(request: dict[str, Any]) -> None:
     if os.environ.get(Env.TRIAL):
         from gridtrial import boot
 
-        boot.start_or_exit(StartedAs.WARM_PARENT)
+        boot.start_or_exit(StartedAs.WARM_PARENT, since=t0)
 
 
 def main(argv: list[str]) -> None:
