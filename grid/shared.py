@@ -81,6 +81,7 @@ class Placement:
     host: str
     workers: tuple[str, ...]
     gpu_ids: tuple[str, ...]  # empty on CPU slots
+    gpu_memory_mib: float | None = None  # each GPU's memory as its worker knows it (NVML, or --gpu-memory-mib)
 
     @property
     def on_gpu(self) -> bool:

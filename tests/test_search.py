@@ -16,6 +16,7 @@ from grid.errors import SpecError
 from grid.reports.searches import search_results
 from grid.results.dedupe import latest_attempts
 from grid.results.store import ResultStore
+from grid.scheduler.memory_model import Seen
 from grid.scheduler.search import combinations, next_trials, walk
 from grid.shared import TrialStatus
 from grid.spec.expand import expand
@@ -113,7 +114,7 @@ def outcomes(boundary, smallest=True, confirm_fails=()):
                     ok = False
                 else:
                     ok = value >= boundary if smallest else value <= boundary
-                statuses[trial.trial_id] = TrialStatus.OK if ok else TrialStatus.OOM
+                statuses[trial.trial_id] = Seen(TrialStatus.OK if ok else TrialStatus.OOM, value)
 
     return run_all
 
@@ -132,14 +133,14 @@ def test_walk_goes_on_above_a_value_that_fails_when_confirmed():
     # 0.141484 works as a probe but not as a timed, full-length run: the answer moves up
     w, statuses = outcomes(0.137, confirm_fails={0.141484})(spec)
     assert w.done
-    rows = [{"status": s} for s in statuses.values()]
+    rows = [{"status": s.status} for s in statuses.values()]
     assert len(rows) > 13
 
 
 def test_walk_ends_at_once_when_an_end_already_decides():
     spec = search_spec(search={"smallest": "memory_fraction", "low": 0.2, "high": 0.5, "tolerance": 0.01})
     w, statuses = outcomes(0.9)(spec)  # even 0.5 fails
-    assert w.done and len([t for t in statuses if statuses[t] is TrialStatus.OOM]) == 2 and w.step == 2
+    assert w.done and len([t for t in statuses if statuses[t].status is TrialStatus.OOM]) == 1 and w.step == 1
     w, statuses = outcomes(0.05)(spec)  # 0.2 already works: confirm it and stop
     assert w.done and w.step == 3
 
@@ -200,7 +201,7 @@ def test_ends_that_already_decide_say_so(tmp_path):
     assert low.probes == 2
     (high,) = search_results(latest(tmp_path, "high"), [])
     assert high.verdict.startswith("fails even at memory_fraction=0.9 (oom)") and high.last_ok is None
-    assert high.probes == 2 and not [r for r in latest(tmp_path, "high") if r["search_role"] == "confirm"]
+    assert high.probes == 1 and not [r for r in latest(tmp_path, "high") if r["search_role"] == "confirm"]
 
 
 def test_a_finer_tolerance_reuses_the_probes_already_run(tmp_path):
@@ -259,5 +260,114 @@ def test_next_trials_counts_searches_done(tmp_path):
     spec = search_spec(params={"oom_below_fraction": 0.5}, axes={"backend": ["jax", "torch"]})
     combos = combinations(spec, expand(spec))
     first, done = next_trials(spec, combos, {}, set())
-    assert done == 0 and len(first) == 2 * (2 + 2)  # both ends and two references, per search
+    assert done == 0 and len(first) == 2 * (1 + 2)  # the working end and two references, per search
     assert len({t.tags["search_id"] for t in first}) == 2
+
+
+# -- predicted from the memory the probes used
+
+
+def linear(boundary_mib: float, base: float, per_item: float):
+    """A lookup whose trials need base + per_item x batch MiB of a card of boundary_mib (as NVML sees it)."""
+
+    def run_all(spec):
+        seen = {}
+        combo = combinations(spec, expand(spec))[0]
+        while True:
+            w = walk(spec, combo, seen.get)
+            if not w.needed:
+                return w, seen
+            for trial in w.needed:
+                batch = trial.config["batch_size"]
+                need = base + per_item * batch
+                status = TrialStatus.OK if need <= boundary_mib else TrialStatus.OOM
+                seen[trial.trial_id] = Seen(
+                    status, batch, need if status is TrialStatus.OK else None, None, boundary_mib
+                )
+
+    return run_all
+
+
+def test_a_linear_memory_finds_the_exact_batch_in_four_probes():
+    """An LM of the issue's size: 7.4 GiB at batch 1 and 2.69 GiB more per item, on an 80 GiB card.
+    The working end (1), a batch that surely fits (3), then the predicted boundary and one past it
+    (26, 27) at once: the exact answer in 4 probes, then its confirmation."""
+    spec = search_spec(search={"largest": "batch_size", "low": 1, "high": 256, "tolerance": 1, "confirm": 1})
+    w, seen = linear(81920.0, 7577.6, 2754.6)(spec)
+    assert w.done and not w.model_failed and w.step == 4  # 3 rounds of probes, then the confirmation
+    assert sorted(s.value for s in seen.values()) == [1, 3, 26, 26, 27]  # 26 twice: probed, then confirmed
+    assert max(s.value for s in seen.values() if s.status is TrialStatus.OK) == 26 == int((81920 - 7577.6) // 2754.6)
+
+
+def test_a_prediction_proved_wrong_falls_back_to_bisection():
+    """Memory that grows faster than a line (attention's square): the line's boundary runs out of
+    memory, and bisection finds the exact boundary between what worked and what failed."""
+    spec = search_spec(search={"largest": "batch_size", "low": 1, "high": 256, "tolerance": 1, "confirm": 1})
+    combo = combinations(spec, expand(spec))[0]
+    seen: dict = {}
+    while True:
+        w = walk(spec, combo, seen.get)
+        if not w.needed:
+            break
+        for trial in w.needed:
+            b = trial.config["batch_size"]
+            need = 1000 + 100 * b + 2 * b * b
+            ok = need <= 40000
+            seen[trial.trial_id] = Seen(
+                TrialStatus.OK if ok else TrialStatus.OOM, b, need if ok else None, None, 40000.0
+            )
+    assert w.done and w.model_failed
+    ok = max(s.value for s in seen.values() if s.status is TrialStatus.OK)
+    assert ok == max(b for b in range(1, 257) if 1000 + 100 * b + 2 * b * b <= 40000)
+
+
+@pytest.mark.slow
+def test_a_batch_search_on_linear_memory_is_exact_in_four_probes(tmp_path):
+    """The sleep workload needs 100 + 7 x batch MiB of a 1000 MiB fake GPU: the largest batch that fits
+    is 128, found in 4 probes (the model's prediction, then confirmed), where bisection took 11."""
+    spec = search_spec(
+        params={"mem_per_item_mib": 7.0, "mem_base_mib": 100.0},
+        search={"largest": "batch_size", "low": 8, "high": 512, "tolerance": 1, "confirm": 1},
+    )
+    run(spec, tmp_path, gpu_memory_mib=1000.0)
+    rows = latest(tmp_path)
+    (result,) = search_results(rows, [])
+    assert (result.last_ok, result.first_fail, result.confirmed) == (128, 129, True)
+    assert result.probes == 4 and result.predicted == 128
+    probes = sorted((r["search_step"], r["batch_size"], r["status"]) for r in rows if r["search_role"] == "probe")
+    assert probes == [(1, 8, "ok"), (2, 25, "ok"), (3, 128, "ok"), (3, 129, "oom")]  # 25: surely fits, for the line
+    assert {r["framework_peak_mib"] for r in rows if r["batch_size"] == 128} == {996.0}
+
+
+@pytest.mark.slow
+def test_a_fraction_search_predicts_from_the_uncapped_need(tmp_path):
+    """At batch 32 the workload needs 324 MiB of 1000: the smallest fraction is 0.33 (0.32 gives 320),
+    predicted from the uncapped reference's peak: the working end, then 0.33 and 0.32 at once."""
+    spec = search_spec(
+        params={"mem_per_item_mib": 7.0, "mem_base_mib": 100.0, "batch_size": 32},
+        search={"smallest": "memory_fraction", "low": 0.01, "high": 1.0, "tolerance": 0.01, "confirm": 1},
+    )
+    run(spec, tmp_path, gpu_memory_mib=1000.0)
+    (result,) = search_results(latest(tmp_path), [])
+    assert (result.last_ok, result.first_fail, result.confirmed) == (0.33, 0.32, True)
+    assert result.probes == 3 and result.predicted == pytest.approx(0.324)
+
+
+def test_the_searched_axis_is_a_placeholder_of_the_command(tmp_path, write_spec):
+    """`{batch_size}` in a command with `search: largest: batch_size`: each trial gets its searched
+    value in its argv (and GRID_BATCH_SIZE), and grid plan says so."""
+    (tmp_path / "bs.py").write_text("import sys\nprint('batch', sys.argv[1])\nassert int(sys.argv[1]) <= 40\n")
+    path = write_spec(
+        {
+            "name": "placeholder",
+            "command": "python bs.py {batch_size}",
+            "search": {"largest": "batch_size", "low": 8, "high": 64, "tolerance": 8, "confirm": 1},
+        }
+    )
+    spec = __import__("grid.spec.parse", fromlist=["load_spec"]).load_spec(str(path))
+    lines = plan_lines(spec, expand(spec))
+    assert "{batch_size}" in lines[0] and any("{batch_size} is each trial's searched value" in line for line in lines)
+    run(spec, tmp_path)
+    rows = latest(tmp_path, "placeholder")
+    assert all(f"bs.py {r['batch_size']}" in r["command"] for r in rows)
+    assert {r["status"] for r in rows if r["batch_size"] > 40} == {"error"}  # its assert: not oom, but an answer

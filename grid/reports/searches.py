@@ -30,6 +30,7 @@ class SearchResult:
     boundary_epoch_s: float | None = None
     reference_epoch_s: float | None = None
     boundary_images_per_s: float | None = None
+    predicted: float | None = None  # the boundary the memory model last predicted (null: bisection only)
 
     @property
     def smallest(self) -> bool:
@@ -60,6 +61,7 @@ class SearchResult:
             "uncapped_steady_epoch_s": self.reference_epoch_s,
             "slowdown": self.slowdown,
             "boundary_images_per_s": self.boundary_images_per_s,
+            "predicted": self.predicted,
         }
 
 
@@ -90,7 +92,10 @@ def conclude(rows: list[dict[str, Any]], label: str) -> SearchResult:
         result.last_ok, result.confirmed = pick(confirmed), True
     elif passing:
         result.last_ok = pick(passing)
-    ends = {r["search_step"]: r for r in probes if r["search_step"] in (1, 2)}
+    ends = _ends(probes, smallest)
+    predictions = [r for r in probes if r.get("search_predicted") is not None]
+    if predictions:
+        result.predicted = max(predictions, key=lambda r: r["search_step"])["search_predicted"]
     if result.last_ok is not None:
         below = [v for v in failing if beyond(v, result.last_ok)]
         if below:
@@ -107,9 +112,21 @@ def conclude(rows: list[dict[str, Any]], label: str) -> SearchResult:
     return result
 
 
-def _verdict(result: SearchResult, ends: dict[int, dict[str, Any]]) -> str:
+def _ends(probes: list[dict[str, Any]], smallest: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The probes at the range's working end and at its far end, if it took them (rows of gpu-grid
+    before the range was recorded: its first two steps, both ends)."""
+    axis = probes[0]["search_axis"] if probes else None
+    if probes and probes[0].get("search_low") is not None:
+        good_value, bad_value = ("search_high", "search_low") if smallest else ("search_low", "search_high")
+        at = {r["_config"][axis]: r for r in probes}
+        return at.get(probes[0][good_value]), at.get(probes[0][bad_value])
+    steps = {r["search_step"]: r for r in probes if r["search_step"] in (1, 2)}
+    return steps.get(1), steps.get(2)
+
+
+def _verdict(result: SearchResult, ends: tuple[dict[str, Any] | None, dict[str, Any] | None]) -> str:
     axis = result.axis
-    good, bad = ends.get(1), ends.get(2)
+    good, bad = ends
     if good is not None and good["status"] != TrialStatus.OK:
         return f"fails even at {axis}={show(good['_config'][axis])} ({good['status']}): nothing in the range works"
     if result.last_ok is None:
@@ -150,7 +167,7 @@ def search_table(rows: list[dict[str, Any]], axes: list[str], title: str) -> Tab
         return None
     smallest = results[0].smallest
     word = "smallest" if smallest else "largest"
-    headers = ["combination", f"{word} ok", "first fail", "probes", "confirmed", "NVML MiB there"]
+    headers = ["combination", f"{word} ok", "first fail", "predicted", "probes", "confirmed", "NVML MiB there"]
     if smallest:
         headers += ["uncapped MiB", "slowdown"]
     headers += ["images/s there", "answer"]
@@ -163,6 +180,7 @@ def search_table(rows: list[dict[str, Any]], axes: list[str], title: str) -> Tab
                 f"{show(r.first_fail)} {r.first_fail_status}" if r.first_fail is not None else "-",
                 "fail" if r.first_fail is not None else "none",
             ),
+            Cell(_predicted(r.predicted, smallest) if r.predicted is not None else "-"),
             Cell(str(r.probes)),
             Cell(", ".join(f"{n} {s}" for s, n in sorted(r.confirms.items())) or "-"),
             Cell(fmt_number(r.boundary_mib) if r.boundary_mib is not None else "-"),
@@ -181,6 +199,11 @@ def search_table(rows: list[dict[str, Any]], axes: list[str], title: str) -> Tab
     view = TableView(f"{title}: how {how} can it go ({results[0].axis} search)", headers, body, 1, kind="search")
     view.notes.append(
         "probes look for the boundary (they may share a GPU and run shorter); the found value is re-run exclusive "
-        "and full length (confirmed)" + ("; slowdown: steady epoch there / without a cap" if smallest else "")
+        "and full length (confirmed); predicted: where the memory model put the boundary from the probes' memory "
+        "(- where it could not: bisection)" + ("; slowdown: steady epoch there / without a cap" if smallest else "")
     )
     return view
+
+
+def _predicted(value: float, smallest: bool) -> str:
+    return f"{value:.4g}" if smallest else str(int(value))

@@ -28,7 +28,7 @@ from grid.shared import TrialStatus
 # 5: gpu_util_pct, gpu_compute_s, compile, compile_saved_s, start
 # 6: trial_dir
 # 7: `sweep` dictionary-encoded, matching the `sweep=` folders as readers' hive partitions
-# 8: warm_modules, boot_s, finish_s; fit_calls null for a plain loop
+# 8: warm_modules, boot_s, finish_s; fit_calls null for a plain loop; search_low, search_high, search_predicted
 SCHEMA_VERSION = 8
 ROLES = ("id", "outcome", "measure", "detail", "setting", "where", "time")
 
@@ -193,7 +193,7 @@ class GpuFacts:
     """The GPU it ran on (nvml)."""
 
     gpu_name: str | None = column(S, "NVML's name of the GPU", "where")
-    gpu_total_mib: float | None = column(F, "the GPU's memory", "where")
+    gpu_total_mib: float | None = column(F, "the GPU's memory (NVML; a fake GPU's, --gpu-memory-mib)", "where")
     driver_version: str | None = column(S, "the NVIDIA driver", "where")
     cuda_version: str | None = column(S, "CUDA of the driver", "where")
 
@@ -216,6 +216,11 @@ class Search:
     search_axis: str | None = column(S, "the axis the search moves (memory_fraction or batch_size)", "id")
     search_step: int | None = column(I32, "its step in that search", "id")
     search_role: str | None = column(S, "reference (no cap), probe (looks for the boundary) or confirm (timed)", "id")
+    search_low: float | None = column(F, "the searched range's low end", "id")
+    search_high: float | None = column(F, "the searched range's high end", "id")
+    search_predicted: float | None = column(
+        F, "the boundary the search's memory model predicted when it chose this probe (null: bisection)", "detail"
+    )
 
 
 @dataclass

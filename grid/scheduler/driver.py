@@ -184,7 +184,11 @@ class Scheduler:
             return
         infos = [self.workers[n] for n in names]
         placement = Placement(
-            infos[0].node_id, infos[0].host, tuple(names), tuple(g for info in infos for g in info.gpu_ids)
+            infos[0].node_id,
+            infos[0].host,
+            tuple(names),
+            tuple(g for info in infos for g in info.gpu_ids),
+            min((i.memory_mib for i in infos if i.memory_mib), default=None),
         )
         self.queue.remove(pending)
         ticket = self.pool.submit(pending.trial, pending.attempt, placement, AttemptTimes(pending.queued_at))

@@ -1,31 +1,44 @@
-"""A spec's `search:` run: per combination of the other axes, bisection for the out-of-memory
-boundary, in rounds of real trials until every search has its answer.
+"""A spec's `search:` run: per combination of the other axes, the out-of-memory boundary, predicted
+from the memory the probes so far used and confirmed in fresh processes, in rounds of real trials
+until every search has its answer.
 
-Each search walks a fixed path decided only by the outcomes so far, so a resumed run (or a run with
-a finer tolerance) reads the outcomes already in the results and goes on where it stopped:
+Each search walks a path decided only by the outcomes so far (their statuses and the memory they
+used), so a resumed run (or a run with a finer tolerance) reads the outcomes already in the results
+and goes on where it stopped:
 
-1. both ends of the range at once (probes: not exclusive, `probe_epochs`), and the reference run
-   without a cap (a memory_fraction search; exclusive, full length, `confirm` times);
-2. if the working end fails, or the failing end already works, that is the answer; otherwise
-   bisection between the last value that worked and the first that failed, one probe per round,
-   until they are `tolerance` apart;
-3. the last working value again, `confirm` times, exclusive and full length. Should a confirmation
-   fail, that value counts as failing and the search goes on above it (below it for a batch size).
+1. the working end of the range first (a batch of `low`, a fraction of `high`): a value that trains,
+   never a ladder of OOMs from the top; for a memory_fraction search, the uncapped reference runs
+   alongside (exclusive, full length, `confirm` times);
+2. then the boundary the memory model predicts (memory_model.py: linear in the batch; the framework's
+   peak over the card for a fraction) and one step past it, both at once; for a batch search with a
+   single point so far, first a batch that surely fits, to draw the line through;
+3. where the model cannot say (no memory figures, too few points, not linear, proved wrong by an
+   outcome), bisection between the last value that worked and the first that failed (the far end of
+   the range first, if nothing failed yet), until they are `tolerance` apart;
+4. the last working value again, `confirm` times, exclusive and full length. Should a confirmation
+   fail, that value counts as failing and the search goes on short of it.
 
 Every step is a trial row of its own (its own process, its own GPU memory), tagged with its search
-(`search_id`, `search_axis`, `search_step`, `search_role`).
+(`search_id`, `search_axis`, `search_step`, `search_role`, the range, and the boundary the model
+predicted when the probe was chosen).
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
 
 from grid.errors import ClusterError
 from grid.results.store import ResultStore
 from grid.scheduler.driver import Scheduler, SweepOutcome
+from grid.scheduler.memory_model import Seen, batch_model, contradicted, first_guess, fraction_boundary
 from grid.scheduler.resume import Pending, latest_outcomes, plan_attempts
 from grid.shared import Trial, TrialStatus
 from grid.spec.expand import Expansion, canonical_config, trial_id
@@ -33,7 +46,7 @@ from grid.spec.model import GridSpec
 from grid.spec.search import SearchSpec
 
 MAX_ROUNDS = 10_000
-Lookup = Callable[[str], "TrialStatus | None"]  # trial id -> its latest terminal status, None if it must run
+Lookup = Callable[[str], "Seen | None"]  # trial id -> its latest terminal outcome, None if it must run
 
 
 @dataclass(frozen=True)
@@ -69,15 +82,19 @@ class Walk:
     combo: Combination
     lookup: Lookup
     needed: list[Trial] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)  # the outcomes of its probes and references so far
     step: int = 0
     done: bool = False
+    model_failed: bool = False  # an outcome contradicted the memory model: bisection from then on
 
     @property
     def search(self) -> SearchSpec:
         assert self.spec.search is not None
         return self.spec.search
 
-    def _trial(self, role: str, value: float | int | None, repeat: int, step: int) -> Trial:
+    def _trial(
+        self, role: str, value: float | int | None, repeat: int, step: int, predicted: float | None = None
+    ) -> Trial:
         search = self.search
         config = {**self.combo.config, search.axis: value}
         if role == "probe" and search.probe_epochs is not None:
@@ -88,91 +105,168 @@ class Walk:
             "search_axis": search.axis,
             "search_step": step,
             "search_role": role,
+            "search_low": float(search.low),
+            "search_high": float(search.high),
+            "search_predicted": None if predicted is None else float(predicted),
         }
         return Trial(tid, self.spec.workload, config, repeat, 0, exclusive=role != "probe", tags=tags)
 
-    def look(self, trial: Trial) -> TrialStatus | None:
-        status = self.lookup(trial.trial_id)
-        if status is None:
+    def look(self, trial: Trial) -> Seen | None:
+        found = self.lookup(trial.trial_id)
+        if found is None:
             self.needed.append(trial)
-        return status
+        elif trial.tags["search_role"] != "confirm":
+            self.seen.append(found)
+        return found
 
-    def probe(self, value: float | int) -> TrialStatus | None:
+    def probes(self, values: list[float | int], predicted: float | None = None) -> list[Seen | None]:
+        """One round of probes, run at once (they share GPUs by footprint)."""
         self.step += 1
-        return self.look(self._trial("probe", value, 0, self.step))
+        return [self.look(self._trial("probe", v, 0, self.step, predicted)) for v in values]
 
-    def confirm(self, value: float | int) -> list[TrialStatus | None]:
+    def confirm(self, value: float | int) -> list[Seen | None]:
         self.step += 1
         return [self.look(self._trial("confirm", value, r, self.step)) for r in range(self.search.confirm)]
 
-    def references(self) -> None:
-        """The uncapped runs a memory_fraction search's slowdown is measured against."""
-        if self.search.axis == "memory_fraction":
-            for repeat in range(max(1, self.search.confirm)):
-                self.look(self._trial("reference", None, repeat, 0))
+    def references(self) -> list[Seen | None]:
+        """The uncapped runs a memory_fraction search's slowdown and memory need are measured on."""
+        if self.search.axis != "memory_fraction":
+            return []
+        return [self.look(self._trial("reference", None, r, 0)) for r in range(max(1, self.search.confirm))]
 
 
-def fails(status: TrialStatus | None) -> bool:
-    return status is not None and status is not TrialStatus.OK
+def fails(seen: Seen | None) -> bool:
+    return seen is not None and seen.status is not TrialStatus.OK
+
+
+class _Bracket:
+    """The last value that worked and the first that failed, in the search's direction."""
+
+    def __init__(self, largest: bool, good: float | int):
+        self.largest = largest
+        self.ok: float | int = good
+        self.fail: float | int | None = None
+        self.passed: list[float | int] = [good]
+
+    def further(self, a: float | int, b: float | int) -> bool:
+        """Whether `a` lies beyond `b`, toward running out of memory."""
+        return a > b if self.largest else a < b
+
+    def add(self, value: float | int, seen: Seen) -> None:
+        if fails(seen):
+            if self.fail is None or self.further(self.fail, value):
+                self.fail = value
+        else:
+            self.passed.append(value)
+            if self.further(value, self.ok):
+                self.ok = value
+
+    def inside(self, value: float | int) -> bool:
+        """Strictly between the last value that worked and the first that failed."""
+        return self.further(value, self.ok) and (self.fail is None or self.further(self.fail, value))
+
+
+def _predicted(w: Walk, bracket: _Bracket) -> float | None:
+    """The boundary the memory model sees now (None: it cannot say, or it was proved wrong)."""
+    search = w.search
+    if w.model_failed:
+        return None
+    boundary: float | None
+    if search.integer:
+        model = batch_model(w.seen, w.combo.config.get("memory_fraction"))
+        boundary = None if model is None else model.boundary()
+    else:
+        boundary = fraction_boundary(w.seen)
+    if boundary is not None and contradicted(boundary, w.seen, bracket.largest):
+        w.model_failed = True
+        return None
+    return boundary
+
+
+def _next_values(w: Walk, bracket: _Bracket) -> tuple[list[float | int], float | None]:
+    """The next round's probe values, and the boundary the model predicted for them (None: bisection)."""
+    search = w.search
+    tol, integer = search.tolerance, search.integer
+    bad = search.high if bracket.largest else search.low
+    step = tol if bracket.largest else -tol
+    predicted = _predicted(w, bracket)
+    if predicted is None and integer and bracket.fail is None and not w.model_failed:
+        first = next((s for s in w.seen if s.ok and s.value == bracket.ok), None)
+        need = None if first is None else (first.peak_mib if first.peak_mib is not None else first.framework_mib)
+        if need and first is not None and first.card_mib:
+            capacity = first.card_mib * (w.combo.config.get("memory_fraction") or 1.0)
+            guess = min(first_guess(int(bracket.ok), need, capacity), int(bad))
+            if bracket.inside(guess) or guess == bad:
+                return [guess], None
+    if predicted is not None:
+        at: float | int
+        if integer:
+            at = min(max(int(predicted), int(bracket.ok)), int(bad))
+        else:  # the smallest fraction on the tolerance grid that holds the need
+            at = round_value(math.ceil(round(predicted / tol, 6)) * tol, False)
+            at = min(max(at, bad), bracket.ok)
+        candidates = (at, round_value(at + step, integer))
+        values = [v for v in candidates if bracket.inside(v) and not bracket.further(v, bad)]
+        if values:
+            return values, predicted
+    if bracket.fail is None:  # nothing failed yet: the far end of the range
+        return ([bad], None) if bracket.inside(bad) else ([], None)
+    mid = round_value((bracket.ok + bracket.fail) / 2, integer)
+    return ([mid], None) if bracket.inside(mid) else ([], None)
 
 
 def walk(spec: GridSpec, combo: Combination, lookup: Lookup) -> Walk:
     """Replay the search over the outcomes known so far; `needed` is what it runs next."""
     w = Walk(spec, combo, lookup)
     search = w.search
-    w.references()
-    smallest = search.direction == "smallest"
-    good, bad = (search.high, search.low) if smallest else (search.low, search.high)
-    first, second = w.probe(good), w.probe(bad)
-    if first is None or second is None:
+    largest = search.direction == "largest"
+    good = search.low if largest else search.high
+    references = w.references()
+    (first,) = w.probes([good])
+    if first is None or any(r is None for r in references):
         return w
     if fails(first):
         w.done = not w.needed
         return w  # even the working end fails: that is the answer
-    passed = [good]
-    ok: float | int = good
-    failed: float | int | None = bad if fails(second) else None
-    if failed is None:
-        ok = bad  # the failing end works too: the boundary lies beyond the range
-        passed.append(bad)
+    bracket = _Bracket(largest, good)
     while True:
-        while failed is not None and abs(ok - failed) > search.tolerance:
-            mid = round_value((ok + failed) / 2, search.integer)
-            if mid in (ok, failed):
+        while bracket.fail is None or abs(bracket.ok - bracket.fail) > search.tolerance * (1 + 1e-9):
+            values, predicted = _next_values(w, bracket)
+            if not values:
                 break
-            status = w.probe(mid)
-            if status is None:
+            outcomes = w.probes(values, predicted)
+            if any(o is None for o in outcomes):
                 return w
-            if fails(status):
-                failed = mid
-            else:
-                ok = mid
-                passed.append(mid)
-        statuses = w.confirm(ok)
+            for value, outcome in zip(values, outcomes):
+                assert outcome is not None
+                bracket.add(value, outcome)
+        statuses = w.confirm(bracket.ok)
         if any(s is None for s in statuses):
             return w
         if not any(fails(s) for s in statuses):
             w.done = not w.needed
             return w
-        failed = ok  # it worked as a probe but not when confirmed: count it as failing
-        beyond = [v for v in passed if (v > failed if smallest else v < failed)]
-        if not beyond:
+        # it worked as a probe but not when confirmed: count it as failing
+        failed = bracket.ok
+        bracket.fail = failed if bracket.fail is None or bracket.further(bracket.fail, failed) else bracket.fail
+        short = [v for v in bracket.passed if bracket.further(failed, v)]
+        if not short:
             w.done = not w.needed
             return w
-        ok = min(beyond) if smallest else max(beyond)
+        bracket.ok = max(short) if largest else min(short)
 
 
 def next_trials(
-    spec: GridSpec, combos: list[Combination], statuses: dict[str, TrialStatus], rerun: set[str]
+    spec: GridSpec, combos: list[Combination], outcomes: dict[str, Seen], rerun: set[str]
 ) -> tuple[list[Trial], int]:
     """Every search's next trials (numbered for the progress display), and how many searches are done.
     `rerun`: trial ids whose outcome does not count (failed ones that --retry-failed runs again)."""
 
-    def lookup(tid: str) -> TrialStatus | None:
-        status = statuses.get(tid)
-        if status is None or tid in rerun or not status.is_terminal:
+    def lookup(tid: str) -> Seen | None:
+        seen = outcomes.get(tid)
+        if seen is None or tid in rerun or not seen.status.is_terminal:
             return None
-        return status
+        return seen
 
     needed: list[Trial] = []
     done = 0
@@ -190,13 +284,45 @@ def plan_text(search: SearchSpec, combos: int) -> str:
     refs = max(1, search.confirm) if search.axis == "memory_fraction" else 0
     per = search.probes() + search.confirm + refs
     epochs = f", probes run {search.probe_epochs} epoch(s)" if search.probe_epochs else ""
+    model = "linear in it" if search.integer else "its framework's peak over the card"
     return (
         f"search: the {search.direction} {search.axis} that does not run out of memory, in "
         f"{search.low}..{search.high} to within {search.tolerance}, per combination: up to {search.probes()} "
-        f"probe(s) (sharing GPUs{epochs}), {search.confirm} confirmation(s)"
+        f"probe(s) by bisection, fewer where the memory model holds (about 4 where memory is {model}; "
+        f"sharing GPUs{epochs}), {search.confirm} confirmation(s)"
         + (f" and {refs} uncapped reference run(s)" if refs else "")
-        + f" (exclusive, timed); {combos} combination(s), about {per * combos} trial(s) in all"
+        + f" (exclusive, timed); {combos} combination(s), about {per * combos} trial(s) in all at most; "
+        f"{{{search.axis}}} is each trial's searched value (in a command, GRID_{search.axis.upper()} and its config)"
     )
+
+
+def outcomes(table: pa.Table) -> dict[str, Seen]:
+    """trial id -> its latest attempt's outcome, with the memory it used (the model's input)."""
+    if table.num_rows == 0:
+        return {}
+
+    def column(name: str) -> list[Any]:
+        return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+
+    rows = zip(
+        column("trial_id"),
+        column("attempt"),
+        column("status"),
+        column("gpu_mem_peak_mib"),
+        column("framework_peak_mib"),
+        column("gpu_total_mib"),
+        column("gpu_ids"),
+        column("config_json"),
+        column("search_axis"),
+    )
+    latest: dict[str, tuple[int, Seen]] = {}
+    for tid, attempt, status, peak, framework, card, gpus, config, axis in rows:
+        if tid in latest and latest[tid][0] >= attempt:
+            continue
+        value = json.loads(config).get(axis) if config and axis else None
+        per_gpu = None if peak is None else peak / max(1, len(gpus or []))
+        latest[tid] = (attempt, Seen(TrialStatus(status), value, per_gpu, framework, card))
+    return {tid: seen for tid, (_, seen) in latest.items()}
 
 
 class SearchRun:
@@ -211,8 +337,7 @@ class SearchRun:
         self.done = 0
 
     def next_round(self) -> list[Pending]:
-        statuses = {tid: status for tid, (_, status) in latest_outcomes(self.store.read(self.spec.name)).items()}
-        trials, self.done = next_trials(self.spec, self.combos, statuses, self.rerun)
+        trials, self.done = next_trials(self.spec, self.combos, outcomes(self.store.read(self.spec.name)), self.rerun)
         pending, _ = plan_attempts(self.spec, trials, self.store, retry_failed=True)
         self.rerun -= {p.trial.trial_id for p in pending}
         return pending

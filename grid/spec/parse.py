@@ -93,15 +93,15 @@ def parse_spec(data: Any, source: str = "spec", base_dir: str | Path | None = No
     axes = _parse_axes(problems, workload, raw_axes)
     for both in sorted(set(params) & set(axes)):
         problems.append(f"{both}: set both in params and in axes; keep one")
-    if workload.target.command:
-        _check_placeholders(problems, workload.target.command, [*params, *axes])
+    search = parse_search(data.get("search"), {*params, *axes}, workload.param("epochs") is not None, problems)
+    if workload.target.command:  # the searched axis is a placeholder like any other: each trial's value
+        _check_placeholders(problems, workload.target.command, [*params, *axes, *([search.axis] if search else [])])
     exclude = _parse_exclude(problems, workload, data.get("exclude", []) or [])
     interpreters = _parse_str_map(
         problems, "interpreters", data.get("interpreters", {}) or {}, allowed=workload.backends
     )
     env = _parse_str_map(problems, "env", data.get("env", {}) or {})
     metrics = parse_metrics(data.get("metrics"), problems)
-    search = parse_search(data.get("search"), {*params, *axes}, workload.param("epochs") is not None, problems)
     if search is not None and workload.param(search.axis) is None:
         problems.append(f"search: the trials have no {search.axis} parameter to search")
     if search is not None and settings.get("repeats", 1) != 1:

@@ -225,6 +225,8 @@ def attempt_row(
     """Run one attempt in an isolated process tree; returns its row. `compile_dir`: this node's
     compilation cache for the sweep (none: the trial compiles cold)."""
     gpus = gpus or GpuView()
+    if gpus.facts.gpu_total_mib is None and placement.gpu_ids and placement.gpu_memory_mib:
+        gpus.facts.gpu_total_mib = placement.gpu_memory_mib  # a fake GPU: the memory gpu-grid was told
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
     folder = TrialFolder(store, spec.name, trial.trial_id, attempt)
     own_dir, earlier_files = folder.open()

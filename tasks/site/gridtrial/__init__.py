@@ -75,6 +75,13 @@ def trial_dir(default: str = ".") -> str:
     return os.environ.get(Env.TRIAL_DIR) or default
 
 
+def gpu_memory_mib() -> list[float]:
+    """The memory of each of the trial's GPUs, MiB, as gpu-grid knows it (NVML's figure, or what a
+    fake GPU was given with --gpu-memory-mib); [] outside a trial or on a CPU slot."""
+    state = _current()
+    return list(state.trial.gpu_total_mib) if state else []
+
+
 def memory_cap() -> dict[str, str]:
     """What the bootstrap applied in this process, per framework imported: {'torch': '...'}."""
     state = _current()
