@@ -240,6 +240,10 @@ class TrialDocument(_Json):
     workdir: str | None = None
     function: str | None = None  # `module:function` for `python -m gridtrial`
     command: list[str] | None = None  # the command as it runs (placeholders filled in)
+    # a search's probe: end the trial after this many optimizer steps, once the framework's peak stopped
+    # growing (its memory is what the probe is for), where gpu-grid hooks the training loop
+    stop_after_steps: int | None = None
+    sample_interval_ms: int = 100  # how often the worker samples the trial (a probe waits two before it ends)
     protocol: int = VERSION
 
     @classmethod
@@ -456,6 +460,7 @@ class ProcessRecord(_Json):
     compiles: Compiles | None = None
     imported: list[str] = field(default_factory=list)  # top-level packages it imported (not stdlib, not its own)
     boot_s: float | None = None  # gpu-grid's own seconds starting this process (sitecustomize to bootstrap done)
+    stopped_after_steps: int | None = None  # a probe ended by gpu-grid after this many optimizer steps
     protocol: int = VERSION
 
     @classmethod

@@ -52,6 +52,7 @@ class Trial:
     index: int
     exclusive: bool = True  # owns its GPUs (timed); False: may share them by footprint (memory probes)
     tags: dict[str, Any] = field(default_factory=dict)  # columns of its rows that are not config (search_*)
+    stop_after_steps: int | None = None  # a search's probe: end it once its memory is known (protocol)
 
     @property
     def gpus(self) -> int:

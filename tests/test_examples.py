@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from grid.cli import main
 from grid.results.store import ResultStore
@@ -111,3 +112,38 @@ def test_a_plain_pytorch_loop_gets_its_epochs_from_its_dataloader(tmp_path):
     assert row["notes"] == [
         "epochs: 3 full pass(es) of a torch DataLoader with gradients on (passes under no_grad left out)"
     ]
+
+
+@pytest.mark.slow
+def test_a_lightning_search_probes_end_early_and_the_answer_trains_in_full(tmp_path):
+    """`{batch_size}` in the Lightning example's command with a search: its probes end after
+    probe_steps optimizer steps (Lightning's callback tells the bootstrap of each), the confirmation
+    trains every epoch."""
+    spec = tmp_path / "search.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "lightning-search",
+                "workdir": str(EXAMPLES / "lightning"),
+                "command": "python train.py --batch-size {batch_size} --epochs 2 --samples 128 --out {trial_dir}",
+                "params": {"backend": "torch"},
+                "search": {
+                    "largest": "batch_size",
+                    "low": 8,
+                    "high": 16,
+                    "tolerance": 7,
+                    "confirm": 1,
+                    "probe_steps": 2,
+                },
+            }
+        )
+    )
+    assert main(["run", str(spec), "--results", str(tmp_path / "r"), "--runner", "local", "--plain"]) == 0
+    rows = ResultStore(str(tmp_path / "r")).latest().to_pylist()
+    probes = [r for r in rows if r["search_role"] == "probe"]
+    (confirm,) = [r for r in rows if r["search_role"] == "confirm"]
+    assert len(probes) == 2 and all(r["status"] == "ok" for r in rows)
+    assert all(
+        any(n.startswith("a probe: ended by gpu-grid after 2 optimizer steps") for n in r["notes"]) for r in probes
+    )
+    assert confirm["batch_size"] == 16 and len(confirm["epoch_times"]) == 2 and confirm["images_per_epoch"] == 128

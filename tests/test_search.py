@@ -371,3 +371,28 @@ def test_the_searched_axis_is_a_placeholder_of_the_command(tmp_path, write_spec)
     rows = latest(tmp_path, "placeholder")
     assert all(f"bs.py {r['batch_size']}" in r["command"] for r in rows)
     assert {r["status"] for r in rows if r["batch_size"] > 40} == {"error"}  # its assert: not oom, but an answer
+
+
+@pytest.mark.slow
+def test_probes_of_a_hooked_loop_end_once_their_memory_is_known(tmp_path):
+    """A Keras probe ends after `probe_steps` optimizer steps (once its peak stopped growing) and says
+    so; the confirmation trains in full."""
+    spec = parse_spec(
+        {
+            "name": "steps",
+            "workload": "keras_tiny",
+            "params": {"backend": "jax", "epochs": 2, "images": 1024},
+            "search": {"largest": "batch_size", "low": 16, "high": 48, "tolerance": 31, "confirm": 1}
+            | {"probe_steps": 2},
+            "timeout_s": 300,
+        }
+    )
+    run(spec, tmp_path)
+    rows = latest(tmp_path, "steps")
+    probes = [r for r in rows if r["search_role"] == "probe"]
+    (confirm,) = [r for r in rows if r["search_role"] == "confirm"]
+    assert len(probes) == 2 and all(r["status"] == "ok" for r in rows)
+    for probe in probes:
+        assert any(n.startswith("a probe: ended by gpu-grid after ") for n in probe["notes"]), probe["notes"]
+        assert probe["epoch_times"] is None
+    assert len(confirm["epoch_times"]) == 2 and not any("a probe" in n for n in confirm["notes"] or [])

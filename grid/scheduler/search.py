@@ -99,7 +99,8 @@ class Walk:
         config = {**self.combo.config, search.axis: value}
         if role == "probe" and search.probe_epochs is not None:
             config["epochs"] = search.probe_epochs
-        tid = trial_id(f"{self.spec.identity}\nsearch {role}", config, repeat)
+        steps = search.probe_steps if role == "probe" and search.probe_steps else None
+        tid = trial_id(f"{self.spec.identity}\nsearch {role}" + (f" {steps} steps" if steps else ""), config, repeat)
         tags = {
             "search_id": self.combo.search_id,
             "search_axis": search.axis,
@@ -109,7 +110,7 @@ class Walk:
             "search_high": float(search.high),
             "search_predicted": None if predicted is None else float(predicted),
         }
-        return Trial(tid, self.spec.workload, config, repeat, 0, exclusive=role != "probe", tags=tags)
+        return Trial(tid, self.spec.workload, config, repeat, 0, role != "probe", tags, steps)
 
     def look(self, trial: Trial) -> Seen | None:
         found = self.lookup(trial.trial_id)
@@ -275,7 +276,10 @@ def next_trials(
         done += w.done
         needed += w.needed
     unique = {t.trial_id: t for t in needed}.values()  # two searches never share a trial; be safe
-    numbered = [Trial(t.trial_id, t.workload, t.config, t.repeat, i, t.exclusive, t.tags) for i, t in enumerate(unique)]
+    numbered = [
+        Trial(t.trial_id, t.workload, t.config, t.repeat, i, t.exclusive, t.tags, t.stop_after_steps)
+        for i, t in enumerate(unique)
+    ]
     return numbered, done
 
 

@@ -8,6 +8,8 @@ trial runs out of memory, by bisection in fresh processes instead of hand-picked
       tolerance: 0.002              # stop when the ok/oom bracket is this narrow
       confirm: 2                    # re-run the found point in fresh processes, exclusive and timed
       probe_epochs: 1               # probes only look for the boundary: they may run shorter
+      probe_steps: 3                # a probe of a loop gpu-grid hooks (Keras, Lightning, Hugging Face) ends
+                                    # after this many optimizer steps, once its memory stopped growing (0: never)
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 MIN_TOLERANCE = 1e-5  # probed fractions are rounded to 6 decimals
 SEARCHABLE = {"smallest": "memory_fraction", "largest": "batch_size"}
-_KEYS = ("smallest", "largest", "low", "high", "tolerance", "confirm", "probe_epochs")
+_KEYS = ("smallest", "largest", "low", "high", "tolerance", "confirm", "probe_epochs", "probe_steps")
+PROBE_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class SearchSpec:
     tolerance: float
     confirm: int = 2
     probe_epochs: int | None = None
+    probe_steps: int = PROBE_STEPS  # 0: probes run as given
 
     @property
     def integer(self) -> bool:
@@ -109,6 +113,9 @@ def parse_search(raw: Any, taken: set[str], has_epochs: bool, problems: list[str
             problems.append(f"search.probe_epochs: received {_show(probe_epochs)}, expected an integer >= 1")
         elif not has_epochs:
             problems.append("search.probe_epochs: the trials have no epochs parameter to shorten")
+    probe_steps = raw.get("probe_steps", PROBE_STEPS)
+    if not isinstance(probe_steps, int) or isinstance(probe_steps, bool) or probe_steps < 0:
+        problems.append(f"search.probe_steps: received {_show(probe_steps)}, expected an integer >= 0 (0: never)")
     return SearchSpec(
         direction,
         axis,
@@ -117,4 +124,5 @@ def parse_search(raw: Any, taken: set[str], has_epochs: bool, problems: list[str
         float(tolerance) if not integer else tolerance,
         confirm,
         probe_epochs,
+        probe_steps,
     )

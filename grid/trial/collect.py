@@ -235,6 +235,11 @@ def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> Me
         notes.append(f"images/s counts batches of {batch.size}: {batch.text}")
     if timed and epochs.images_per_s is None:
         notes.append(f"images/s unknown: the batch size is {batch.text if batch is not None else 'unknown'}")
+    if main.stopped_after_steps:
+        notes.append(
+            f"a probe: ended by gpu-grid after {main.stopped_after_steps} optimizer steps, once its memory "
+            f"stopped growing (search.probe_steps); its epochs are not the trial's"
+        )
     forked = sum(1 for r in records if r.started_as is StartedAs.WARM_RANK)
     if forked:
         notes.append(f"torchrun's {forked} ranks forked from the warm launcher")

@@ -113,6 +113,8 @@ def trial_document(
         workdir=spec.workdir,
         function=target.function,
         command=list(target.command or []) or None,
+        stop_after_steps=trial.stop_after_steps,
+        sample_interval_ms=spec.sample_interval_ms,
     )
 
 

@@ -16,6 +16,7 @@ trial (or by the function runner), before the script or function runs.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -79,6 +80,8 @@ class Boot:
         self.compiles: Compiles | None = None
         self.sampler = stacks.start(trial.trial_id)  # only with GRID_PROFILE set
         self.pid = os.getpid()
+        self._probe_steps = 0  # a search's probe: optimizer steps so far, and the peak at the last one
+        self._probe_peak: float | None = None
 
     # -- which frameworks are capped, and how
     def caps(self, framework: str) -> bool:
@@ -264,6 +267,48 @@ class Boot:
         from gridtrial import loader_probe
 
         loader_probe.install(sys.modules["torch"], module)
+
+    # -- a search's probe: ended once its memory is known
+    def probe_step(self) -> None:
+        """An optimizer step of a training loop gpu-grid hooks. A probe (the trial document's
+        `stop_after_steps`) ends after that many steps, once the framework's peak stopped growing
+        from one step to the next (at most 4 times as many): what it is for, its memory, is known."""
+        limit = self.trial.stop_after_steps
+        if not limit or os.getpid() != self.pid:
+            return
+        self._probe_steps += 1
+        if self._probe_steps < limit:
+            return
+        peak = self._peak_now()
+        settled = peak is None or (self._probe_peak is not None and peak <= self._probe_peak)
+        self._probe_peak = peak
+        if settled or self._probe_steps >= 4 * limit:
+            self._end_probe()
+
+    def _peak_now(self) -> float | None:
+        peaks = []
+        for name in FRAMEWORKS:
+            module = self._modules.get(name)
+            if module is not None:
+                with contextlib.suppress(Exception):
+                    found = devmem.peak_now(name, module, bool(self.gpu_ids))
+                    if found is not None and found[0] is not None:
+                        peaks.append(found[0])
+        return sum(peaks) if peaks else None
+
+    def _end_probe(self) -> None:
+        from gridtrial import leave
+
+        with self.record.edit() as record:
+            record.stopped_after_steps = self._probe_steps
+        self.after_loop_call()
+        time.sleep(2 * self.trial.sample_interval_ms / 1000)  # the worker's NVML samples see this memory
+        print(
+            f"[gpu-grid] probe: stopped after {self._probe_steps} optimizer steps, its memory known",
+            file=sys.stderr,
+            flush=True,
+        )
+        leave.leave(Exit.OK)
 
     # -- measurements kept
     def read_memory(self) -> None:

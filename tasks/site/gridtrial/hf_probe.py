@@ -69,6 +69,9 @@ def probe_class(callback_base: type) -> type:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self._steps += 1
+            boot = current.bootstrap()
+            if boot is not None:
+                boot.probe_step()
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             sync()

@@ -130,7 +130,17 @@ def _probe_class(keras, numpy, compile_counts: Callable[[], Compiles | None]):
             for key, value in _scalars(logs).items():
                 self.history.setdefault(key, []).append(value)
 
-    return GridProbe
+    class GridStoppingProbe(GridProbe):
+        """A search's probe: also told of each optimizer step (the bootstrap ends the trial once its
+        memory is known); the step counter is read, so the step has run."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._iterations()
+            boot = current.bootstrap()
+            if boot is not None:
+                boot.probe_step()
+
+    return GridProbe, GridStoppingProbe
 
 
 def _first(callbacks: Any, probe) -> Any:
@@ -152,7 +162,8 @@ def _first(callbacks: Any, probe) -> Any:
 class KerasProbe:
     def __init__(self, keras, numpy, boot):
         self.keras, self._installed_by = keras, boot
-        self.Probe = _probe_class(keras, numpy, lambda: self.boot.compile_counts())
+        probe, stopping = _probe_class(keras, numpy, lambda: self.boot.compile_counts())
+        self.Probe = stopping if boot.trial.stop_after_steps else probe
 
     @property
     def boot(self):

@@ -70,6 +70,9 @@ def probe_class(callback_base: type) -> type:
                 self._counted = False
             else:
                 self._samples += size
+            boot = current.bootstrap()
+            if boot is not None:
+                boot.probe_step()
 
         def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
             if not trainer.sanity_checking:
