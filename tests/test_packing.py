@@ -7,7 +7,7 @@ import pytest
 
 from grid.errors import UsageError
 from grid.results.store import ResultStore
-from grid.scheduler.packing import CONTEXT_MIB, Tenant, fits, footprint, margin_mib
+from grid.scheduler.packing import BUSY_LIMIT_PCT, CONTEXT_MIB, Tenant, fits, footprint, margin_mib
 from grid.shared import Trial
 from grid.spec.parse import parse_spec
 from grid.sweep import RunOptions, run_sweep
@@ -66,6 +66,29 @@ def test_fits_never_over_commits():
     assert not fits(trial(None), None, CARD, tenants[:1], 2)  # unknown footprint: alone
     assert fits(trial(None), None, CARD, [], 2)
     assert fits(trial(0.1), None, None, tenants[:1], 2) and not fits(trial(0.1), None, None, tenants[:2], 2)
+
+
+def test_trials_that_keep_the_gpu_busy_do_not_share_it():
+    """Memory is not the only limit: expected busy shares (NVML utilisation of earlier rows of each
+    config) must add up to no more than the GPU's time; unknown counts as none."""
+    tenants = [Tenant(1, False, 1700.0, 45.0), Tenant(2, False, 1700.0, 30.0)]
+    assert BUSY_LIMIT_PCT == 100.0
+    assert fits(trial(0.1), 1700.0, CARD, tenants, 8, busy_pct=25.0)  # 45 + 30 + 25: the GPU's whole time
+    assert not fits(trial(0.1), 1700.0, CARD, tenants, 8, busy_pct=26.0)
+    assert not fits(trial(0.1), 1700.0, CARD, [Tenant(1, False, 1700.0, 95.0)], 8, busy_pct=10.0)
+    assert fits(trial(0.1), 1700.0, CARD, [Tenant(1, False, 1700.0)], 8)  # never measured: packs by memory
+
+
+def test_the_first_trial_of_a_program_compiles_alone_then_the_rest_pack(tmp_path):
+    """With the compilation cache on, the first trial of a program on a node runs before the ones that
+    would load what it compiles; they pack once it ended, and what it measured spaces them."""
+    spec = packed_spec(repeats=6, seconds=0.5, params={"seconds": 0.5, "memory_fraction": 0.1, "backend": "jax"})
+    opts = RunOptions(results=str(tmp_path), runner="local", num_gpus=1, gpu_memory_mib=CARD, live=False)
+    run_sweep(spec, opts)
+    rows = sorted(ResultStore(str(tmp_path)).latest("pack").to_pylist(), key=lambda r: r["started_at"])
+    first, rest = rows[0], rows[1:]
+    assert first["shared_with"] == [] and all(r["started_at"] >= first["ended_at"] for r in rest)
+    assert most_at_once(rest) == {"0": 5}
 
 
 def test_packing_fills_a_fake_card_and_never_exceeds_it(tmp_path):

@@ -40,6 +40,8 @@ PLACE_AND_TIME = {
     "epoch_times",
     "error_tail",
     "command",
+    "boot_s",
+    "finish_s",
 }
 
 

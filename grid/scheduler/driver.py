@@ -27,11 +27,12 @@ from grid.results.metric_types import MetricTypes
 from grid.results.row import Row
 from grid.results.spool import DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
-from grid.scheduler.packing import Tenant, fits, footprint, measured_peaks
+from grid.scheduler.packing import Expected, Tenant, compile_key, fits, footprint, measured
 from grid.scheduler.pool import Finished, Pool, WorkerBug
 from grid.scheduler.progress import Progress
 from grid.scheduler.resume import Pending
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, WorkerInfo
+from grid.spec.expand import canonical_config
 from grid.spec.model import GridSpec
 from grid.trial import rows
 
@@ -79,7 +80,11 @@ class Scheduler:
         self.outcome = SweepOutcome(rows=[], total=0, skipped=0)
         self.workers: dict[str, WorkerInfo] = {}
         self.tenants: dict[str, dict[int, Tenant]] = {}  # worker -> the attempts running on its GPU
-        self.measured: dict[str, float] = {}  # config -> NVML peak per GPU of earlier rows (footprints)
+        self.expected = Expected({}, {})  # per config: NVML peak per GPU and busy share of earlier rows
+        # per node, the programs (packing.compile_key) whose first trial there ended, and those whose
+        # first trial runs now: the others wait for it, then load what it compiled
+        self.compiled: dict[str, set[str]] = collections.defaultdict(set)
+        self.compiling: dict[str, dict[int, str]] = collections.defaultdict(dict)
         self.queue: collections.deque[Pending] = collections.deque()
         self.running: dict[int, Running] = {}
         self.reservation: tuple[Pending, str] | None = None
@@ -119,18 +124,30 @@ class Scheduler:
 
     # -- placement
     def _footprint(self, trial: Trial, name: str) -> float | None:
-        return footprint(trial, self.workers[name].memory_mib, self.measured)
+        return footprint(trial, self.workers[name].memory_mib, self.expected.peak_mib)
+
+    def _busy(self, trial: Trial) -> float:
+        return self.expected.busy_pct.get(canonical_config(trial.config), 0.0)
+
+    def _waits_for_its_compile(self, trial: Trial, node: str) -> bool:
+        """A trial that would share a GPU waits while the first trial of its program on the node
+        compiles (with the compilation cache on): then it loads what that one compiled."""
+        if trial.exclusive or trial.config.get("compile_cache", True) is False or trial.config.get("backend") == "none":
+            return False
+        key = compile_key(trial)
+        return key not in self.compiled[node] and key in self.compiling[node].values()
 
     def _free(self, trial: Trial, exclude_node: str | None = None) -> dict[str, list[str]]:
         """Per node, the workers that can take the trial now, least loaded first."""
         by_node: dict[str, list[str]] = collections.defaultdict(list)
         for name, info in sorted(self.workers.items(), key=lambda kv: (len(self.tenants[kv[0]]), kv[0])):
-            if info.node_id == exclude_node:
+            if info.node_id == exclude_node or self._waits_for_its_compile(trial, info.node_id):
                 continue
             tenants = self.tenants[name]
             # the footprint only matters beside others (sizing it hashes the config: not on every pass)
             need = self._footprint(trial, name) if tenants and not trial.exclusive else None
-            if fits(trial, need, info.memory_mib, tenants.values(), self.spec.trials_per_gpu):
+            busy = self._busy(trial) if tenants and not trial.exclusive else 0.0
+            if fits(trial, need, info.memory_mib, tenants.values(), self.spec.trials_per_gpu, busy):
                 by_node[info.node_id].append(name)
         return by_node
 
@@ -193,7 +210,11 @@ class Scheduler:
         self.queue.remove(pending)
         ticket = self.pool.submit(pending.trial, pending.attempt, placement, AttemptTimes(pending.queued_at))
         for name in names:
-            self.tenants[name][ticket] = Tenant(ticket, pending.trial.exclusive, self._footprint(pending.trial, name))
+            need = self._footprint(pending.trial, name)
+            self.tenants[name][ticket] = Tenant(ticket, pending.trial.exclusive, need, self._busy(pending.trial))
+        key = compile_key(pending.trial)
+        if key not in self.compiled[placement.node_id] and key not in self.compiling[placement.node_id].values():
+            self.compiling[placement.node_id][ticket] = key  # the first of its program on the node
         deadline = time.monotonic() + self.spec.timeout_s + self.grace_s
         self.running[ticket] = Running(pending, placement, time.time(), deadline)
         self.progress.started(ticket, pending.trial, pending.attempt, placement)
@@ -242,7 +263,7 @@ class Scheduler:
     def run(self, pending: list[Pending], skipped: int) -> SweepOutcome:
         self.check_fits(pending)
         if any(not p.trial.exclusive for p in pending) and any(w.memory_mib for w in self.workers.values()):
-            self.measured = measured_peaks(self.store.read(self.spec.name))
+            self.expected = measured(self.store.read(self.spec.name))
         self.queue.extend(pending)
         outcome = self.outcome = SweepOutcome(rows=[], total=len(pending) + skipped, skipped=skipped)
         self.progress.begin(outcome.total, skipped, list(self.workers.values()))
@@ -317,11 +338,22 @@ class Scheduler:
     def _release(self, ticket: int, run: Running) -> None:
         for name in run.placement.workers:
             self.tenants.get(name, {}).pop(ticket, None)
+        key = self.compiling[run.placement.node_id].pop(ticket, None)
+        if key is not None:
+            self.compiled[run.placement.node_id].add(key)
+
+    def _learn(self, row: Row) -> None:
+        """What a finished row measured sizes and spaces the next trials of its config."""
+        gpus = row.where.gpu_ids or []
+        self.expected.add(
+            row.identity.config_json, row.status, row.gpu_memory.gpu_mem_peak_mib, len(gpus), row.gpu_use.gpu_util_pct
+        )
 
     def _finish(self, done: Finished, outcome: SweepOutcome) -> None:
         run = self.running.pop(done.ticket)
         self._release(done.ticket, run)
         if done.row is not None:
+            self._learn(done.row)
             if done.kept:
                 self._store_refused(done.kept, done.store_error)
             outcome.rows.append(done.row)
