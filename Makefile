@@ -81,6 +81,14 @@ bench-loops: venv
 	$(BIN)/grid run specs/loops-overhead-hf-gpu.yaml --results $(BENCH_LOOPS_RESULTS) --plain
 	$(BIN)/python benchmarks/bench_loops.py $(BENCH_LOOPS_RESULTS) --json benchmarks/loops-last-run.json
 
+# Issue 26: the largest batch of a GPT-2-medium-sized Lightning LM, by Lightning's BatchSizeFinder and by
+# gpu-grid's search (each answer re-run in a fresh process), and 8 Keras trials packed vs one at a
+# time (a GPU box; numbers in benchmarks/RESULTS.md).
+BENCH_SEARCH_OUT ?= benchmarks/search-results
+.PHONY: bench-search
+bench-search: venv
+	$(BIN)/python benchmarks/bench_search.py $(BENCH_SEARCH_OUT)
+
 bench-gpu: venv
 	$(BIN)/grid run specs/overhead-gpu.yaml --results $(BENCH_GPU_RESULTS) --plain
 	$(BIN)/python benchmarks/bench_overhead.py $(BENCH_GPU_RESULTS) --json benchmarks/overhead-last-run.json

@@ -110,7 +110,8 @@ class Walk:
             "search_high": float(search.high),
             "search_predicted": None if predicted is None else float(predicted),
         }
-        return Trial(tid, self.spec.workload, config, repeat, 0, role != "probe", tags, steps)
+        shares = role == "probe" and search.share_probes
+        return Trial(tid, self.spec.workload, config, repeat, 0, not shares, tags, steps)
 
     def look(self, trial: Trial) -> Seen | None:
         found = self.lookup(trial.trial_id)

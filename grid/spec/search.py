@@ -10,6 +10,7 @@ trial runs out of memory, by bisection in fresh processes instead of hand-picked
       probe_epochs: 1               # probes only look for the boundary: they may run shorter
       probe_steps: 3                # a probe of a loop gpu-grid hooks (Keras, Lightning, Hugging Face) ends
                                     # after this many optimizer steps, once its memory stopped growing (0: never)
+      share_probes: true            # probes may share a GPU (by footprint and busy share); false: one at a time
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 MIN_TOLERANCE = 1e-5  # probed fractions are rounded to 6 decimals
 SEARCHABLE = {"smallest": "memory_fraction", "largest": "batch_size"}
-_KEYS = ("smallest", "largest", "low", "high", "tolerance", "confirm", "probe_epochs", "probe_steps")
+_KEYS = ("smallest", "largest", "low", "high", "tolerance", "confirm", "probe_epochs", "probe_steps", "share_probes")
 PROBE_STEPS = 3
 
 
@@ -35,6 +36,7 @@ class SearchSpec:
     confirm: int = 2
     probe_epochs: int | None = None
     probe_steps: int = PROBE_STEPS  # 0: probes run as given
+    share_probes: bool = True  # false: probes own their GPUs too
 
     @property
     def integer(self) -> bool:
@@ -113,6 +115,9 @@ def parse_search(raw: Any, taken: set[str], has_epochs: bool, problems: list[str
             problems.append(f"search.probe_epochs: received {_show(probe_epochs)}, expected an integer >= 1")
         elif not has_epochs:
             problems.append("search.probe_epochs: the trials have no epochs parameter to shorten")
+    share = raw.get("share_probes", True)
+    if not isinstance(share, bool):
+        problems.append(f"search.share_probes: received {_show(share)}, expected true or false")
     probe_steps = raw.get("probe_steps", PROBE_STEPS)
     if not isinstance(probe_steps, int) or isinstance(probe_steps, bool) or probe_steps < 0:
         problems.append(f"search.probe_steps: received {_show(probe_steps)}, expected an integer >= 0 (0: never)")
@@ -125,4 +130,5 @@ def parse_search(raw: Any, taken: set[str], has_epochs: bool, problems: list[str
         confirm,
         probe_epochs,
         probe_steps,
+        share is not False,
     )

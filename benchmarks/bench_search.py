@@ -1,0 +1,146 @@
+"""Issue 26's benchmark, on a GPU box, in one run: the largest batch that fits a GPT-2-medium-sized LM
+(the Lightning example at --size medium, sequence 1024, AdamW, bf16 autocast), found by Lightning's
+own BatchSizeFinder and by gpu-grid's search; each answer re-run in a fresh process; and, where
+Keras is installed, 8 trials of the Keras example packed vs one at a time.
+
+    python benchmarks/bench_search.py OUT_DIR [--high 64] [--skip-keras]
+
+Writes OUT_DIR/search.json and prints a markdown table: finder, answer, seconds to answer, the answer
+re-run in a fresh process, and for gpu-grid its probes and the boundary its model predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from grid.reports.searches import search_results  # noqa: E402
+from grid.results.store import ResultStore  # noqa: E402
+
+LM = ["--size", "medium", "--seq", "1024", "--precision", "bf16-mixed"]
+
+
+def timed(argv: list[str], log: Path, timeout: float = 580) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO).returncode
+    return code, time.perf_counter() - t0
+
+
+def fresh_run(batch: int, out: Path, name: str) -> str:
+    """The answer trained for real in a new process: one epoch of 4 batches."""
+    argv = [sys.executable, "examples/lightning/train.py", "--batch-size", str(batch), *LM]
+    argv += ["--epochs", "1", "--samples", str(4 * batch), "--out", str(out / f"{name}-ckpt")]
+    code, _ = timed(argv, out / f"{name}-fresh.log")
+    text = (out / f"{name}-fresh.log").read_text()
+    return "trains" if code == 0 else "out of memory" if "out of memory" in text.lower() else f"failed ({code})"
+
+
+def lightning(out: Path) -> dict:
+    code, seconds = timed([sys.executable, "benchmarks/lightning_finder.py", *LM], out / "lightning-finder.log")
+    lines = [
+        json.loads(line) for line in (out / "lightning-finder.log").read_text().splitlines() if line.startswith("{")
+    ]
+    if code != 0 or not lines:
+        return {"finder": "lightning binsearch", "error": f"exit {code}", "wall_s": seconds}
+    found = lines[-1]
+    return {**found, "wall_s": seconds, "fresh": fresh_run(int(found["answer"]), out, "lightning")}
+
+
+def gpu_grid(out: Path, high: int) -> dict:
+    spec = {
+        "name": "lm-search",
+        "workdir": str(REPO / "examples" / "lightning"),
+        "command": "python train.py --batch-size {batch_size} "
+        + " ".join(LM)
+        + " --epochs 1 --samples 256 --out {trial_dir}",
+        "params": {"backend": "torch"},
+        "search": {"largest": "batch_size", "low": 1, "high": high, "tolerance": 1, "confirm": 1},
+        "timeout_s": 300,
+    }
+    path = out / "lm-search.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    results = out / "results"
+    argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(results), "--runner", "local", "--plain"]
+    code, seconds = timed(argv, out / "gpu-grid-search.log")
+    rows = ResultStore(str(results)).latest("lm-search").to_pylist()
+    (result,) = search_results(rows, []) or [None]
+    if result is None:
+        return {"finder": "gpu-grid search", "error": f"exit {code}", "wall_s": seconds}
+    return {
+        "finder": "gpu-grid search",
+        "answer": result.last_ok,
+        "first_fail": result.first_fail,
+        "seconds": seconds,
+        "probes": result.probes,
+        "predicted": result.predicted,
+        "fresh": "trains (its confirmation)" if result.confirmed else "not confirmed",
+    }
+
+
+def keras_packing(out: Path) -> list[dict]:
+    """8 trials of the unmodified Keras example (jax, fraction 0.02): packed vs one at a time."""
+    made = []
+    for name, exclusive in (("keras-packed", False), ("keras-exclusive", True)):
+        spec = yaml.safe_load((REPO / "examples" / "keras" / "grid.yaml").read_text())
+        spec.update(name=name, exclusive=exclusive, repeats=8, workdir=str(REPO / "examples" / "keras"))
+        spec["axes"] = {"backend": ["jax"], "memory_fraction": [0.02], "batch_size": [64]}
+        spec.setdefault("params", {}).pop("backend", None)
+        path = out / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(out / "results"), "--runner", "local"]
+        code, seconds = timed([*argv, "--plain"], out / f"{name}.log")
+        rows = ResultStore(str(out / "results")).latest(name).to_pylist()
+        made.append(
+            {
+                "sweep": name,
+                "exit": code,
+                "seconds": seconds,
+                "ok": sum(r["status"] == "ok" for r in rows),
+                "compile": sorted({str(r.get("compile")) for r in rows}),
+            }
+        )
+    return made
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--high", type=int, default=64)
+    parser.add_argument("--skip-keras", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    found = {"lightning": lightning(out), "gpu_grid": gpu_grid(out, args.high)}
+    try:
+        import keras  # noqa: F401
+
+        found["packing"] = [] if args.skip_keras else keras_packing(out)
+    except ImportError:
+        found["packing"] = []
+    (out / "search.json").write_text(json.dumps(found, indent=2, default=str))
+    print("| finder | answer | seconds to answer | the answer re-run in a fresh process | probes | predicted |")
+    print("|---|---|---|---|---|---|")
+    for key in ("lightning", "gpu_grid"):
+        f = found[key]
+        print(
+            f"| {f.get('finder')} | {f.get('answer')} | {f.get('seconds', float('nan')):.1f} | {f.get('fresh')} "
+            f"| {f.get('probes', '-')} | {f.get('predicted', '-')} |"
+        )
+    for p in found["packing"]:
+        print(f"| {p['sweep']} | {p['ok']} ok | {p['seconds']:.1f} | compile {', '.join(p['compile'])} | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
