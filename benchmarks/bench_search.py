@@ -29,10 +29,13 @@ from grid.results.store import ResultStore  # noqa: E402
 LM = ["--size", "medium", "--seq", "1024", "--precision", "bf16-mixed"]
 
 
-def timed(argv: list[str], log: Path, timeout: float = 580) -> tuple[int, float]:
+def timed(argv: list[str], log: Path, timeout: float = 300) -> tuple[int, float]:
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO).returncode
+        try:
+            code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO).returncode
+        except subprocess.TimeoutExpired:
+            code = 124
     return code, time.perf_counter() - t0
 
 
@@ -40,13 +43,13 @@ def fresh_run(batch: int, out: Path, name: str) -> str:
     """The answer trained for real in a new process: one epoch of 4 batches."""
     argv = [sys.executable, "examples/lightning/train.py", "--batch-size", str(batch), *LM]
     argv += ["--epochs", "1", "--samples", str(4 * batch), "--out", str(out / f"{name}-ckpt")]
-    code, _ = timed(argv, out / f"{name}-fresh.log")
+    code, _ = timed(argv, out / f"{name}-fresh.log", timeout=90)
     text = (out / f"{name}-fresh.log").read_text()
     return "trains" if code == 0 else "out of memory" if "out of memory" in text.lower() else f"failed ({code})"
 
 
 def lightning(out: Path) -> dict:
-    code, seconds = timed([sys.executable, "benchmarks/lightning_finder.py", *LM], out / "lightning-finder.log")
+    code, seconds = timed([sys.executable, "benchmarks/lightning_finder.py", *LM], out / "lightning-finder.log", 120)
     lines = [
         json.loads(line) for line in (out / "lightning-finder.log").read_text().splitlines() if line.startswith("{")
     ]
@@ -71,7 +74,7 @@ def gpu_grid(out: Path, high: int) -> dict:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     results = out / "results"
     argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(results), "--runner", "local", "--plain"]
-    code, seconds = timed(argv, out / "gpu-grid-search.log")
+    code, seconds = timed([*argv, "--num-gpus", "1"], out / "gpu-grid-search.log", timeout=200)
     rows = ResultStore(str(results)).latest("lm-search").to_pylist()
     (result,) = search_results(rows, []) or [None]
     if result is None:
@@ -98,7 +101,7 @@ def keras_packing(out: Path) -> list[dict]:
         path = out / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(out / "results"), "--runner", "local"]
-        code, seconds = timed([*argv, "--plain"], out / f"{name}.log")
+        code, seconds = timed([*argv, "--plain", "--num-gpus", "1"], out / f"{name}.log", timeout=90)
         rows = ResultStore(str(out / "results")).latest(name).to_pylist()
         made.append(
             {
@@ -121,14 +124,22 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    found = {"lightning": lightning(out), "gpu_grid": gpu_grid(out, args.high)}
+    found: dict = {"packing": []}
+
+    def keep() -> None:  # after each part: a run cut short keeps what it measured
+        (out / "search.json").write_text(json.dumps(found, indent=2, default=str))
+
+    found["lightning"] = lightning(out)
+    keep()
+    found["gpu_grid"] = gpu_grid(out, args.high)
+    keep()
     try:
         import keras  # noqa: F401
 
         found["packing"] = [] if args.skip_keras else keras_packing(out)
     except ImportError:
-        found["packing"] = []
-    (out / "search.json").write_text(json.dumps(found, indent=2, default=str))
+        pass
+    keep()
     print("| finder | answer | seconds to answer | the answer re-run in a fresh process | probes | predicted |")
     print("|---|---|---|---|---|---|")
     for key in ("lightning", "gpu_grid"):

@@ -30,6 +30,7 @@ from grid.shared import Trial, TrialStatus
 from grid.spec.expand import Expansion, expand
 from grid.spec.model import GridSpec
 from grid.spec.search import SearchSpec
+from grid.trial.nvml import visible_gpu_ids
 
 log = logging.getLogger("grid")
 
@@ -58,7 +59,8 @@ def print_searches(store: ResultStore, spec: GridSpec, console: Console) -> None
 
 def _open_pool(spec: GridSpec, store: ResultStore, opts: RunOptions) -> tuple[Pool, LocalRay | None]:
     if opts.runner == "local":
-        gpus = [str(i) for i in range(opts.num_gpus)] if opts.num_gpus else None
+        # --num-gpus N: N GPUs (fake ones on a CPU box); default: the machine's own, as NVML lists them
+        gpus = [str(i) for i in range(opts.num_gpus)] if opts.num_gpus is not None else visible_gpu_ids()
         pool: Pool = LocalPool(
             spec, store, gpus=gpus, cpu_slots=opts.cpu_slots, delivery=opts.delivery, gpu_memory_mib=opts.gpu_memory_mib
         )

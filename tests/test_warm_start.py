@@ -299,8 +299,22 @@ def test_the_parent_of_a_scripts_next_trials_imports_what_its_first_trial_import
     run_sweep(load_spec(str(spec_file)), opts)
     rows = sorted(ResultStore(str(tmp_path / "results")).latest("learn").to_pylist(), key=lambda r: r["started_at"])
     assert [(r["status"], r["start"]) for r in rows] == [("ok", "warm")] * 3
-    assert rows[0]["warm_modules"] == ["gridtrial.boot", "gridtrial.runner"]  # nothing known yet: a bare parent
-    for row in rows[1:]:
-        assert "yaml" in row["warm_modules"] and "helper_mod" not in row["warm_modules"], row["warm_modules"]
+    # the first from what the script's text imports; the rest from the same parent: it had all they import
+    assert [r["warm_modules"] for r in rows] == [["gridtrial.boot", "gridtrial.runner", "yaml"]] * 3
     for row in rows:
         assert 0 < row["boot_s"] < 2.0 and 0 <= row["finish_s"] < 10.0
+
+
+def test_what_a_script_imports_is_read_from_its_text(tmp_path):
+    """Module-level imports, guarded ones too, not a function's; not the standard library's, not the
+    script's own modules beside it, not gpu-grid's."""
+    from grid.trial.imports import script_imports
+
+    (tmp_path / "mine.py").write_text("X = 1\n")
+    (tmp_path / "train.py").write_text(
+        "import os, json\nimport numpy as np\nfrom yaml import safe_load\nimport mine\n"
+        "try:\n    import rich.console\nexcept ImportError:\n    pass\nif True:\n    from gridtrial import report\n"
+        "def later():\n    import psutil\n"
+    )
+    assert script_imports(str(tmp_path / "train.py")) == ("numpy", "yaml", "rich")
+    assert script_imports(str(tmp_path / "missing.py")) == ()

@@ -94,13 +94,15 @@ def fraction_boundary(seen: list[Seen]) -> float | None:
     return max(needs) / cards[0]
 
 
-def contradicted(boundary: float, seen: list[Seen], largest: bool) -> bool:
-    """Whether an outcome so far says the predicted boundary is wrong: an OOM on the side where the
-    model says trials fit, or a trial that fit on the side where it says none does."""
+def contradicted(boundary: float, seen: list[Seen], largest: bool, slack: float = 0.0) -> bool:
+    """Whether an outcome so far says the predicted boundary is wrong by more than `slack`: an OOM
+    that far on the side where the model says trials fit, or a trial that fit that far on the side
+    where it says none does. (Within the slack the search steps from the outcomes: a card runs out
+    a little before it is full, and memory is a little less than linear at large batches.)"""
     for s in seen:
         if s.value is None or s.status not in (TrialStatus.OK, TrialStatus.OOM):
             continue
-        fits = s.value <= boundary if largest else s.value >= boundary
-        if fits != s.ok:
+        margin = (boundary - s.value) if largest else (s.value - boundary)  # > 0: the model says it fits
+        if (not s.ok and margin > slack) or (s.ok and -margin > slack):
             return True
     return False

@@ -179,7 +179,8 @@ def _predicted(w: Walk, bracket: _Bracket) -> float | None:
         boundary = None if model is None else model.boundary()
     else:
         boundary = fraction_boundary(w.seen)
-    if boundary is not None and contradicted(boundary, w.seen, bracket.largest):
+    slack = max(3 * search.tolerance, 0.05 * abs(boundary)) if boundary is not None else 0.0
+    if boundary is not None and contradicted(boundary, w.seen, bracket.largest, slack):
         w.model_failed = True
         return None
     return boundary
@@ -207,6 +208,8 @@ def _next_values(w: Walk, bracket: _Bracket) -> tuple[list[float | int], float |
         else:  # the smallest fraction on the tolerance grid that holds the need
             at = round_value(math.ceil(round(predicted / tol, 6)) * tol, False)
             at = min(max(at, bad), bracket.ok)
+        if bracket.fail is not None and not bracket.further(bracket.fail, at):
+            at = round_value(bracket.fail - step, integer)  # a little optimistic: just short of what failed
         candidates = (at, round_value(at + step, integer))
         values = [v for v in candidates if bracket.inside(v) and not bracket.further(v, bad)]
         if values:

@@ -234,7 +234,7 @@ def attempt_row(
         gpu_info = {"gpu_total_mib": gpus.facts.gpu_total_mib} if gpus.facts.gpu_total_mib else {}
         launch = prepare(spec, trial, attempt, placement, scratch, gpu_info, compile_dir, own_dir)
         log_file = store.local_log_file(spec.name, trial.trial_id, attempt)
-        plan = warm.plan(launch.argv, launch.env, trial.config, launch.bootstrapped)
+        plan = warm.plan(launch.argv, launch.env, trial.config, launch.bootstrapped, launch.cwd)
         with folder.syncing(own_dir):
             outcome, offset = _start(
                 launch, spec, trial, attempt, placement, log_file, gpus.samplers, plan, earlier_files

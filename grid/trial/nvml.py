@@ -12,6 +12,7 @@ the device-level figure stands in and `gpu_mem_method` says so.
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -234,6 +235,18 @@ class GpuView:
     @property
     def uuids(self) -> list[str]:
         return [uuid for sampler in self.samplers for uuid in sampler.uuids]
+
+
+def visible_gpu_ids() -> list[str]:
+    """This machine's GPUs as a local runner offers them: CUDA_VISIBLE_DEVICES where it is set, else
+    every GPU NVML lists ([] without NVML or GPUs)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        return [str(i) for i in range(_nvml().nvmlDeviceGetCount())]
+    except Exception:  # no NVML, no driver: no GPUs
+        return []
 
 
 def gpu_samplers(gpu_ids: tuple[str, ...]) -> GpuView:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grid.protocol import Env, Exit
+from grid.trial.imports import script_imports
 
 log = logging.getLogger("grid")
 
@@ -83,8 +84,10 @@ class Plan:
     script: str  # the parent's key without its modules: what learns which packages the script imports
 
 
-def plan(argv: list[str], env: dict[str, str], config: dict[str, Any], bootstrapped: bool) -> Plan | str:
-    """The warm start of this trial, or why it starts cold."""
+def plan(
+    argv: list[str], env: dict[str, str], config: dict[str, Any], bootstrapped: bool, cwd: str | None = None
+) -> Plan | str:
+    """The warm start of this trial, or why it starts cold. `cwd`: where a script's path starts."""
     backend = config.get("backend")
     if config.get("warm_start", True) is False:
         return "warm_start: false"
@@ -100,8 +103,12 @@ def plan(argv: list[str], env: dict[str, str], config: dict[str, Any], bootstrap
     ]
     with _learned_lock:
         learned = _learned.get(script, ())
-    # what the script imported last time, once known; else what its backend is known to need
-    modules = (*BARE, *learned) if learned else tuple(WARM_MODULES.get(str(backend), BARE))
+    # what the script imported last time, once known; else what its text imports and its backend needs
+    if learned:
+        modules: tuple[str, ...] = learned
+    else:
+        read = script_imports(os.path.join(cwd or os.getcwd(), args[0])) if args[0] != "-m" else ()
+        modules = (*BARE, *read) if read else tuple(WARM_MODULES.get(str(backend), BARE))
     if backend == "torch" or "torch" in modules:  # is_available() at an import must not start CUDA
         parent_env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     digest = hashlib.sha256(json.dumps([argv[0], backend, modules, sorted(parent_env.items())]).encode()).hexdigest()
@@ -113,9 +120,14 @@ def learn(plan: Plan, imported: list[str]) -> None:
     its next trials on this worker imports them before the fork (stopping before one that would
     start the GPU or a thread, as for any module)."""
     packages = tuple(dict.fromkeys(m for m in imported if m and m.partition(".")[0] not in _NEVER_PREIMPORTED))
+    if not packages:
+        return
+    serving = _starter.parents.get(plan.key) if _starter is not None else None
+    # the parent that served it has every one of them loaded already: it goes on serving the script
+    # (no second parent to start); else the next parent imports them
+    keep = serving is not None and set(packages) <= set(serving.state.get("loaded") or ())
     with _learned_lock:
-        if packages and packages != _learned.get(plan.script):
-            _learned[plan.script] = packages
+        _learned[plan.script] = plan.modules if keep else (*BARE, *packages)
 
 
 class WarmChild:

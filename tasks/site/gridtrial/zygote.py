@@ -70,6 +70,7 @@ def warm_up(modules: list[str]) -> dict[str, Any]:
         "ready": True,
         "imported": imported,
         "skipped": skipped,
+        "loaded": sorted({name.partition(".")[0] for name in sys.modules}),  # every package it has, as a result
         "import_s": time.perf_counter() - t0,
         "threads": threading.active_count(),
         "os_threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None,
