@@ -1,13 +1,14 @@
 """A workload with no framework: for scheduler tests and benchmarks.
 
-`seconds` of sleep, optionally `hold_mib` of CPU memory held throughout, and `fail` to end as an
-error, an OOM (a real MemoryError text) or a crash (SIGABRT, without a result). A hidden memory
-boundary for tests of searches: `oom_below_fraction: f` ends a trial whose `memory_fraction` is
-below f (or null: no cap means the whole card, which fits) as an OOM, `oom_above_batch: n` one whose
-`batch_size` is above n. A simulated GPU memory that is linear in the batch, so that a search's
-memory model is tested with exact answers: `mem_per_item_mib: m` (and `mem_base_mib: b`) make the
-trial need b + m x batch_size MiB of its GPU (a fake one's memory is --gpu-memory-mib), reported as
-its framework peak, and end as an OOM where that is over the card's memory (x memory_fraction).
+`seconds` of sleep (then, with `until_file`, until that file exists), optionally `hold_mib` of CPU
+memory held throughout, and `fail` to end as an error, an OOM (a real MemoryError text) or a crash
+(SIGABRT, without a result). A hidden memory boundary for tests of searches: `oom_below_fraction: f`
+ends a trial whose `memory_fraction` is below f (or null: no cap means the whole card, which fits)
+as an OOM, `oom_above_batch: n` one whose `batch_size` is above n. A simulated GPU memory that is
+linear in the batch, so that a search's memory model is tested with exact answers:
+`mem_per_item_mib: m` (and `mem_base_mib: b`) make the trial need b + m x batch_size MiB of its GPU
+(a fake one's memory is --gpu-memory-mib), reported as its framework peak, and end as an OOM where
+that is over the card's memory (x memory_fraction).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def run(cfg: dict) -> dict:
     print(f"sleep: {cfg['seconds']} s, holding {cfg.get('hold_mib', 0)} MiB, pid {os.getpid()}", flush=True)
     t0 = time.perf_counter()
     time.sleep(cfg["seconds"])
+    gate = cfg.get("until_file")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.1)
     fraction, floor = cfg.get("memory_fraction"), cfg.get("oom_below_fraction")
     if floor is not None and fraction is not None and fraction < floor:
         raise MemoryError(f"sleep workload: memory_fraction={fraction:g} is below oom_below_fraction={floor:g}")

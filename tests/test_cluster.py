@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -86,8 +87,10 @@ def s3(net, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(net, s3, tmp_path_factory):
-    """Head + 2 workers, 4 fake GPUs each; the nodes have the S3 credentials in their environment."""
-    directory = tmp_path_factory.mktemp("cluster")
+    """Head + 2 workers, 4 fake GPUs each; the nodes have the S3 credentials in their environment.
+    The folder is short whatever pytest's base folder is: Ray's socket paths under it must stay
+    within the 107 bytes of an AF_UNIX address."""
+    directory = Path(tempfile.mkdtemp(prefix="gc-", dir="/tmp"))
     start = subprocess.run(
         net.wrap(
             [
@@ -114,6 +117,7 @@ def cluster(net, s3, tmp_path_factory):
     subprocess.run(
         [sys.executable, "-m", "clusters.local_cluster", "stop", "--dir", str(directory)], cwd=REPO, timeout=120
     )
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def state(cluster_dir: Path) -> dict:
@@ -132,14 +136,17 @@ def driver_env(cluster_dir: Path, s3) -> dict[str, str]:
     }
 
 
-def spec_file(tmp_path: Path, name: str, trials: int, seconds: float, gpus: int = 1) -> str:
+def spec_file(
+    tmp_path: Path, name: str, trials: int, seconds: float, gpus: int = 1, until_file: Path | None = None
+) -> str:
     path = tmp_path / f"{name}.yaml"
+    params = {"seconds": seconds, "gpus": gpus, **({"until_file": str(until_file)} if until_file else {})}
     path.write_text(
         yaml.safe_dump(
             {
                 "name": name,
                 "workload": "sleep",
-                "params": {"seconds": seconds, "gpus": gpus},
+                "params": params,
                 "axes": {"batch_size": list(range(1, trials + 1))},
                 "timeout_s": 120,
             }
@@ -258,11 +265,15 @@ def cluster_cli(net, cluster_dir: Path, *args: str, env: dict[str, str]) -> None
 
 
 def test_joining_node_gets_workers_and_gangs_stay_on_one_node(net, s3, cluster, tmp_path):
-    """Trials of 4 GPUs: one per node at a time (light on 2 cores, so the new node starts quickly)."""
-    driver = grid_run(net, cluster, s3, spec_file(tmp_path, "join", 24, 2.0, gpus=4), s3.uri("join"))
+    """Trials of 4 GPUs: one per node at a time (light on 2 cores, so the new node starts quickly).
+    The trials wait for a go file until the new node's workers joined, however slowly it starts."""
+    go = tmp_path / "go"
+    driver = grid_run(net, cluster, s3, spec_file(tmp_path, "join", 24, 0.5, gpus=4, until_file=go), s3.uri("join"))
     driver.wait_for(lambda line: line.startswith("[grid] 24 trials"))
     cluster_cli(net, cluster, "add-node", "--gpus", "4", env={**os.environ, **s3.env})
     joined = state(cluster)["nodes"][-1]
+    driver.wait_for(lambda line: line.startswith("[grid] 4 GPU worker(s) joined: n3/gpu0"))
+    go.touch()
     assert driver.finish() == 0, driver.output
     rows = download(net, s3, "join", tmp_path / "copy").latest("join").to_pylist()
     assert len(rows) == 24 and {r["status"] for r in rows} == {"ok"}
@@ -300,7 +311,8 @@ def test_killed_node_trials_rerun_elsewhere(net, s3, cluster, tmp_path):
     lost = [r for r in rows if r["status"] == "lost"]
     assert lost, "the killed node had trials in flight"
     assert all(
-        r["node_id"] == victim["node_id"] and r["error_type"] in ("ActorDiedError", "ActorUnavailableError")
+        r["node_id"] == victim["node_id"]
+        and r["error_type"] in ("ray.exceptions.ActorDiedError", "ray.exceptions.ActorUnavailableError")
         for r in lost
     ), lost
     for trial_rows in trials.values():

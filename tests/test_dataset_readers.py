@@ -146,7 +146,8 @@ def test_a_metric_keeps_the_type_of_its_first_value_on_every_writer(tmp_path):
     notes = second.settle(later)
     assert later == {"acc": None, "stage": "3.0", "missing": None}
     assert notes == [
-        "reported acc='n/a' not kept: the sweep's column acc holds a number (its type was fixed by its first value)"
+        "reported acc='n/a' not kept: the sweep's column acc holds a number (its type was fixed by its first value, "
+        "or the spec's `metrics:` type)"
     ]
     assert second.known() == {"acc": pa.float64(), "stage": pa.string()}
     assert sorted(p.name for p in (tmp_path / "sweep=s" / "_columns").iterdir()) == ["acc", "stage"]

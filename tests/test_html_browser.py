@@ -94,17 +94,20 @@ def page(tmp_path_factory) -> Path:
     spec.write_text(yaml.safe_dump(SPEC))
     results = tmp / "results"
     assert main(["run", str(spec), "--results", str(results), "--runner", "local", "--plain", "--cpu-slots", "2"]) == 0
-    for path in results.glob("sweep=page/*.parquet"):
+    files = list(results.glob("sweep=page/*.parquet"))  # the end of the run merged the rows' files
+    assert sum(pq.read_metadata(path).num_rows for path in files) == 8
+    for path in files:
         table = pq.read_table(path)
-        row = table.to_pylist()[0]
-        if row["status"] == "ok":
-            row.update(
-                steady_epoch_s=row["first_epoch_s"] * 40,
-                images_per_s=row["batch_size"] / row["first_epoch_s"],
-                gpu_mem_peak_mib=16000 * (row["memory_fraction"] or 1.0),
-                framework_peak_mib=800.0,
-            )
-            pq.write_table(pa.Table.from_pylist([row], schema=table.schema), path)
+        rows = table.to_pylist()
+        for row in rows:
+            if row["status"] == "ok":
+                row.update(
+                    steady_epoch_s=row["first_epoch_s"] * 40,
+                    images_per_s=row["batch_size"] / row["first_epoch_s"],
+                    gpu_mem_peak_mib=16000 * (row["memory_fraction"] or 1.0),
+                    framework_peak_mib=800.0,
+                )
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
     assert main(["report", str(results), "--out", str(tmp / "report")]) == 0
     return tmp / "report" / "index.html"
 

@@ -18,6 +18,7 @@ several GPUs, until every trial has a terminal row.
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from grid.spec.expand import canonical_config
 from grid.spec.model import GridSpec
 from grid.trial import rows
 
+log = logging.getLogger("grid")
 KILL_GRACE_S = 30.0  # beyond timeout_s and the store retries, before a worker counts as hung
 
 
@@ -297,6 +299,9 @@ class Scheduler:
     def _refresh(self) -> None:
         added, lost = self.pool.refresh()
         self._drop_workers(lost)  # first: a replaced worker comes back under its old name
+        joined = [w.name for w in added if w.name not in lost]
+        if joined:
+            log.warning("[grid] %d GPU worker(s) joined: %s", len(joined), ", ".join(joined))
         self._add_workers(added)
 
     def _end_hung(self) -> None:
