@@ -13,6 +13,9 @@ SPEC ?= $(if $(HAS_GPU),examples/keras/grid-gpu.yaml,examples/keras/grid.yaml)
 RESULTS ?= results
 GRID_ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist, one test file to a process): most tests wait on subprocesses, Ray and
+# sleeps, so 3 fill a 2-core machine; TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 3
 
 .PHONY: venv mxnet-env grid test test-fast bench report lint clean
 
@@ -35,10 +38,10 @@ grid: venv
 	$(BIN)/grid run $(SPEC) --results $(RESULTS) $(GRID_ARGS)
 
 test: venv mxnet-env lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # ruff (lint and formatting) over the whole tree, mypy over grid/, and the import contracts (layers,
 # isolation, no circles; [tool.importlinter] in pyproject.toml).

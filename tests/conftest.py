@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,29 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # Every local Ray these tests start binds 127.0.0.1 only; Ray reads this once, at import.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
+def _private_folders() -> Path | None:
+    """Under pytest-xdist (make test), each test process gets its own temporary and state folders
+    before anything reads them: GPU locks, co-tenancy records, staged logs, the spool and Ray's
+    session folders of one process's tests never meet another's. Short, for Ray's socket paths."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix=f"gt-{worker}-"))
+    (folder / "cache").mkdir()
+    os.environ["TMPDIR"] = str(folder)
+    os.environ["XDG_CACHE_HOME"] = str(folder / "cache")
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    return folder
+
+
+PRIVATE = _private_folders()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if PRIVATE is not None:
+        shutil.rmtree(PRIVATE, ignore_errors=True)
 
 
 def _has_gpu() -> bool:

@@ -164,6 +164,7 @@ class Driver:
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
+        DRIVERS.append(self)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -199,6 +200,24 @@ class Driver:
     def words(self) -> str:
         """The output with rich's line wrapping undone."""
         return " ".join(self.output.split())
+
+
+DRIVERS: list[Driver] = []
+
+
+@pytest.fixture(autouse=True)
+def no_driver_outlives_its_test():
+    """A test that failed half-way leaves no driver holding the cluster's GPUs for the next."""
+    yield
+    while DRIVERS:
+        proc = DRIVERS.pop().proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def grid_run(net, cluster_dir, s3, spec: str, results: str, *extra: str) -> Driver:
@@ -272,7 +291,12 @@ def test_joining_node_gets_workers_and_gangs_stay_on_one_node(net, s3, cluster, 
     driver.wait_for(lambda line: line.startswith("[grid] 24 trials"))
     cluster_cli(net, cluster, "add-node", "--gpus", "4", env={**os.environ, **s3.env})
     joined = state(cluster)["nodes"][-1]
-    driver.wait_for(lambda line: line.startswith("[grid] 4 GPU worker(s) joined: n3/gpu0"))
+
+    def joined_workers(line: str) -> list[str]:
+        return [w.strip() for w in line.split(" joined: ")[1].split(",")] if " joined: " in line else []
+
+    for gpu in range(4):  # the new node's workers join one by one or together
+        driver.wait_for(lambda line, gpu=gpu: f"n3/gpu{gpu}" in joined_workers(line))
     go.touch()
     assert driver.finish() == 0, driver.output
     rows = download(net, s3, "join", tmp_path / "copy").latest("join").to_pylist()

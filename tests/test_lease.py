@@ -83,10 +83,14 @@ def test_a_killed_driver_frees_its_sweep_at_once_and_no_attempt_number_is_reused
         claimed = {p.name for p in (results / "_attempts").iterdir()} if (results / "_attempts").exists() else set()
         return claimed - {p.stem for p in results.glob("*.parquet")}
 
-    wait_for(lambda: len(list(results.glob("*.parquet"))) >= 1 and cut_off())
+    def has_log(name: str) -> bool:
+        return (results / "_logs" / f"{name}.log").exists()
+
+    # a trial that runs: claimed, and its process started (its log exists)
+    wait_for(lambda: len(list(results.glob("*.parquet"))) >= 1 and any(has_log(n) for n in cut_off()))
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the trial it was running
     first.wait()
-    running = cut_off()
+    running = {n for n in cut_off() if has_log(n)}
     assert running, "a trial was running when the driver died"
     second = start(tmp_path)
     output = second.communicate(timeout=60)[0]
@@ -114,11 +118,12 @@ def test_s3_lease_refuses_a_second_driver_expires_and_is_taken_over(s3):
     # A fresh SeaweedFS takes seconds for its first write (it grows a volume): with it, a 3 s lease
     # would be written already expired. Warm the server first.
     Lease(store, "warm-up", ttl_s=60.0).acquire().release()
-    first = Lease(store, "sweep1", ttl_s=3.0).acquire()
+    # 10 s: long enough for the next two writes on a loaded machine, short enough to wait out.
+    first = Lease(store, "sweep1", ttl_s=10.0).acquire()
     with pytest.raises(BusyError, match=f"pid {os.getpid()}"):
-        Lease(store, "sweep1", ttl_s=3.0).acquire()
-    Lease(store, "other", ttl_s=3.0).acquire().release()  # another sweep is free
-    time.sleep(3.5)  # the first holder stopped refreshing: its lease expires
+        Lease(store, "sweep1", ttl_s=10.0).acquire()
+    Lease(store, "other", ttl_s=10.0).acquire().release()  # another sweep is free
+    time.sleep(10.5)  # the first holder stopped refreshing: its lease expires
     second = Lease(store, "sweep1", ttl_s=60.0).acquire()
     time.sleep(0.4)
     with pytest.raises(BusyError):
