@@ -185,17 +185,18 @@ class ResultStore:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return self._skip(path, f"not a readable Parquet file ({reason})")
+            self._skip(path, f"not a readable Parquet file ({reason})")
+            return None
         foreign = foreign_sweeps(table, path)
         if foreign:
-            return self._skip(path, foreign)
+            self._skip(path, foreign)
+            return None
         return table
 
     def _skip(self, path: str, reason: str) -> None:
         if path not in self.unreadable:
             log.warning("[grid] skipped %s: %s; move it out of the results folder", self.backend.show(path), reason)
         self.unreadable[path] = reason
-        return None
 
     def latest(self, sweep: str | None = None) -> pa.Table:
         return latest_attempts(self.read(sweep))

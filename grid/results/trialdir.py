@@ -16,6 +16,11 @@ GRID_TRIAL_DIR_SYNC_S seconds (60 by default; read when the attempt starts) once
 changing (the same size and time at two looks in a row: a checkpoint being written is not sent
 half-written), so a node that dies mid-trial leaves its last settled checkpoint in the store.
 
+Only the folder's own regular files leave it: a link in it is never followed (to a file or a
+folder, by the sync or the final mirror; each file is opened without following a link on the way,
+so a file swapped for a link after the walk is not read either), pipes and sockets are skipped, and
+the row's notes name each link and where it pointed. Clean-ups remove links, never their targets.
+
 The folder never costs a trial its run: where the store cannot give or take it (down, full,
 read-only), the attempt works in a folder on its machine, which is kept there, and the row's
 notes say so. Files kept in the store are only deleted by mirroring a copy that started from them.
