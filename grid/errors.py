@@ -43,6 +43,12 @@ class StorageError(GridError):
     exit_code = 4
 
 
+class UnsafeFolderError(GridError):
+    """A temporary or lock folder gpu-grid must keep private is another user's (or a link)."""
+
+    exit_code = 2
+
+
 class BusyError(GridError):
     """Another driver holds the sweep's lease."""
 

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+# A sweep's name: a folder of the results (`sweep=<name>`) and the start of its plots' file names.
+SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def is_sweep_name(name: object) -> bool:
+    return isinstance(name, str) and SWEEP_NAME.match(name) is not None
 
 
 class TrialStatus(str, enum.Enum):

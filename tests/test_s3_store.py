@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rich.console import Console
 from rows_for_tests import make_row
 
 from grid.errors import ResultsError
+from grid.private import user_folder
 from grid.results.store import ResultStore
 from grid.results.trialdir import TrialFolder
 from grid.scheduler.driver import Running, Scheduler
@@ -119,7 +119,7 @@ def test_what_a_trial_writes_into_its_own_folder_is_uploaded(aws_env, tmp_path):
     for name in ("env.txt", "logs/arg.txt"):
         with fs.open_input_stream(f"{folder}/{name}") as f:
             assert f.read() == b"a"
-    copies = Path(tempfile.gettempdir(), "gpu-grid-trials", "own").glob(f"{row['trial_id']}-*")
+    copies = Path(user_folder("trials", "own")).glob(f"{row['trial_id']}-*")
     assert not list(copies), "the local copy is removed"
 
 
@@ -134,7 +134,7 @@ def test_a_rerun_attempt_resumes_from_the_uploaded_folder_and_deletions_are_mirr
     assert rows[1]["trial_dir"] == rows[0]["trial_dir"] and rows[0]["trial_dir"].startswith("s3://")
     assert "held 1 file(s) of earlier attempts" in rows[1]["notes"][0]
     assert b"resumed from 3, finished at step 5" in everything_written(aws_env, "resume")
-    copies = Path(tempfile.gettempdir(), "gpu-grid-trials", "resume").glob(f"{rows[0]['trial_id']}-*")
+    copies = Path(user_folder("trials", "resume")).glob(f"{rows[0]['trial_id']}-*")
     assert not list(copies), "the local copies are removed"
 
     store = ResultStore(aws_env.uri("resume"))  # an attempt that deletes its checkpoint at the end

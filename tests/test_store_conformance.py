@@ -246,7 +246,8 @@ def test_paths_on_this_machine_and_as_shown(store):
     else:
         assert here == path == backend.show(path) and os.path.isabs(path)
     staging = backend.staging("logs", "s")
-    assert os.path.isabs(staging) and staging.endswith(os.path.join("gpu-grid-logs", "s"))
+    assert os.path.isabs(staging) and staging.endswith(os.path.join(f"gpu-grid-{os.geteuid()}", "logs", "s"))
+    assert os.stat(os.path.dirname(os.path.dirname(staging))).st_mode & 0o777 == 0o700  # this user's alone
 
 
 # -- the store over the backend

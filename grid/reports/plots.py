@@ -7,6 +7,7 @@ with a min-max bar; a point whose repeats all failed is named in the note instea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,10 @@ class Plot:
 
 def sweep_plots(report: SweepReport, out_dir: Path) -> list[Plot]:
     """The report's plots as PNGs under out_dir, named after its sweep."""
-    rows, axes, prefix, laws, found = report.rows, report.axes, report.sweep, report.laws, report.answers
+    rows, axes, laws, found = report.rows, report.axes, report.laws, report.answers
+    # The store reads only rows whose sweep is a name of their folder; a name from data is still
+    # made a plain file name here, so that no value can place a file outside out_dir.
+    prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", report.sweep).lstrip(".") or "sweep"
     plots = []
     for spec in PLOTS:
         path = out_dir / f"{prefix}-{spec.name}.png"

@@ -287,7 +287,9 @@ class Framework:
 class Files:
     """What the attempt was given and left (launch, the store, the trial folder)."""
 
-    child_env_json: str | None = column(S, "the variables gpu-grid set for the trial", "detail")
+    child_env_json: str | None = column(
+        S, "the variables gpu-grid set for the trial (values from the spec's env: masked)", "detail"
+    )
     log_path: str | None = column(S, "the trial's output", "detail")
     trial_dir: str | None = column(S, "the trial's own folder (GRID_TRIAL_DIR), if it holds files", "detail")
 

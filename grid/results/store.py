@@ -28,6 +28,7 @@ from grid.results.dedupe import dedupe, latest_attempts
 from grid.results.layout import ROWS, Layout, attempt_of, sweep_of
 from grid.results.row import Row
 from grid.results.schema import rows_to_table
+from grid.shared import is_sweep_name
 
 log = logging.getLogger("grid")
 _READ_THREADS = 8
@@ -176,24 +177,46 @@ class ResultStore:
 
     def _read_file(self, path: str) -> pa.Table | None:
         """A file's rows; None (reported, and kept in `unreadable`) when it is not a readable Parquet
-        file: one bad file must not hide every other row."""
+        file, or its rows do not all belong to its sweep: one bad file must not hide every other
+        row, and a row's `sweep` names files (a report's plots), so a crafted one is never read."""
         try:
-            return plain_columns(pq.ParquetFile(pa.BufferReader(self.backend.read(path))).read(use_threads=False))
+            table = plain_columns(pq.ParquetFile(pa.BufferReader(self.backend.read(path))).read(use_threads=False))
         except FileNotFoundError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if path not in self.unreadable:
-                log.warning(
-                    "[grid] skipped %s: not a readable Parquet file (%s); move it out of the results folder",
-                    self.backend.show(path),
-                    reason,
-                )
-            self.unreadable[path] = reason
+            self._skip(path, f"not a readable Parquet file ({reason})")
             return None
+        foreign = foreign_sweeps(table, path)
+        if foreign:
+            self._skip(path, foreign)
+            return None
+        return table
+
+    def _skip(self, path: str, reason: str) -> None:
+        if path not in self.unreadable:
+            log.warning("[grid] skipped %s: %s; move it out of the results folder", self.backend.show(path), reason)
+        self.unreadable[path] = reason
 
     def latest(self, sweep: str | None = None) -> pa.Table:
         return latest_attempts(self.read(sweep))
+
+
+def foreign_sweeps(table: pa.Table, path: str) -> str | None:
+    """Why the file's rows are not its sweep's, or None: each row's `sweep` must be a sweep name
+    and its folder's (`sweep=<name>`)."""
+    folder = sweep_of(path.rsplit("/", 2)[-2]) if path.count("/") else None
+    if "sweep" not in table.column_names:
+        return None
+    said = set(table.column("sweep").unique().to_pylist())
+    bad = sorted(repr(s) for s in said if not is_sweep_name(s))
+    if bad:
+        return f"its rows say sweep {', '.join(bad[:3])}, not a sweep name"
+    if folder is not None and said - {folder}:
+        return (
+            f"its rows say sweep {', '.join(sorted(repr(s) for s in said - {folder})[:3])}, not its folder's {folder!r}"
+        )
+    return None
 
 
 def plain_columns(table: pa.Table) -> pa.Table:

@@ -16,6 +16,11 @@ GRID_TRIAL_DIR_SYNC_S seconds (60 by default; read when the attempt starts) once
 changing (the same size and time at two looks in a row: a checkpoint being written is not sent
 half-written), so a node that dies mid-trial leaves its last settled checkpoint in the store.
 
+Only the folder's own regular files leave it: a link in it is never followed (to a file or a
+folder, by the sync or the final mirror; each file is opened without following a link on the way,
+so a file swapped for a link after the walk is not read either), pipes and sockets are skipped, and
+the row's notes name each link and where it pointed. Clean-ups remove links, never their targets.
+
 The folder never costs a trial its run: where the store cannot give or take it (down, full,
 read-only), the attempt works in a folder on its machine, which is kept there, and the row's
 notes say so. Files kept in the store are only deleted by mirroring a copy that started from them.
@@ -27,6 +32,7 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import threading
 from collections.abc import Iterator
 
@@ -34,22 +40,76 @@ from grid.protocol import knob_seconds
 from grid.results.store import ResultStore
 
 Stamps = dict[str, tuple[int, int]]  # relative path -> (mtime_ns, size)
+_LINKS_NAMED = 50  # a row's notes name this many of a folder's links, then count the rest
+
+
+def _walk(folder: str) -> tuple[list[str], dict[str, str]]:
+    """The regular files under a local folder, relative to it, and its links (relative path ->
+    where each points). A link is never followed, to a file or to a folder: what it points to is
+    not the trial's folder. Other things (pipes, sockets, devices) are neither files nor links."""
+    files: list[str] = []
+    links: dict[str, str] = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(folder, rel) if rel else folder))
+        except OSError:  # deleted since, or not a folder any more
+            continue
+        for entry in entries:
+            name = os.path.join(rel, entry.name) if rel else entry.name
+            try:
+                if entry.is_symlink():
+                    links[name] = os.readlink(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(name)
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(name)
+            except OSError:
+                continue
+    return sorted(files), links
 
 
 def _files(folder: str) -> list[str]:
-    """The files under a local folder, relative to it."""
-    return [os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names]
+    return _walk(folder)[0]
 
 
 def _stamps(folder: str) -> Stamps:
     found: Stamps = {}
     for name in _files(folder):
         try:
-            st = os.stat(os.path.join(folder, name))
+            st = os.lstat(os.path.join(folder, name))
         except OSError:  # deleted since the walk
             continue
-        found[name] = (st.st_mtime_ns, st.st_size)
+        if stat.S_ISREG(st.st_mode):
+            found[name] = (st.st_mtime_ns, st.st_size)
     return found
+
+
+@contextlib.contextmanager
+def _inside(folder: str, name: str) -> Iterator[str | None]:
+    """A path that reads the regular file `name` under `folder` as it is now, every part of the
+    way opened without following a link (a file swapped for a link since the walk, or a folder on
+    the way swapped for one, is not read: None)."""
+    parts = name.split(os.sep)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        opened = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        opened = -1
+    finally:
+        os.close(fd)
+    if opened < 0:
+        yield None
+        return
+    try:
+        yield f"/proc/self/fd/{opened}" if stat.S_ISREG(os.fstat(opened).st_mode) else None
+    finally:
+        os.close(opened)
 
 
 class TrialFolder:
@@ -61,6 +121,7 @@ class TrialFolder:
         self._here = self.backend.local_path(self.kept)  # the folder itself, where the store is on this disk
         self._copy = self._here is None  # the attempt works in a copy on this machine
         self._from_store = False  # the copy started as what the store kept: its deletions may go back
+        self.links: dict[str, str] = {}  # links seen in the folder (relative path -> target): never followed
 
     def _copy_of(self, attempt: int) -> str:
         return os.path.join(self.backend.staging("trials", self.sweep), f"{self.trial_id}-{attempt}")
@@ -103,11 +164,13 @@ class TrialFolder:
     def close(self, local: str) -> str | None:
         """Keep what the attempt left; where it is (a URI for remote results, a path on this
         machine where the store could not take it), or None when it holds no file."""
-        left = _files(local)
+        left, links = _walk(local)
+        self.links.update(links)
+        self._note_links()
         if not self._copy:
-            if not left:
-                shutil.rmtree(local, ignore_errors=True)
-            return self._here if left else None
+            if not left and not links:
+                shutil.rmtree(local, ignore_errors=True)  # never follows a link: only the folder goes
+            return self._here if left or links else None
         if self._here is None and (left or self._from_store):
             try:
                 self._mirror(local, left, deletions=self._from_store)
@@ -151,15 +214,39 @@ class TrialFolder:
         this look's stamps. A file gone meanwhile, or a store that is down, waits for the next look
         or the attempt's end."""
         now = _stamps(local)
+        self.links.update(_walk(local)[1])
         for name, stamp in now.items():
             if seen.get(name) != stamp or sent.get(name) == stamp:
                 continue
             try:
-                self.backend.upload(os.path.join(local, name), f"{self.kept}/{name}")
-                sent[name] = stamp
+                if self._upload(local, name):
+                    sent[name] = stamp
             except Exception:
                 continue
         return now
+
+    def _upload(self, local: str, name: str) -> bool:
+        """Send one regular file of the copy, opened without following a link; False if it is
+        not one now."""
+        with _inside(local, name) as path:
+            if path is not None:
+                self.backend.upload(path, f"{self.kept}/{name}")
+            return path is not None
+
+    def _note_links(self) -> None:
+        if not self.links:
+            return
+        named = [f"{name} -> {target}" for name, target in sorted(self.links.items())[:_LINKS_NAMED]]
+        more = len(self.links) - len(named)
+        what = (
+            "not uploaded (a link is never followed out of the trial's folder)"
+            if self._here is None
+            else "left as links, never followed"
+        )
+        self.notes.append(
+            f"its folder held {len(self.links)} link(s), {what}: {', '.join(named)}"
+            + (f" and {more} more" if more else "")
+        )
 
     def _shown(self) -> str:
         return self.backend.show(self.kept)
@@ -171,8 +258,8 @@ class TrialFolder:
 
     def _mirror(self, local: str, left: list[str], deletions: bool) -> None:
         """The remote folder made what the local copy holds: uploads, then (if allowed) deletions."""
-        if left:
-            self.backend.copy_up(local, self.kept)
+        for name in left:
+            self._upload(local, name)
         if deletions:
             for gone in set(self._remote_files()) - set(left):
                 self.backend.delete(f"{self.kept}/{gone}")

@@ -10,7 +10,6 @@ user's own script or program) or `function:` (the user's own Python function).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import yaml
 
 from grid.errors import SpecError
 from grid.results.schema import BASE_NAMES
+from grid.shared import is_sweep_name
 from grid.spec.model import SETTINGS, TARGET_KEYS, TOP_KEYS, GridSpec
 from grid.spec.overrides import apply_overrides
 from grid.spec.patterns import parse_metrics
@@ -34,8 +34,6 @@ from grid.spec.target import (
     split_command,
 )
 from grid.spec.workloads import CORE, Target, Workload, builtin_workloads, show, user_workload
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def _received(path: str, value: Any, expected: str) -> str:
@@ -78,7 +76,7 @@ def parse_spec(data: Any, source: str = "spec", base_dir: str | Path | None = No
     if unknown:
         problems.append(f"unknown key(s) {unknown}; valid keys are {sorted(TOP_KEYS)}")
     name = data.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not is_sweep_name(name):
         problems.append(_received("name", name, "a name of letters, digits, '.', '_' or '-' (used as a folder)"))
     settings = {}
     for key, (kind, expected, check) in SETTINGS.items():

@@ -33,7 +33,7 @@ from grid.trial.cotenants import Tenancy
 from grid.trial.isolate import ChildOutcome, run_child
 from grid.trial.launch import Launch, prepare
 from grid.trial.nvml import GpuView, NvmlSampler, gpu_samplers
-from grid.trial.output import log_tail, scan
+from grid.trial.output import bound, log_tail, scan
 
 log = logging.getLogger("grid")
 
@@ -245,6 +245,9 @@ def attempt_row(
         row = rows.begin(spec, trial, attempt, placement, times)
         measure(row, spec, trial, records, log_file, offset)
         tail = log_tail(log_file)
+        cut = bound(log_file)
+        if cut:
+            row.notes.append(cut)
         log_path = store.commit_log(log_file, spec.name, trial.trial_id, attempt)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -255,7 +258,7 @@ def attempt_row(
     for sampler in gpus.samplers:
         row.gpu_memory, row.energy, row.gpu_use = sampler.memory(), sampler.energy(), sampler.utilisation()
     row.files = Files(
-        child_env_json=json.dumps(launch.explicit, sort_keys=True), log_path=log_path, trial_dir=trial_dir
+        child_env_json=json.dumps(launch.recorded(), sort_keys=True), log_path=log_path, trial_dir=trial_dir
     )
     row.identity.command = launch.command
     row.notes.extend(folder.notes)

@@ -28,6 +28,8 @@ from grid.spec.target import is_python, render, render_value, resolve_program
 from grid.spec.workloads import KERAS_BACKENDS, PROJECT_ROOT, TRIAL_SITE
 from grid.trial import compilecache
 
+ENV_NOT_RECORDED = "(set by the spec's env:, not recorded)"
+
 # Variables the worker sets itself, or that Ray sets for its own processes and a trial must not inherit.
 _NOT_INHERITED = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "KERAS_BACKEND", "OMP_NUM_THREADS", "PYTHONPATH")
 
@@ -36,11 +38,17 @@ _NOT_INHERITED = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "KERAS_BACKEND", 
 class Launch:
     argv: list[str]
     env: dict[str, str]
-    explicit: dict[str, str]  # the variables gpu-grid set (recorded in the row)
+    explicit: dict[str, str]  # the variables gpu-grid set (recorded in the row, less the spec's `env:` values)
     cwd: str
     command: str  # the argv as one shell-quoted line, for logs and the row
     missing: str | None = None  # why it cannot start: the program or interpreter is not there
     bootstrapped: bool = False  # a Python that runs the trial bootstrap first (it guards itself)
+    from_spec: frozenset[str] = frozenset()  # the names the spec's `env:` set: their values are never recorded
+
+    def recorded(self) -> dict[str, str]:
+        """The variables gpu-grid set, as the row keeps them: the spec's `env:` values (tokens,
+        passwords) reach the trial but not the results, where every reader of a copy would see them."""
+        return {k: ENV_NOT_RECORDED if k in self.from_spec else v for k, v in self.explicit.items()}
 
 
 def interpreter_for(spec: GridSpec, backend: str | None) -> str:
@@ -189,4 +197,6 @@ def prepare(
             f"CommandNotFound: program {argv[0]!r} not found (not a file in {spec.workdir}, not on PATH={env['PATH']})"
         )
     argv = [program or argv[0], *argv[1:]]
-    return Launch(argv, env, explicit, spec.workdir, shlex.join(argv), missing, bootstrapped=python)
+    return Launch(
+        argv, env, explicit, spec.workdir, shlex.join(argv), missing, bootstrapped=python, from_spec=frozenset(spec.env)
+    )

@@ -18,11 +18,12 @@ backend's `root`. The contract, checked on every backend by tests/test_store_con
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from grid.private import user_folder
 
 TEMP_PREFIX = ".tmp-"
 
@@ -33,8 +34,9 @@ def temporary(path: str) -> str:
 
 
 def staging(kind: str, sweep: str) -> str:
-    """This machine's folder for what an attempt writes before it goes to a store elsewhere."""
-    return os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gpu-grid-{kind}", sweep)
+    """This machine's folder for what an attempt writes before it goes to a store elsewhere: under
+    the user's private folder (grid/private.py), never a shared one that another user could have made."""
+    return user_folder(kind, sweep)
 
 
 @dataclass(frozen=True)
