@@ -43,6 +43,11 @@ class StorageError(GridError):
     exit_code = 4
 
 
+class StoreDown(StorageError):
+    """The results store kept failing with faults that pass (connection, timeouts, 5xx, throttling)
+    for the whole of its retry time (--store-retry)."""
+
+
 class BusyError(GridError):
     """Another driver holds the sweep's lease."""
 
