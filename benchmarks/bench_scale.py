@@ -6,8 +6,8 @@ and a second `grid run` (a resume with nothing left to do) cost on a sweep of N 
 
 The sweep is written the way its `grid run` leaves it, without running N processes: per trial an
 attempt number claimed, a log and a row (rows.begin, status ok, as the `sleep` workload's), each
-through the store of the checkout on PYTHONPATH, then the end of the run (the checkout's own
-`run_sweep` end step: its merge, or whatever it does at the end of a sweep). `--no-finish` leaves
+through the store of the checkout on PYTHONPATH, with the checkout's merging while a sweep runs
+(compact.Background, where it has one), then the end of the run (its merge). `--no-finish` leaves
 the files as a killed driver would. Run it with PYTHONPATH pointing at another checkout to measure
 that one (the spec and the commands are the same).
 """
@@ -39,6 +39,7 @@ def spec_text(name: str, values: int) -> str:
 def write_sweep(results: str, spec_path: Path, finish: bool) -> float:
     """The sweep's files as its run leaves them; returns the seconds it took."""
     from grid.results.store import ResultStore, encode_row
+    from grid.shared import TrialStatus
     from grid.spec.expand import expand
     from grid.spec.parse import load_spec
     from grid.trial import rows
@@ -53,12 +54,23 @@ def write_sweep(results: str, spec_path: Path, finish: bool) -> float:
         log_file = store.local_log_file(spec.name, trial.trial_id, 0)
         Path(log_file).write_text(f"[gpu-grid] trial {trial.trial_id} attempt 0\n")
         row = rows.begin(spec, trial, 0, None, None)
+        row.outcome.status = TrialStatus.OK
         row.files.log_path = store.commit_log(log_file, spec.name, trial.trial_id, 0)
         store.write_encoded(spec.name, trial.trial_id, 0, encode_row(row, spec.param_kinds()))
         return row
 
+    import grid.results.compact as compact_module
+
+    background = getattr(compact_module, "Background", None)  # the checkout's merging while a sweep runs
+    merging = background(store, spec.name) if background else None
     with ThreadPoolExecutor(8) as pool:
-        written = list(pool.map(one, trials))
+        written = []
+        for row in pool.map(one, trials):
+            written.append(row)
+            if merging:
+                merging.stored()
+    if merging:
+        merging.wait()
     if finish:
         finish_sweep(store, spec.name, written)
     return time.perf_counter() - started
