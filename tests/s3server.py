@@ -112,7 +112,6 @@ class S3Server:
         except ProcessLookupError:
             pass
 
-
     def restart(self, wrap: Callable[[list[str]], list[str]] = lambda a: a, timeout_s: float = 60.0) -> None:
         """Start it again (after `stop`) on the same ports, data and keys: a store back from an outage."""
         self.pid = _launch(list(self.argv), self.log, wrap)
