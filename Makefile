@@ -92,6 +92,14 @@ BENCH_SEARCH_OUT ?= benchmarks/search-results
 bench-search: venv
 	$(BIN)/python benchmarks/bench_search.py $(BENCH_SEARCH_OUT)
 
+# Issue 29: reads of a finished 1,000 and 10,000-trial sweep (grid status, report, query, a resume
+# with nothing to do) and grid plan of a 100,000-value axis, each a fresh process (CPU box;
+# numbers in benchmarks/RESULTS.md). PYTHONPATH=<another checkout> measures that one.
+BENCH_SCALE_ARGS ?= --trials 1000 10000 --plan 100000
+.PHONY: bench-scale
+bench-scale: venv
+	$(BIN)/python benchmarks/bench_scale.py $(BENCH_SCALE_ARGS) --json benchmarks/scale-last-run.json
+
 bench-gpu: venv
 	$(BIN)/grid run specs/overhead-gpu.yaml --results $(BENCH_GPU_RESULTS) --plain
 	$(BIN)/python benchmarks/bench_overhead.py $(BENCH_GPU_RESULTS) --json benchmarks/overhead-last-run.json

@@ -44,8 +44,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from grid.sweep import plan_lines
 
     spec, expansion = _load(args)
-    for line in plan_lines(spec, expansion):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    # one print: rich costs ~0.2 ms a call, 20 s for a 100,000-trial plan line by line
+    console.print("\n".join(plan_lines(spec, expansion)), highlight=False, markup=False, soft_wrap=True)
     return 0
 
 

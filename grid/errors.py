@@ -49,6 +49,11 @@ class UnsafeFolderError(GridError):
     exit_code = 2
 
 
+class StoreDown(StorageError):
+    """The results store kept failing with faults that pass (connection, timeouts, 5xx, throttling)
+    for the whole of its retry time (--store-retry)."""
+
+
 class BusyError(GridError):
     """Another driver holds the sweep's lease."""
 

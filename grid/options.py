@@ -87,8 +87,9 @@ class RunOptions:
     store_retry_s: float = option(
         RETRY_S,
         "--store-retry",
-        "how long a worker retries a row the results store refuses before keeping it on its disk and "
-        "stopping the sweep (default: %(default)s)",
+        "how long every call to the results store retries a fault that passes (connection, timeout, 5xx, "
+        "throttling), and a worker a row the store refuses, before the row stays on its disk and the "
+        "sweep stops starting trials (default: %(default)s)",
         kind=float,
         metavar="SECONDS",
     )

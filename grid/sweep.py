@@ -14,7 +14,7 @@ from rich.console import Console
 from grid.errors import GridError, StorageError
 from grid.options import RunOptions
 from grid.reports.summary import print_summary
-from grid.results.compact import compact_sweep
+from grid.results.compact import COMPACT_EVERY, compact_sweep
 from grid.results.dedupe import latest_attempts
 from grid.results.lease import Lease
 from grid.results.spool import Spool
@@ -115,7 +115,7 @@ def run_sweep(
     opts.check()
     console = console or Console()
     expansion = expansion or expand(spec)
-    store = ResultStore(opts.results)
+    store = ResultStore(opts.results, opts.store_retry_s)
     # First, before anything is planned: a killed driver's local Ray may still be finishing trials.
     end_leftovers(opts.state_dir)
     lease = Lease(store, spec.name, opts.lease_ttl_s).acquire()
@@ -182,12 +182,21 @@ def _run_leased(
                 + ", ".join(f"{w.name}={','.join(w.gpu_ids)}" for w in pool.workers()),
             )
         progress = make_progress(describe_with(axes, spec.search), opts.live)
-        scheduler = Scheduler(spec, store, pool, progress, delivery=opts.delivery, heartbeat=lease.refresh)
+        scheduler = Scheduler(
+            spec,
+            store,
+            pool,
+            progress,
+            delivery=opts.delivery,
+            heartbeat=lease.refresh,
+            compact_every=COMPACT_EVERY if opts.merge else 0,
+        )
         before = None if spec.workload_def.builtin else _workdir(spec, store, opts)  # built-ins write nothing there
         if searches:
             outcome = searches.run(scheduler, pending, lambda line: say(console, line))
         else:
             outcome = scheduler.run(pending, skipped)
+        pool.flush(spec.name)  # logs and trial folders the store refused during the run, if it takes them now
     finally:
         pool.close()
         _stop(local_ray)

@@ -72,6 +72,7 @@ class S3Server:
     secret_key: str
     bucket: str
     log: str
+    argv: tuple[str, ...] = ()  # how it was started: `restart` starts it again on the same ports and data
 
     @property
     def endpoint(self) -> str:
@@ -110,6 +111,32 @@ class S3Server:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def restart(self, wrap: Callable[[list[str]], list[str]] = lambda a: a, timeout_s: float = 60.0) -> None:
+        """Start it again (after `stop`) on the same ports, data and keys: a store back from an outage."""
+        self.pid = _launch(list(self.argv), self.log, wrap)
+        _wait_ready(self, wrap, timeout_s)
+
+
+def _launch(argv: list[str], log: str, wrap: Callable[[list[str]], list[str]]) -> int:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            wrap(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    return proc.pid
+
+
+def _wait_ready(server: S3Server, wrap: Callable[[list[str]], list[str]], timeout_s: float) -> None:
+    probe = subprocess.run(
+        wrap([sys.executable, "-c", _PROBE, server.endpoint, server.bucket, str(timeout_s)]),
+        env={**os.environ, **server.env},
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0 or not _exists(server.pid):
+        server.stop()
+        tail = "\n".join(Path(server.log).read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"SeaweedFS did not come up: {probe.stderr.strip()}\n{tail}")
 
 
 def _exists(pid: int) -> bool:
@@ -168,22 +195,9 @@ def start(
         "-volume.max=0",
         "-metricsPort=0",
     ]
-    log = directory / "weed.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            wrap(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    server = S3Server(proc.pid, s3, access, secret, bucket, str(log))
-    probe = subprocess.run(
-        wrap([sys.executable, "-c", _PROBE, server.endpoint, bucket, str(timeout_s)]),
-        env={**os.environ, **server.env},
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0 or proc.poll() is not None:
-        server.stop()
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"SeaweedFS did not come up: {probe.stderr.strip()}\n{tail}")
+    log = str(directory / "weed.log")
+    server = S3Server(_launch(argv, log, wrap), s3, access, secret, bucket, log, tuple(argv))
+    _wait_ready(server, wrap, timeout_s)
     return server
 
 

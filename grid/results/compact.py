@@ -11,10 +11,16 @@ The order of the steps is the whole argument:
    readers de-duplicate on `(sweep, trial_id, attempt)`, and the next compaction merges them away.
 
 Files written after step 1 were not listed, so a sweep may keep running while it is compacted.
+A running sweep does so itself (`Background`): every COMPACT_EVERY rows its one-row files are
+merged into one more file, on a thread of the driver, leaving earlier merged files as they are; the
+end of the run merges them all into one. Readers of a sweep, finished or killed, open a few files,
+not one per attempt.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,10 +32,13 @@ import pyarrow.parquet as pq
 from grid.errors import ResultsError, UsageError
 from grid.results.backend import TEMP_PREFIX
 from grid.results.dedupe import dedupe
+from grid.results.layout import is_compacted
 from grid.results.schema import as_written
 from grid.results.store import ResultStore
 
+log = logging.getLogger("grid")
 ROW_GROUP_ROWS = 65536
+COMPACT_EVERY = 1000  # a running sweep merges its one-row files each time this many more were stored
 _STALE_TMP_S = 3600.0
 
 # Called with ("committed", merged_path), then ("deleted", path) per input removed; tests use it to
@@ -60,10 +69,13 @@ def compact(store: ResultStore, sweep: str | None = None, hook: Hook | None = No
     return [compact_sweep(store, name, hook) for name in ([sweep] if sweep else sweeps)]
 
 
-def compact_sweep(store: ResultStore, sweep: str, hook: Hook | None = None) -> Compaction:
+def compact_sweep(store: ResultStore, sweep: str, hook: Hook | None = None, rows_only: bool = False) -> Compaction:
+    """`rows_only`: merge the one-row files of attempts only, leaving merged files as they are."""
     started = time.perf_counter()
     _remove_stale_temporaries(store, sweep)
     files = store.files(sweep)
+    if rows_only:
+        files = [f for f in files if not is_compacted(f)]
     if len(files) < 2:
         return Compaction(sweep, len(files), 0, 0, None, 0, time.perf_counter() - started)
     try:
@@ -113,3 +125,36 @@ def _remove_stale_temporaries(store: ResultStore, sweep: str) -> None:
         stale = entry.mtime is not None and now - entry.mtime > _STALE_TMP_S
         if entry.is_file and entry.name.startswith(TEMP_PREFIX) and stale:
             store.backend.delete(entry.path)
+
+
+class Background:
+    """A running sweep's own compaction: `stored()` per row the store took; every `every` of them
+    the one-row files written so far are merged on a thread (one at a time). Never the sweep's
+    undoing: a failure is said, and the next merge takes those files."""
+
+    def __init__(self, store: ResultStore, sweep: str, every: int = COMPACT_EVERY):
+        self.store, self.sweep, self.every = store, sweep, every
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def stored(self) -> None:
+        self._count += 1
+        if self.every <= 0 or self._count < self.every or (self._thread and self._thread.is_alive()):
+            return
+        self._count = 0
+        self._thread = threading.Thread(target=self._merge, name="gpu-grid-compact", daemon=True)
+        self._thread.start()
+
+    def _merge(self) -> None:
+        try:
+            compact_sweep(self.store, self.sweep, rows_only=True)
+        except Exception as exc:
+            log.warning(
+                "[grid] merging the rows of sweep %r so far failed (%s); the end of the run merges them",
+                self.sweep,
+                exc,
+            )
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 ROWS = ".parquet"
 _SWEEP = "sweep="
+_COMPACTED = "compacted-"
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Layout:
         return f"{self.sweep(sweep)}/{trial_id}-{attempt}{ROWS}"
 
     def compacted(self, sweep: str, token: str) -> str:
-        return f"{self.sweep(sweep)}/compacted-{token}{ROWS}"
+        return f"{self.sweep(sweep)}/{_COMPACTED}{token}{ROWS}"
 
     def log(self, sweep: str, trial_id: str, attempt: int) -> str:
         return f"{self.sweep(sweep)}/_logs/{trial_id}-{attempt}.log"
@@ -59,6 +60,11 @@ class Layout:
 def sweep_of(folder_name: str) -> str | None:
     """The sweep a folder of the root holds (`sweep=<name>`), or None."""
     return folder_name[len(_SWEEP) :] if folder_name.startswith(_SWEEP) else None
+
+
+def is_compacted(path: str) -> bool:
+    """Whether a sweep's file holds merged rows (compact.py), not one attempt's."""
+    return path.rsplit("/", 1)[-1].startswith(_COMPACTED)
 
 
 def attempt_of(name: str) -> tuple[str, int] | None:

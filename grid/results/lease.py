@@ -6,7 +6,10 @@ lock (backend/): on a local (or shared POSIX) results folder an exclusive `flock
 sweep, which the kernel releases the moment the holder dies, so a killed driver's sweep is taken
 over at once; on S3 an object created with If-None-Match and refreshed with If-Match every third
 of its time to live: a holder that died stops refreshing, its lease expires after `ttl_s`, and
-the next driver takes it over.
+the next driver takes it over. A holder on this host whose process is gone (killed, crashed) is
+taken over at once, whatever its lease says, and the next driver says so; a holder that still
+runs, or one on another host, keeps the sweep. Every call to the store goes through its retry
+policy (backend/retry.py): a store that blinks costs the lease a pause, not the sweep.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import psutil
+
 from grid.errors import BusyError
+from grid.processes import living
 from grid.results.store import ResultStore
 from grid.shared import hostname
 
@@ -42,11 +48,19 @@ def _holder_text(holder: dict[str, Any] | None) -> str:
     return f"host {holder.get('host')}, pid {holder.get('pid')}, since {since}"
 
 
+def _dead_here(holder: dict[str, Any]) -> bool:
+    """A holder on this host whose process no longer runs (its pid gone, or reused by another)."""
+    pid, created = holder.get("pid"), holder.get("created")
+    if holder.get("host") != hostname() or not isinstance(pid, int):
+        return False
+    return living(pid, created if isinstance(created, float) else None) is None
+
+
 def _expired(doc: bytes) -> bool:
     holder = _holder(doc)
     if not holder:
         return False
-    return bool(holder.get("expires", 0) < time.time())
+    return bool(holder.get("expires", 0) < time.time()) or _dead_here(holder)
 
 
 class Lease:
@@ -64,6 +78,7 @@ class Lease:
             {
                 "host": hostname(),
                 "pid": os.getpid(),
+                "created": psutil.Process().create_time(),
                 "since": self.since,
                 "expires": time.time() + self.ttl_s,
                 "token": self.token,
@@ -71,10 +86,11 @@ class Lease:
         ).encode()
 
     def _busy(self, holder: dict[str, Any] | None) -> BusyError:
+        frees = "at once" if self._lock.frees_at_once else f"at once on its host, within {self.ttl_s:.0f} s elsewhere"
         return BusyError(
             f"sweep {self.sweep!r} in {self.store.uri} is being run by another driver ({_holder_text(holder)}); "
             f"wait for it to end, or stop it (a driver that died frees the sweep "
-            f"{'at once' if self._lock.frees_at_once else f'within {self.ttl_s:.0f} s'})"
+            f"{frees})"
         )
 
     def _mine(self, doc: bytes) -> bool:
@@ -88,12 +104,10 @@ class Lease:
         claim = self._lock.acquire(self._doc(), _expired)
         if not claim.won:
             raise self._busy(_holder(claim.holder))
-        if claim.holder is not None:
-            log.warning(
-                "[grid] the lease of sweep %r expired (%s); taking it over",
-                self.sweep,
-                _holder_text(_holder(claim.holder)),
-            )
+        before = _holder(claim.holder)
+        if before is not None:
+            why = "its driver on this host is no longer running" if _dead_here(before) else "it expired"
+            log.warning("[grid] the lease of sweep %r: %s (%s); taking it over", self.sweep, why, _holder_text(before))
         self._held = True
         self._refreshed = time.monotonic()
         return self

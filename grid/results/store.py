@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from grid.errors import ResultsError
 from grid.results.backend import Backend, open_backend
+from grid.results.backend.retry import RETRY_S, Retry, Retrying
 from grid.results.dedupe import dedupe, latest_attempts
 from grid.results.layout import ROWS, Layout, attempt_of, sweep_of
 from grid.results.row import Row
@@ -37,16 +38,18 @@ _S = pa.string()
 
 
 class ResultStore:
-    """A results dataset at a URI. Safe for many concurrent writers: each writes its own files."""
+    """A results dataset at a URI. Safe for many concurrent writers: each writes its own files.
+    Every call to its backend retries transient faults for `retry_s` seconds (backend/retry.py)."""
 
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.backend: Backend = open_backend(uri)
+    def __init__(self, uri: str, retry_s: float = RETRY_S):
+        self.uri, self.retry_s = uri, retry_s
+        self.retry = Retry(retry_s)
+        self.backend: Backend = Retrying(open_backend(uri), self.retry)
         self.layout = Layout(self.backend.root)
         self.unreadable: dict[str, str] = {}  # path -> why: files skipped by the readers
 
-    def __reduce__(self) -> tuple[type[ResultStore], tuple[str]]:
-        return (ResultStore, (self.uri,))
+    def __reduce__(self) -> tuple[type[ResultStore], tuple[str, float]]:
+        return (ResultStore, (self.uri, self.retry_s))
 
     # -- writing
     def write_row(self, row: Row, kinds: dict[str, type] | None = None) -> str:

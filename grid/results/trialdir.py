@@ -34,7 +34,7 @@ import shutil
 import socket
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from grid.protocol import knob_seconds
 from grid.results.store import ResultStore
@@ -161,9 +161,10 @@ class TrialFolder:
             )
         return held
 
-    def close(self, local: str) -> str | None:
+    def close(self, local: str, keep: Callable[[str], str] | None = None) -> str | None:
         """Keep what the attempt left; where it is (a URI for remote results, a path on this
-        machine where the store could not take it), or None when it holds no file."""
+        machine where the store could not take it), or None when it holds no file. `keep`: where
+        a copy the store would not take goes to wait for it (the spool), named in the notes."""
         left, links = _walk(local)
         self.links.update(links)
         self._note_links()
@@ -177,6 +178,16 @@ class TrialFolder:
                 shutil.rmtree(local, ignore_errors=True)
                 return self._shown() if left else None
             except Exception as exc:
+                if keep is not None and left:
+                    for name in links:  # the kept copy is sent later as a whole: without its links
+                        with contextlib.suppress(OSError):
+                            os.unlink(os.path.join(local, name))
+                    kept = keep(local)
+                    self.notes.append(
+                        f"its folder could not be written to {self._shown()} ({exc}); its {len(left)} file(s) are "
+                        f"kept on {socket.gethostname()} at {kept} until a `grid run` of the sweep writes them there"
+                    )
+                    return self._shown()
                 self.notes.append(f"its folder could not be written to {self._shown()} ({exc})")
         if not left:
             shutil.rmtree(local, ignore_errors=True)

@@ -11,8 +11,10 @@ several GPUs, until every trial has a terminal row.
   and re-queued as a new attempt, up to `retries` times; the pool replaces the worker, and new
   workers take trials at once. An attempt past `timeout_s` plus the worker's own grace (killing
   the trial, retrying the store) has a hung worker: it is ended and the attempt is lost.
-- A row the results store would not take stays on the worker's disk; the driver then starts
-  nothing new, lets the running attempts end, and stops with the list of rows kept and where.
+- Every call to the results store retries its transient faults for --store-retry seconds
+  (backend/retry.py). A row the store would not take stays on the worker's disk; that, or a
+  lease or attempt number the store would not keep, makes the driver start nothing new, let
+  the running attempts end, and stop with the list of rows kept and where.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from grid.errors import ClusterError, StorageError, UsageError
+from grid.errors import ClusterError, StorageError, StoreDown, UsageError
+from grid.results.compact import Background
 from grid.results.metric_types import MetricTypes
 from grid.results.row import Row
 from grid.results.spool import DeliveryOptions, Spool, deliver
@@ -71,12 +74,14 @@ class Scheduler:
         delivery: DeliveryOptions | None = None,
         heartbeat: Callable[[], None] | None = None,
         kill_grace_s: float = KILL_GRACE_S,
+        compact_every: int = 0,
     ):
         self.spec, self.store, self.pool, self.progress = spec, store, pool, progress
         self.heartbeat = heartbeat or (lambda: None)  # keeps the sweep's lease
         self.delivery = delivery or DeliveryOptions()
         self.spool = Spool(store, self.delivery.state_dir)
         self.metric_types = MetricTypes(store, spec.name)
+        self.compactor = Background(store, spec.name, compact_every)  # 0: rows stay one file each
         self.grace_s = self.delivery.retry_s + kill_grace_s
         self.store_down: str | None = None  # why, once the store refused a row
         self.outcome = SweepOutcome(rows=[], total=0, skipped=0)
@@ -285,16 +290,25 @@ class Scheduler:
                         self._finish(done, outcome)
                 self._end_hung()
                 if time.monotonic() >= next_refresh:
-                    self.heartbeat()
+                    self._beat()
                     self._refresh()
                     next_refresh = time.monotonic() + self.refresh_every_s
                 self.progress.tick()
         finally:
             self.progress.end()
             outcome.unusable = list(self.pool.unusable)
+            self.compactor.wait()
         if self.store_down:
             raise StorageError(self._store_message(outcome))
         return outcome
+
+    def _beat(self) -> None:
+        """Keep the sweep's lease; a store down for longer than its retries stops the sweep as a row
+        it refused does (a lease lost to another driver still ends it at once: BusyError)."""
+        try:
+            self.heartbeat()
+        except StoreDown as exc:
+            self.store_down = self.store_down or f"cannot keep the sweep's lease: {exc}"
 
     def _refresh(self) -> None:
         added, lost = self.pool.refresh()
@@ -361,6 +375,8 @@ class Scheduler:
             self._learn(done.row)
             if done.kept:
                 self._store_refused(done.kept, done.store_error)
+            else:
+                self.compactor.stored()
             outcome.rows.append(done.row)
             self.progress.finished(done.ticket, done.row)
             return

@@ -30,7 +30,7 @@ class GpuWorker:
         gpu_memory_mib: float | None = None,
     ):
         self.spec = spec
-        self.store = ResultStore(store_uri)
+        self.store = ResultStore(store_uri, delivery.retry_s)
         self.delivery = delivery
         self.metric_types = MetricTypes(self.store, spec.name)
         self.gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())

@@ -12,12 +12,15 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 
 import pyarrow as pa
 
+from grid.errors import StorageError
 from grid.protocol import Env
+from grid.results.backend.retry import describe
 from grid.results.metric_types import MetricTypes
 from grid.results.row import Energy, Files, Identity, Process, Row
 from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
@@ -180,6 +183,7 @@ def run_attempt(
     `metric_types`: the sweep's metric column types as this worker knows them."""
     delivery = delivery or DeliveryOptions()
     metric_types = metric_types or MetricTypes(store, spec.name)
+    spool = Spool(store, delivery.state_dir)
     try:
         gpus = gpu_samplers(placement.gpu_ids)
         keys = gpus.uuids
@@ -193,7 +197,7 @@ def run_attempt(
             Tenancy(places, spec.name, trial.trial_id, attempt) as stay,
         ):
             cache = compilecache.folder(delivery.state_dir, spec.name)
-            row = attempt_row(spec, trial, attempt, placement, store, times, gpus, cache)
+            row = attempt_row(spec, trial, attempt, placement, store, times, gpus, cache, spool)
         row.sharing.gpu_wait_s = waited if keys else None
         row.sharing.shared_with = stay.others()
         if row.sharing.shared_with:
@@ -202,14 +206,33 @@ def run_attempt(
                 + ("and energy (the whole GPU's) " if row.energy.energy_j is not None else "")
                 + "are not those of a GPU of its own"
             )
-        row.notes.extend(metric_types.settle(row.metrics.values, declared_types(spec)))
+        try:
+            row.notes.extend(metric_types.settle(row.metrics.values, declared_types(spec)))
+        except StorageError as exc:  # the sweep's column types are the store's: kept as measured
+            row.notes.append(f"its metrics' column types could not be read from the results store ({exc})")
         if row.times.ended_at is not None and row.process.wall_s is not None:
             row.start.finish_s = max(0.0, time.time() - row.times.ended_at.timestamp())
         data = encode_row(row, spec.param_kinds(), metric_types.known())
     except Exception as exc:
         row = rows.failed(spec, trial, attempt, placement, times, TrialStatus.ERROR, exc, note=rows.WORKER_FAILED)
         data = encode_row(row, spec.param_kinds())
-    return deliver(Spool(store, delivery.state_dir), row, data, delivery.retry_s)
+    return deliver(spool, row, data, delivery.retry_s)
+
+
+def commit_log(
+    store: ResultStore, spool: Spool, log_file: str, sweep: str, trial_id: str, attempt: int, row: Row
+) -> str:
+    """The log put beside the results; one the store would not take (after its retries) waits in
+    the spool, and the row says so: the trial's outcome is the trial's, never the store's."""
+    try:
+        return store.commit_log(log_file, sweep, trial_id, attempt)
+    except Exception as exc:
+        kept = spool.keep_log(log_file, sweep, trial_id, attempt)
+        row.notes.append(
+            f"its log could not be written to the results store ({describe(exc)}); it is kept on "
+            f"{socket.gethostname()} at {kept} until a `grid run` of the sweep writes it there"
+        )
+        return store.backend.show(store.layout.log(sweep, trial_id, attempt))
 
 
 def attempt_row(
@@ -221,10 +244,13 @@ def attempt_row(
     times: AttemptTimes,
     gpus: GpuView | None = None,
     compile_dir: str | None = None,
+    spool: Spool | None = None,
 ) -> Row:
     """Run one attempt in an isolated process tree; returns its row. `compile_dir`: this node's
-    compilation cache for the sweep (none: the trial compiles cold)."""
+    compilation cache for the sweep (none: the trial compiles cold); `spool`: where a log or trial
+    folder the store would not take waits for it."""
     gpus = gpus or GpuView()
+    spool = spool or Spool(store, DeliveryOptions().state_dir)
     if gpus.facts.gpu_total_mib is None and placement.gpu_ids and placement.gpu_memory_mib:
         gpus.facts.gpu_total_mib = placement.gpu_memory_mib  # a fake GPU: the memory gpu-grid was told
     scratch = tempfile.mkdtemp(prefix=f"gpu-grid-{trial.trial_id}-{attempt}-")
@@ -248,10 +274,10 @@ def attempt_row(
         cut = bound(log_file)
         if cut:
             row.notes.append(cut)
-        log_path = store.commit_log(log_file, spec.name, trial.trial_id, attempt)
+        log_path = commit_log(store, spool, log_file, spec.name, trial.trial_id, attempt, row)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    trial_dir = folder.close(own_dir)
+    trial_dir = folder.close(own_dir, lambda local: str(spool.keep_folder(local, spec.name, trial.trial_id, attempt)))
 
     row.gpu = gpus.facts
     row.gpu_memory.gpu_mem_method = gpus.unavailable

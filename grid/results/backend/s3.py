@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 from grid.errors import ResultsError
 from grid.results.backend.arrow import ArrowBackend, Fill
 from grid.results.backend.base import Claim, Lock
+from grid.results.backend.retry import transient
 
 
 def has_boto3() -> bool:
@@ -57,6 +58,8 @@ def put(uri: str, region: str | None, path: str, data: bytes, if_match: str | No
     except ClientError as exc:
         if _status(exc) in (404, 409, 412):  # 412: the condition failed; 409: a concurrent one is winning
             return None
+        if transient(exc):
+            raise  # retried by the store's policy (retry.py)
         raise ResultsError(f"cannot write s3://{path}: {exc}") from None
 
 
@@ -70,6 +73,8 @@ def get(uri: str, region: str | None, path: str) -> tuple[bytes, str] | None:
     except ClientError as exc:
         if _status(exc) == 404:
             return None
+        if transient(exc):
+            raise
         raise ResultsError(f"cannot read s3://{path}: {exc}") from None
     return answer["Body"].read(), str(answer["ETag"])
 
@@ -123,6 +128,9 @@ class ETagLock:
         if self._etag is not None:
             return Claim(True)
         found = self._get()
+        if found is not None and found[0] == doc:  # an earlier try of this call was written after all
+            self._etag = found[1]
+            return Claim(True)
         if found is None or not expired(found[0]):
             return Claim(False, found[0] if found else None)
         self._etag = self._put(doc, if_match=found[1])
@@ -132,6 +140,9 @@ class ETagLock:
         etag = self._put(doc, if_match=self._etag) if self._etag else None
         if etag is None:
             found = self._get()
+            if found is not None and found[0] == doc:  # an earlier try of this call was written after all
+                self._etag = found[1]
+                return Claim(True)
             return Claim(False, found[0] if found else None)
         self._etag = etag
         return Claim(True)
