@@ -32,6 +32,7 @@ from rich.console import Console
 from grid.cli import main
 from grid.errors import UnsafeFolderError
 from grid.private import private_folder
+from grid.results.backend.arrow import ArrowBackend
 from grid.results.store import ResultStore
 from grid.spec.parse import parse_spec
 from grid.sweep import RunOptions, run_sweep
@@ -242,6 +243,25 @@ def test_crafted_rows_never_place_a_report_file_outside_out(aws_env, legit_rows,
     assert written and all(out in p.parents for p in written), f"files outside --out: {written}"
     assert any(p.suffix == ".png" for p in written), "the report drew no plot: the attack was not tried"
     assert "planted-0.parquet" in said and "'../../../T-rep', not a sweep name" in said, said
+
+
+def test_a_crafted_key_in_a_trial_folder_is_never_copied_down_outside_it(tmp_path, caplog):
+    """A bucket someone else writes to may hold `_trials/<id>/../../x` (S3 keys are any text;
+    SeaweedFS refuses them, so an in-memory pyarrow filesystem that keeps them stands in): resuming
+    a trial folder copies its files down, and none may land outside the local copy."""
+    memory = pytest.importorskip("fsspec.implementations.memory")
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(memory.MemoryFileSystem()))
+    backend = ArrowBackend("memory://bucket", fs, "bucket")
+    folder = "bucket/sweep=s/_trials/t1"
+    backend.write(f"{folder}/ckpt/kept.txt", b"mine")
+    for key in ("../../../escape.txt", "sub/../../../../up.txt"):
+        with fs.open_output_stream(f"{folder}/{key}") as out:
+            out.write(b"crafted")
+    local = tmp_path / "deep" / "copy"
+    backend.copy_down(folder, str(local))
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == [Path("deep/copy/ckpt/kept.txt")], written
+    assert caplog.text.count("would be written outside") == 2, caplog.text
 
 
 # 5. an endless line

@@ -37,41 +37,15 @@ import threading
 from collections.abc import Callable, Iterator
 
 from grid.protocol import knob_seconds
+from grid.results.backend.base import local_tree
 from grid.results.store import ResultStore
 
 Stamps = dict[str, tuple[int, int]]  # relative path -> (mtime_ns, size)
 _LINKS_NAMED = 50  # a row's notes name this many of a folder's links, then count the rest
 
 
-def _walk(folder: str) -> tuple[list[str], dict[str, str]]:
-    """The regular files under a local folder, relative to it, and its links (relative path ->
-    where each points). A link is never followed, to a file or to a folder: what it points to is
-    not the trial's folder. Other things (pipes, sockets, devices) are neither files nor links."""
-    files: list[str] = []
-    links: dict[str, str] = {}
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(folder, rel) if rel else folder))
-        except OSError:  # deleted since, or not a folder any more
-            continue
-        for entry in entries:
-            name = os.path.join(rel, entry.name) if rel else entry.name
-            try:
-                if entry.is_symlink():
-                    links[name] = os.readlink(entry.path)
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append(name)
-                elif entry.is_file(follow_symlinks=False):
-                    files.append(name)
-            except OSError:
-                continue
-    return sorted(files), links
-
-
 def _files(folder: str) -> list[str]:
-    return _walk(folder)[0]
+    return local_tree(folder)[0]
 
 
 def _stamps(folder: str) -> Stamps:
@@ -165,7 +139,7 @@ class TrialFolder:
         """Keep what the attempt left; where it is (a URI for remote results, a path on this
         machine where the store could not take it), or None when it holds no file. `keep`: where
         a copy the store would not take goes to wait for it (the spool), named in the notes."""
-        left, links = _walk(local)
+        left, links = local_tree(local)
         self.links.update(links)
         self._note_links()
         if not self._copy:
@@ -225,7 +199,7 @@ class TrialFolder:
         this look's stamps. A file gone meanwhile, or a store that is down, waits for the next look
         or the attempt's end."""
         now = _stamps(local)
-        self.links.update(_walk(local)[1])
+        self.links.update(local_tree(local)[1])
         for name, stamp in now.items():
             if seen.get(name) != stamp or sent.get(name) == stamp:
                 continue

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from typing import IO, Any
 
 import pyarrow.fs as pafs
 
-from grid.results.backend.base import Claim, Entry, Lock, staging, temporary
+from grid.results.backend.base import Claim, Entry, Lock, local_tree, staging, temporary
 
 log = logging.getLogger("grid")
 _CHUNK = 1 << 20
@@ -111,10 +112,25 @@ class ArrowBackend:
 
     # -- this machine
     def copy_up(self, local_folder: str, folder: str) -> None:
-        pafs.copy_files(local_folder, folder, destination_filesystem=self.fs)
+        """The folder's regular files only: a link is never followed out of it."""
+        for rel in local_tree(local_folder)[0]:
+            self.upload(os.path.join(local_folder, rel), f"{folder}/{rel}")
 
     def copy_down(self, folder: str, local_folder: str) -> None:
-        pafs.copy_files(folder, local_folder, source_filesystem=self.fs)
+        """Every file under `folder`, written only inside `local_folder`: a key whose relative path
+        climbs out of it (`..`, an absolute part), as a crafted bucket may hold, is skipped with a warning."""
+        base = os.path.realpath(local_folder)
+        for info in self.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True)):
+            if info.type != pafs.FileType.File:
+                continue
+            rel = info.path.lstrip("/")[len(folder.lstrip("/")) :].lstrip("/")
+            target = os.path.realpath(os.path.join(base, rel))
+            if not rel or os.path.isabs(rel) or ".." in rel.split("/") or not target.startswith(base + os.sep):
+                log.warning("[grid] skipped %s: its name would be written outside %s", info.path, local_folder)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with self.fs.open_input_stream(info.path) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
 
     def lock(self, doc: str, lock_file: str) -> Lock:
         return NoLock()

@@ -18,6 +18,7 @@ backend's `root`. The contract, checked on every backend by tests/test_store_con
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,3 +118,30 @@ class Backend(Protocol):
     def show(self, path: str) -> str:
         """`path` as the user names it: a path on this machine, else a URI."""
         ...
+
+
+def local_tree(folder: str) -> tuple[list[str], dict[str, str]]:
+    """The regular files under a local folder, relative to it, and its links (relative path ->
+    where each points). A link is never followed, to a file or to a folder: what it points to is
+    not the trial's folder. Other things (pipes, sockets, devices) are neither files nor links."""
+    files: list[str] = []
+    links: dict[str, str] = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(folder, rel) if rel else folder))
+        except OSError:  # deleted since, or not a folder any more
+            continue
+        for entry in entries:
+            name = os.path.join(rel, entry.name) if rel else entry.name
+            try:
+                if entry.is_symlink():
+                    links[name] = os.readlink(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(name)
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(name)
+            except OSError:
+                continue
+    return sorted(files), links
