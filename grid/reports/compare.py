@@ -41,6 +41,7 @@ from grid.results.schema import GOALS, known_goal
 from grid.results.store import ResultStore
 from grid.shared import TrialStatus
 from grid.spec.expand import canonical_config
+from grid.text import plain
 
 KINDS = ("regression", "improvement", "unchanged", "missing", "new")
 _PLURAL = {"regression": "regressions", "improvement": "improvements"}
@@ -366,26 +367,22 @@ def summary_line(result: Comparison) -> str:
 def print_comparison(result: Comparison, console: Console) -> None:
     keys = varying_keys(result.verdicts)
     table = Table(
-        title=f"{result.metric}: baseline {result.baseline['uri']} (sweep {result.baseline['sweep']}) vs "
-        f"current {result.current['uri']} (sweep {result.current['sweep']})",
+        title=plain(
+            f"{result.metric}: baseline {result.baseline['uri']} (sweep {result.baseline['sweep']}) vs "
+            f"current {result.current['uri']} (sweep {result.current['sweep']})"
+        ),
         title_justify="left",
     )
     for name in ("verdict", *keys, "baseline", "current", "change", "why"):
-        table.add_column(name, justify="right" if name in ("baseline", "current", "change") else "left")
+        table.add_column(plain(name), justify="right" if name in ("baseline", "current", "change") else "left")
     for v in result.verdicts:
-        style = _STYLE[v.kind]
         change = "-" if v.change_pct is None else f"{v.change_pct:+.1f}%"
         sides = (v.baseline.text() if v.baseline else "-", v.current.text() if v.current else "-")
-        table.add_row(
-            f"[{style}]{v.kind}[/]" if style else v.kind,
-            *(show(v.config.get(k)) for k in keys),
-            *sides,
-            change,
-            v.reason,
-        )
+        cells = [*(show(v.config.get(k)) for k in keys), *sides, change, v.reason]
+        table.add_row(plain(v.kind, _STYLE[v.kind]), *(plain(c) for c in cells))
     console.print(table)
     style = {"regression": "bold red", "incomplete": "bold yellow", "ok": "green"}[result.verdict]
-    console.print(f"[{style}]{summary_line(result)}[/]", highlight=False, soft_wrap=True)
+    console.print(plain(summary_line(result), style), highlight=False, soft_wrap=True)
 
 
 def write_json(result: Comparison, path: str) -> None:

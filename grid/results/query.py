@@ -22,6 +22,7 @@ from rich.table import Table
 from grid.errors import ResultsError, UsageError
 from grid.results.dedupe import latest_attempts
 from grid.results.store import ResultStore
+from grid.text import plain
 
 MAX_PRINTED_ROWS = 1000
 
@@ -77,14 +78,15 @@ def print_table(table: pa.Table, console: Console) -> None:
     )
     for field in table.schema:
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
-        view.add_column(field.name, justify="right" if numeric else "left")
-    for row in table.slice(0, MAX_PRINTED_ROWS).to_pylist():
-        view.add_row(*(cell(v).replace("[", "\\[") if v is not None else "[dim]null[/]" for v in row.values()))
+        view.add_column(plain(field.name), justify="right" if numeric else "left")
+    shown = table.slice(0, MAX_PRINTED_ROWS)
+    for values in zip(*(column.to_pylist() for column in shown.columns)):  # by position: names may repeat
+        view.add_row(*(plain(cell(v)) if v is not None else plain("null", "dim") for v in values))
     console.print(view)
 
 
 def write_csv(table: pa.Table, out: IO[str]) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(table.column_names)
-    for row in table.to_pylist():
-        writer.writerow(cell(v) for v in row.values())
+    for values in zip(*(column.to_pylist() for column in table.columns)):
+        writer.writerow(cell(v) for v in values)
