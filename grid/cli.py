@@ -125,7 +125,7 @@ def cmd_query(args: argparse.Namespace, console: Console) -> int:
     if args.csv:
         write_csv(table, sys.stdout)
     else:
-        print_table(table, console)
+        print_table(table, console, args.all_columns)
     return 0
 
 
@@ -195,6 +195,9 @@ def _results_commands(sub: Any) -> None:
     p.add_argument("sql", help='e.g. "select backend, median(steady_epoch_s) from trials group by 1"')
     p.add_argument("--sweep", default=None, help="only this sweep's rows in the views")
     p.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    p.add_argument(
+        "--all-columns", action="store_true", help="keep columns that are null in every row (left out by default)"
+    )
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("compact", help="merge a sweep's per-trial files into one file, atomically")

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from grid.errors import ResultsError, UsageError
 from grid.reports.build import metrics_of
+from grid.reports.sharing import shared, sharing_text
 from grid.reports.table import (
     SHARED_KEY,
     Spread,
@@ -253,7 +254,7 @@ def compare(baseline_uri: str, current_uri: str, opts: CompareOptions) -> Compar
     goal = goal_of(opts.metric, rows[1] + rows[0], opts.goal)
     base, cur = (_sides(r, opts.metric, opts.ignore) for r in rows)
     if base and cur and not set(base) & set(cur):
-        raise UsageError(_nothing_in_common(base, cur, baseline_uri, current_uri))
+        raise UsageError(_nothing_in_common(base, cur, rows, baseline_uri, current_uri))
     result = Comparison(
         opts.metric,
         threshold,
@@ -280,7 +281,9 @@ def _verdict(
     return Verdict(base[0], kind, reason, base[1], cur[1], change)
 
 
-def _nothing_in_common(base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[dict, Side]], *uris: str) -> str:
+def _nothing_in_common(
+    base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[dict, Side]], rows: list[list[dict]], *uris: str
+) -> str:
     """Why no config joins: the keys whose values differ between the two runs, and what to do."""
     values: list[dict[str, set[str]]] = [collections.defaultdict(set), collections.defaultdict(set)]
     for seen, side in zip(values, (base, cur)):
@@ -299,10 +302,13 @@ def _nothing_in_common(base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[
     )
     why = f"no config of the current run {uris[1]} is in the baseline {uris[0]}, so nothing can be compared"
     if SHARED_KEY in differ:
+        said = "; ".join(
+            f"{role} {uri}: {len(shared(side))} of {len(side)} trial(s) shared a GPU"
+            + (f": {sharing_text(side)}" if shared(side) else "")
+            for role, uri, side in zip(("baseline", "current"), uris, rows)
+        )
         return (
-            f"{why}: the trials of one run shared their GPUs (packing: {SHARED_KEY}) and those of the other "
-            f"did not, and shared timings are never compared with a GPU's own ({detail}). Run both the same "
-            f"way (exclusive: true in the spec keeps a GPU to each trial)"
+            f"{why}: shared timings are never compared with a GPU's own ({SHARED_KEY}); {said}. Run both the same way"
         )
     return (
         f"{why} (the spec changed?). They differ in {detail}. If that change is meant, recreate the baseline "

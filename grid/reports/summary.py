@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from grid.reports.table import EXTRA_METRICS, failure_line, own_metrics
+from grid.reports.answers import answer_lines, answers
+from grid.reports.table import EXTRA_METRICS, failure_line, own_metrics, trial_config
 from grid.results.dedupe import latest_attempts
 from grid.results.row import Row
 from grid.shared import TrialStatus
@@ -64,6 +65,10 @@ def print_summary(done: list[Row], axes: list[str], title: str, console: Console
     console = console or make_console()
     rows = [row.record() for row in done]
     console.print(summary_table(rows, axes, title))
+    for row in rows:
+        row["_config"] = trial_config(row)
+    for line in answer_lines(answers(rows, axes)):
+        console.print(plain(line), highlight=False, soft_wrap=True)
     failures = [r for r in rows if r["status"] != TrialStatus.OK.value]
     for row in failures:
         console.print(_failure(row, row["trial_id"]))
