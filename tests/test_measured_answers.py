@@ -15,11 +15,11 @@ def test_no_epochs_answers_by_wall_time_and_peak_rss(tmp_path, capsys):
         main(["run", str(tmp_path / "s.yaml"), "--results", str(tmp_path / "r"), "--runner", "local", "--plain"]) == 0
     )
     run = " ".join(capsys.readouterr().out.split())
-    assert "fastest, by wall time (no epochs measured): batch_size=" in run
+    assert "fastest, by wall time (no steady epoch measured): batch_size=" in run
     assert "leanest that ran, by peak RSS (no GPU memory measured): batch_size=" in run
     assert main(["report", str(tmp_path / "r"), "--no-html"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "fastest, by wall time (no epochs measured) │ batch_size=" in out and " s, peak RSS " in out
+    assert "fastest, by wall time (no steady epoch measured) │ batch_size=" in out and " s, peak RSS " in out
     assert "leanest that ran, by peak RSS (no GPU memory measured)" in out
     assert "wall s" in out and "peak RSS MiB" in out and "epoch s" not in out.split("median (min-max)")[1]
 

@@ -161,7 +161,7 @@ def _fastest(result: Answers) -> None:
     for by, key, best in (
         ("images/s", "images_per_s", max),
         ("steady epoch", "steady_epoch_s", min),
-        ("wall time (no epochs measured)", "wall_s", min),
+        ("wall time (no steady epoch measured)", "wall_s", min),
     ):
         measured = [p for p in result.points if getattr(p, key) is not None]
         if measured:
