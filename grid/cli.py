@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from grid.spec.expand import Expansion
     from grid.spec.model import GridSpec
 
-from grid.errors import GridError, ResultsError
+from grid.errors import GridError, ResultsError, UsageError
 from grid.options import add_arguments, from_arguments
 from grid.shared import TrialStatus
 from grid.text import BROKEN_PIPE_EXIT, ensure_std_streams, make_console, plain, printable, quiet_stdout
@@ -148,6 +148,22 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_rescan(args: argparse.Namespace, console: Console) -> int:
+    from grid.results.store import ResultStore
+    from grid.trial.rescan import describe, rescan
+
+    spec, _ = _load(args)
+    if not any(m.pattern is not None for m in spec.metrics.values()):
+        raise UsageError(f"{args.spec} has no metrics: patterns to apply (metrics: {{name: {{pattern: ...}}}})")
+    store = ResultStore(args.results)
+    if store.read(spec.name).num_rows == 0:
+        raise ResultsError(
+            f"no rows of sweep {spec.name!r} in {args.results} (sweeps there: {', '.join(store.sweeps())})"
+        )
+    console.print(plain(describe(rescan(store, spec), spec)), highlight=False, soft_wrap=True)
+    return 0
+
+
 def _results_commands(sub: Any) -> None:
     p = sub.add_parser("report", help="tables, plots and a self-contained HTML page of the latest results")
     p.add_argument("results", nargs="?", default="results", help="results location (default: results)")
@@ -199,6 +215,14 @@ def _results_commands(sub: Any) -> None:
         "--all-columns", action="store_true", help="keep columns that are null in every row (left out by default)"
     )
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser(
+        "rescan", help="apply the spec's metrics: patterns to the stored logs again; new values become new attempts"
+    )
+    p.add_argument("results", help="results location")
+    p.add_argument("spec", nargs="?", default="grid.yaml", help="grid spec (YAML; default: grid.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as grid run")
+    p.set_defaults(func=cmd_rescan)
 
     p = sub.add_parser("compact", help="merge a sweep's per-trial files into one file, atomically")
     p.add_argument("results", help="results location")

@@ -10,7 +10,10 @@ import sys
 
 import pytest
 
-SPEC = "name: pipes\nworkload: sleep\nparams: {seconds: 0.05}\naxes:\n  batch_size: [1, 2, 3]\ntimeout_s: 30\n"
+SPEC = (
+    "name: pipes\nworkload: sleep\nparams: {seconds: 0.05}\naxes:\n  batch_size: [1, 2, 3]\ntimeout_s: 30\n"
+    "metrics:\n  slept: {pattern: 'slept ([0-9.]+)'}\n"
+)
 COMMANDS = {
     "help": ["--help"],
     "plan": ["plan", "spec.yaml"],
@@ -21,6 +24,7 @@ COMMANDS = {
     "compare": ["compare", "results", "results", "--metric", "wall_s"],
     "query": ["query", "results", "select * from attempts"],
     "query-csv": ["query", "results", "select * from attempts", "--csv"],
+    "rescan": ["rescan", "results", "spec.yaml"],
     "compact": ["compact", "results"],
 }
 
