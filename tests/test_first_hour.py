@@ -46,3 +46,21 @@ def test_readme_points_to_the_projects_own_offline_bundle():
     readme = (REPO / "README.md").read_text()
     assert "scripts/offline-bundle.sh" in readme and (REPO / "scripts" / "offline-bundle.sh").is_file()
     assert "../shared" not in readme
+
+
+def test_rows_of_an_earlier_script_are_shown_apart_not_counted(tmp_path, capsys):
+    (tmp_path / "t.py").write_text("raise SystemExit('bad config')\n")
+    (tmp_path / "grid.yaml").write_text("name: v\ncommand: python t.py {batch_size}\naxes: {batch_size: [1, 2]}\n")
+    argv = ["run", str(tmp_path / "grid.yaml"), "--results", str(tmp_path / "r"), "--runner", "local", "--plain"]
+    assert main(argv) == 0
+    (tmp_path / "t.py").write_text("print('fixed')\n")  # an edited script: new trial ids
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "r")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "│ v │ 2 │ 2 │" in out  # this version's 2 trials, 2 ok
+    assert "sweep v: 2 trial(s) of earlier versions (2 error; ran command python t.py {batch_size}" in out
+    assert "bad config" not in out  # not listed as this sweep's failures
+    assert main(["report", str(tmp_path / "r"), "--no-html"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 trials, ok x2" in out and "2 trial(s) of earlier versions" in out

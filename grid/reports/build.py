@@ -33,6 +33,7 @@ from grid.reports.table import (
     status_cell,
     trial_config,
 )
+from grid.reports.versions import earlier_text, split_versions
 from grid.results.dedupe import latest_attempts
 from grid.results.schema import metric_columns
 from grid.results.store import ResultStore
@@ -299,4 +300,11 @@ def build_report(store: ResultStore, opts: ReportOptions) -> list[SweepReport]:
     by_sweep: dict[str, list[dict]] = collections.defaultdict(list)
     for row in latest:
         by_sweep[row["sweep"]].append(row)
-    return [sweep_report(name, by_sweep[name], opts, metrics) for name in sorted(by_sweep)]
+    reports = []
+    for name in sorted(by_sweep):
+        rows, earlier = split_versions(by_sweep[name])
+        report = sweep_report(name, rows, opts, metrics)
+        if earlier:
+            report.tables[0].notes.append(earlier_text(name, earlier))
+        reports.append(report)
+    return reports

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from grid.reports.answers import answer_lines, answers
 from grid.reports.table import EXTRA_METRICS, failure_line, own_metrics, trial_config
+from grid.reports.versions import earlier_text, split_versions
 from grid.results.dedupe import latest_attempts
 from grid.results.row import Row
 from grid.shared import TrialStatus
@@ -94,8 +95,11 @@ def status_report(attempts_table: pa.Table, console: Console | None = None) -> N
     latest_rows = latest_attempts(attempts_table).to_pylist()
     all_rows = attempts_table.select(["sweep"]).to_pylist()
     by_sweep: dict[str, list[dict]] = collections.defaultdict(list)
+    earlier: dict[str, list[dict]] = {}
     for row in latest_rows:
         by_sweep[str(row["sweep"])].append(row)
+    for sweep in by_sweep:
+        by_sweep[sweep], earlier[sweep] = split_versions(by_sweep[sweep])
     attempts = collections.Counter(str(r["sweep"]) for r in all_rows)
     table = Table(title="sweeps", title_justify="left")
     table.add_column("sweep")
@@ -109,6 +113,9 @@ def status_report(attempts_table: pa.Table, console: Console | None = None) -> N
             plain(sweep), str(len(rows)), *(str(counts.get(s.value, 0)) for s in TrialStatus), str(attempts[sweep])
         )
     console.print(table)
+    for sweep, old in sorted(earlier.items()):
+        if old:
+            console.print(plain(earlier_text(sweep, old), "dim"), highlight=False, soft_wrap=True)
     for sweep, rows in sorted(by_sweep.items()):
         for row in rows:
             if row["status"] != TrialStatus.OK.value:
