@@ -79,23 +79,35 @@ class LocalRay:
             self.watcher.wait()
 
 
-def _end(doc: dict[str, Any], grace_s: float) -> list[psutil.Process]:
-    """End a dead driver's recorded Ray processes and their children; returns those that ran."""
-    found = [living(info["pid"], info["created"]) for info in doc["processes"]]
-    leftovers = {proc.pid: proc for proc in found if proc is not None}
-    for proc in list(leftovers.values()):
-        with contextlib.suppress(psutil.Error):
-            leftovers.update({child.pid: child for child in proc.children(recursive=True)})
-    leftovers.pop(os.getpid(), None)  # the watcher itself
-    for proc in leftovers.values():
+def _stop(procs: list[psutil.Process], grace_s: float) -> None:
+    for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
-    _, slow = psutil.wait_procs(list(leftovers.values()), timeout=grace_s)
+    _, slow = psutil.wait_procs(procs, timeout=grace_s)
     for proc in slow:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(slow, timeout=grace_s)
-    return list(leftovers.values())
+
+
+def _end(doc: dict[str, Any], grace_s: float) -> list[psutil.Process]:
+    """End a dead driver's recorded Ray processes, then whatever of their children outlived them;
+    returns those that ran. The recorded ones go first: a trial's process is ended by its worker's
+    death (it then writes no row, and the next run re-runs the attempt), not told to stop before it."""
+    found = [living(info["pid"], info["created"]) for info in doc["processes"]]
+    recorded = [proc for proc in found if proc is not None and proc.pid != os.getpid()]
+    children: dict[int, psutil.Process] = {}
+    for proc in recorded:
+        with contextlib.suppress(psutil.Error):
+            children.update({child.pid: child for child in proc.children(recursive=True)})
+    children.pop(os.getpid(), None)  # the watcher itself
+    _stop(recorded, grace_s)
+    orphans = [child for child in children.values() if child.is_running()]
+    for child in orphans:  # their parents are gone: no one is left to end them more gently
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(orphans, timeout=grace_s)
+    return recorded
 
 
 def end_leftovers(state_dir: str, grace_s: float = 3.0) -> int:
