@@ -10,14 +10,16 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.text import Text
 
 if TYPE_CHECKING:
     from grid.spec.expand import Expansion
     from grid.spec.model import GridSpec
 
-from grid.errors import GridError
+from grid.errors import GridError, ResultsError, UsageError
 from grid.options import add_arguments, from_arguments
 from grid.shared import TrialStatus
+from grid.text import BROKEN_PIPE_EXIT, ensure_std_streams, make_console, plain, printable, quiet_stdout
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +47,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
     spec, expansion = _load(args)
     # one print: rich costs ~0.2 ms a call, 20 s for a 100,000-trial plan line by line
-    console.print("\n".join(plan_lines(spec, expansion)), highlight=False, markup=False, soft_wrap=True)
+    console.print(printable("\n".join(plan_lines(spec, expansion)), lines=True), highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -66,9 +68,12 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
     store = ResultStore(args.results)
     table = store.read(args.sweep)
-    if table.num_rows == 0:
-        console.print(f"no results in {args.results}" + (f" for sweep {args.sweep!r}" if args.sweep else ""))
-        return 0
+    if table.num_rows == 0:  # as `report` and `query`: a mistyped folder is not a sweep without trials
+        where = f" for sweep {args.sweep!r}" if args.sweep else ""
+        raise ResultsError(
+            f"no results in {args.results}{where} (sweeps there: {', '.join(store.sweeps()) or 'none'}); "
+            f"give the --results location of a `grid run`"
+        )
     status_report(table, console)
     return 0
 
@@ -88,7 +93,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     page = None if args.no_html else write_report(reports, args.out, args.results)
     print_report(reports, console)
     if page:
-        console.print(f"report: {page}", highlight=False, soft_wrap=True)
+        console.print(plain(f"report: {page}"), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -108,7 +113,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     print_comparison(result, console)
     if args.json:
         write_json(result, args.json)
-        console.print(f"verdict: {args.json}", highlight=False, soft_wrap=True)
+        console.print(plain(f"verdict: {args.json}"), highlight=False, soft_wrap=True)
     return result.exit_code
 
 
@@ -120,7 +125,7 @@ def cmd_query(args: argparse.Namespace, console: Console) -> int:
     if args.csv:
         write_csv(table, sys.stdout)
     else:
-        print_table(table, console)
+        print_table(table, console, args.all_columns)
     return 0
 
 
@@ -130,14 +135,32 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
 
     for done in compact(ResultStore(args.results), args.sweep):
         if done.merged_path is None:
-            console.print(f"sweep {done.sweep}: {done.files_before} file(s), nothing to merge", highlight=False)
+            console.print(plain(f"sweep {done.sweep}: {done.files_before} file(s), nothing to merge"), highlight=False)
             continue
         console.print(
-            f"sweep {done.sweep}: {done.files_before} files -> 1 ({done.rows_written} rows, "
-            f"{done.duplicates_dropped} duplicate(s) dropped) in {done.seconds:.1f} s: {done.merged_path}",
+            plain(
+                f"sweep {done.sweep}: {done.files_before} files -> 1 ({done.rows_written} rows, "
+                f"{done.duplicates_dropped} duplicate(s) dropped) in {done.seconds:.1f} s: {done.merged_path}"
+            ),
             highlight=False,
             soft_wrap=True,
         )
+    return 0
+
+
+def cmd_rescan(args: argparse.Namespace, console: Console) -> int:
+    from grid.results.store import ResultStore
+    from grid.trial.rescan import describe, rescan
+
+    spec, _ = _load(args)
+    if not any(m.pattern is not None for m in spec.metrics.values()):
+        raise UsageError(f"{args.spec} has no metrics: patterns to apply (metrics: {{name: {{pattern: ...}}}})")
+    store = ResultStore(args.results)
+    if store.read(spec.name).num_rows == 0:
+        raise ResultsError(
+            f"no rows of sweep {spec.name!r} in {args.results} (sweeps there: {', '.join(store.sweeps())})"
+        )
+    console.print(plain(describe(rescan(store, spec), spec)), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -188,7 +211,18 @@ def _results_commands(sub: Any) -> None:
     p.add_argument("sql", help='e.g. "select backend, median(steady_epoch_s) from trials group by 1"')
     p.add_argument("--sweep", default=None, help="only this sweep's rows in the views")
     p.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    p.add_argument(
+        "--all-columns", action="store_true", help="keep columns that are null in every row (left out by default)"
+    )
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser(
+        "rescan", help="apply the spec's metrics: patterns to the stored logs again; new values become new attempts"
+    )
+    p.add_argument("results", help="results location")
+    p.add_argument("spec", nargs="?", default="grid.yaml", help="grid spec (YAML; default: grid.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as grid run")
+    p.set_defaults(func=cmd_rescan)
 
     p = sub.add_parser("compact", help="merge a sweep's per-trial files into one file, atomically")
     p.add_argument("results", help="results location")
@@ -219,12 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Plain(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), lines=True)  # a file's or a trial's name, escaped
+
+
 def _warnings_to_stderr() -> None:
     """gpu-grid's warnings (a skipped file, a replaced worker, a store retry) on stderr, plainly."""
     logger = logging.getLogger("grid")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_Plain("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
         logger.propagate = False
@@ -240,22 +279,34 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status; a reader that went away (or a closed stdout) ends it quietly."""
+    ensure_std_streams()
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        quiet_stdout()  # what is still buffered, and Python's flush at exit, go nowhere
+        return BROKEN_PIPE_EXIT
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _warnings_to_stderr()
     # Logs and pipes get wide tables; a terminal gets its own width.
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    err = Console(stderr=True)
+    console = make_console() if sys.stdout.isatty() else make_console(width=160)
+    err = make_console(stderr=True)
     main_thread = threading.current_thread() is threading.main_thread()
     _sigterm.clear()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
-        return args.func(args, console)
+        code = args.func(args, console)
+        sys.stdout.flush()  # a reader that went away is seen here, not at exit
+        return code
     except GridError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", plain(exc, lines=True)), highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:  # the sweep's own finally blocks have stopped its Ray and workers
         what = "terminated (SIGTERM)" if _sigterm else "interrupted"
-        err.print(f"[yellow]{what}[/]: finished trials are in the results; run again to resume")
+        err.print(Text.assemble((what, "yellow"), ": finished trials are in the results; run again to resume"))
         return 143 if _sigterm else 130
     finally:
         if main_thread:

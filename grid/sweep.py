@@ -30,14 +30,16 @@ from grid.shared import Trial, TrialStatus
 from grid.spec.expand import Expansion, expand
 from grid.spec.model import GridSpec
 from grid.spec.search import SearchSpec
+from grid.text import make_console, plain
 from grid.trial.nvml import visible_gpu_ids
 
 log = logging.getLogger("grid")
 
 
 def say(console: Console, line: str) -> None:
-    """A line of gpu-grid's own (its `[grid]` prefix is text, not rich markup)."""
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    """A line of gpu-grid's own (its `[grid]` prefix is text, not rich markup; what it quotes from
+    trials, escaped)."""
+    console.print(plain(line, lines=True), highlight=False, soft_wrap=True)
 
 
 def describe_with(axes: list[str], search: SearchSpec | None = None) -> Callable[[Trial], str]:
@@ -113,7 +115,7 @@ def run_sweep(
     spec: GridSpec, opts: RunOptions, console: Console | None = None, expansion: Expansion | None = None
 ) -> SweepOutcome:
     opts.check()
-    console = console or Console()
+    console = console or make_console()
     expansion = expansion or expand(spec)
     store = ResultStore(opts.results, opts.store_retry_s)
     # First, before anything is planned: a killed driver's local Ray may still be finishing trials.

@@ -47,9 +47,11 @@ def test_strict_exits_1_on_failed_trials(write_spec, tmp_path):
     assert main(argv) == 1
 
 
-def test_status_of_empty_results(tmp_path, capsys):
-    assert main(["status", str(tmp_path / "none")]) == 0
-    assert "no results" in capsys.readouterr().out
+def test_status_of_missing_results_exits_2_as_report_and_query_do(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "none")]) == 2
+    assert "no results in" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "none"), "--no-html"]) == 2
+    assert main(["query", str(tmp_path / "none"), "select 1"]) == 2
 
 
 def test_bad_cpu_slots(write_spec, tmp_path, capsys):

@@ -96,3 +96,45 @@ def test_a_stopped_run_ends_its_ray_and_trials_and_the_next_run_finishes(write_s
     assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
     ok_rows = [r for r in ResultStore(str(results)).read("stopped").to_pylist() if r["status"] == "ok"]
     assert sorted(r["trial_id"] for r in ok_rows) == sorted({r["trial_id"] for r in ok_rows})  # none twice
+
+
+def _alive(info: dict) -> bool:
+    try:
+        p = psutil.Process(info["pid"])
+        return p.create_time() == info["created"] and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_ray_and_another_sweep_goes_on(write_spec, tmp_path):
+    """kill -9 of a driver mid-sweep: every process of the local Ray it started ends within 10 s,
+    with no next run; another driver's sweep on the same machine (same state folder) is untouched."""
+    state = tmp_path / "state"
+    axes = {"batch_size": list(range(1, 21))}
+    other_spec = write_spec({**SPEC, "name": "other", "params": {"seconds": 3.0}, "axes": axes}, "other.yaml")
+    other = _start(other_spec, tmp_path / "other", state)
+    _wait_for_line(other, "[grid] 1/20 ok")
+    (other_record,) = (state / "local-ray").glob("*.json")
+    others_ray = json.loads(other_record.read_text())["processes"]
+    victim = _start(write_spec(SPEC), tmp_path / "results", state)
+    _wait_for_line(victim, "[grid] 1/6 ok")
+    record = state / "local-ray" / f"{victim.pid}.json"
+    assert record.exists(), (victim.pid, sorted(p.name for p in (state / "local-ray").iterdir()))
+    started = json.loads(record.read_text())["processes"]
+    names = {p["name"] for p in started}
+    assert started and any("raylet" in n for n in names), names
+    victim.kill()  # SIGKILL: no handler, no finally
+    victim.wait()
+    killed_at = time.monotonic()
+    while (record.exists() or any(_alive(p) for p in started)) and time.monotonic() - killed_at < 10:
+        time.sleep(0.2)
+    assert not [p["name"] for p in started if _alive(p)], "still running 10 s after the driver was killed"
+    assert not record.exists()  # its watcher ended them and removed the record
+    assert all(_alive(p) for p in others_ray), [p["name"] for p in others_ray if not _alive(p)]
+    other.send_signal(signal.SIGINT)  # it ran on, untouched; no need to wait for its 20 trials
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 130, (out, err)
+    assert "Token authentication is enabled" not in err  # not a warning on every run
+    rows = ResultStore(str(tmp_path / "other")).latest("other").to_pylist()
+    assert len(rows) >= 2 and {r["status"] for r in rows} == {"ok"}

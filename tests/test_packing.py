@@ -146,7 +146,9 @@ def test_compare_never_mixes_shared_and_exclusive_timings(tmp_path):
     )
     assert all(r["shared_with"] for r in ResultStore(str(cur)).latest("pack").to_pylist())
     # the shared runs are a config of their own: nothing in common with the exclusive baseline
-    with pytest.raises(UsageError, match=r"shared their GPUs \(packing: gpu_shared\).*exclusive: true"):
+    # the advice names what differs: the current run's trials were packed with each other
+    said = r"baseline \S+: 0 of 3 trial\(s\) shared a GPU; current \S+: 3 of 3 trial\(s\) shared a GPU: 3 packed"
+    with pytest.raises(UsageError, match=said + r" with trials of their own sweep \(exclusive: false"):
         compare(str(base), str(cur), CompareOptions(metric="wall_s"))
     with pytest.raises(UsageError, match="--ignore: gpu_shared keeps the timings"):
         compare(str(base), str(cur), CompareOptions(metric="wall_s", ignore=("gpu_shared",)))

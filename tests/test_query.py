@@ -63,3 +63,14 @@ def test_bad_sql_and_empty_results_exit_2(retried, tmp_path, capsys):
     assert "query failed" in err and "colour" in err and "views: trials (latest attempts), attempts (all)" in err
     assert main(["query", str(tmp_path / "none"), "select 1"]) == 2
     assert "no results in" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_select_star_leaves_empty_columns_out_and_fits_the_terminal(retried, capsys):
+    assert main(["query", str(retried), "select * from trials"]) == 0
+    out = capsys.readouterr().out
+    assert "null in every row left out (--all-columns keeps them)" in out
+    assert "gpu_mem_peak_mib" not in out.split("row(s)")[0]  # nobody measured it on CPU: not a column
+    assert "past the terminal's width" in out and all(len(line) <= 160 for line in out.splitlines())
+    assert main(["query", str(retried), "select gpu_mem_peak_mib, status from trials", "--all-columns"]) == 0
+    assert "gpu_mem_peak_mib" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grid.reports.law import law_axes
+from grid.reports.sharing import sharing_text
 from grid.reports.table import (
     SHARED_KEY,
     Cell,
@@ -40,6 +41,8 @@ class Point:
     images_per_s: float | None
     steady_epoch_s: float | None
     joules_per_image: float | None = None
+    wall_s: float | None = None
+    peak_rss_mib: float | None = None
 
 
 @dataclass
@@ -51,6 +54,9 @@ class Answers:
     front: list[Point] = field(default_factory=list)
     smallest: list[dict[str, Any]] = field(default_factory=list)  # per combination
     notes: list[str] = field(default_factory=list)
+    left_out: str = ""  # why the trials that shared a GPU are not in these answers
+    fastest_by: str = ""  # what "fastest" was judged by: images/s, steady epoch, wall time
+    leanest_by: str = ""  # NVML GPU memory, else peak RSS
 
     def as_json(self) -> dict[str, Any]:
         def point(p: Point | None) -> dict[str, Any] | None:
@@ -58,11 +64,13 @@ class Answers:
 
         return {
             "fastest": point(self.fastest),
+            "fastest_by": self.fastest_by or None,
             "leanest": point(self.leanest),
+            "leanest_by": self.leanest_by or None,
             "least_energy_per_image": point(self.greenest),
             "pareto_front": [point(p) for p in self.front],
             "smallest_working_fraction": self.smallest,
-            "notes": self.notes,
+            "notes": [*self.notes, *([self.left_out] if self.left_out else [])],
         }
 
 
@@ -117,6 +125,12 @@ def varying(rows: list[dict[str, Any]], axes: list[str]) -> list[str]:
 def answers(rows: list[dict[str, Any]], axes: list[str]) -> Answers:
     result = Answers()
     chosen = timed(rows)
+    tagged = [r for r in rows if r.get("search_role") != "probe" and r["_config"].get(SHARED_KEY)]
+    if tagged:
+        result.left_out = (
+            f"{len(tagged)} trial(s) left out because they shared a GPU, so their timings are not a GPU's own: "
+            f"{sharing_text(tagged)}"
+        )
     named = varying(chosen, axes)  # a label names what differs among the timed runs only
     for group in group_rows(chosen, axes):
         if group.ok():
@@ -129,26 +143,44 @@ def answers(rows: list[dict[str, Any]], axes: list[str]) -> Answers:
                     median_ok(group.rows, "images_per_s"),
                     median_ok(group.rows, "steady_epoch_s"),
                     median_ok(group.rows, "joules_per_image"),
+                    median_ok(group.rows, "wall_s"),
+                    median_ok(group.rows, "peak_rss_mib"),
                 )
             )
-    by_speed = [p for p in result.points if p.images_per_s is not None]
-    if by_speed:
-        result.fastest = max(by_speed, key=lambda p: p.images_per_s or 0)
-    else:
-        by_time = [p for p in result.points if p.steady_epoch_s is not None]
-        result.fastest = min(by_time, key=lambda p: p.steady_epoch_s or 0) if by_time else None
-    by_memory = [p for p in result.points if p.memory_mib is not None]
-    result.leanest = min(by_memory, key=lambda p: p.memory_mib or 0) if by_memory else None
+    _fastest(result)
+    _leanest(result)
     by_energy = [p for p in result.points if p.joules_per_image is not None]
     result.greenest = min(by_energy, key=lambda p: p.joules_per_image or 0) if by_energy else None
-    if not by_memory and result.points:
-        result.notes.append("no GPU memory measured (no GPU): leanest and the Pareto front need NVML figures")
     result.front = pareto_front(result.points)
     result.smallest = smallest_fractions(rows, axes)
     return result
 
 
-def _point_text(p: Point | None) -> str:
+def _fastest(result: Answers) -> None:
+    """By images/s, else by steady epoch (where there are epochs), else by wall time, said so."""
+    for by, key, best in (
+        ("images/s", "images_per_s", max),
+        ("steady epoch", "steady_epoch_s", min),
+        ("wall time (no steady epoch measured)", "wall_s", min),
+    ):
+        measured = [p for p in result.points if getattr(p, key) is not None]
+        if measured:
+            result.fastest, result.fastest_by = best(measured, key=lambda p: getattr(p, key)), by
+            return
+
+
+def _leanest(result: Answers) -> None:
+    """By NVML's GPU memory, else by the peak RSS of the process tree, said so."""
+    for by, key in (("NVML GPU memory", "memory_mib"), ("peak RSS (no GPU memory measured)", "peak_rss_mib")):
+        measured = [p for p in result.points if getattr(p, key) is not None]
+        if measured:
+            result.leanest, result.leanest_by = min(measured, key=lambda p: getattr(p, key)), by
+            break
+    if result.points and not any(p.memory_mib is not None for p in result.points):
+        result.notes.append("no GPU memory measured (no GPU): the Pareto front needs NVML figures")
+
+
+def point_text(p: Point | None) -> str:
     if p is None:
         return "-"
     parts = [p.label]
@@ -156,22 +188,41 @@ def _point_text(p: Point | None) -> str:
         parts.append(f"{fmt_number(p.images_per_s)} images/s")
     elif p.steady_epoch_s is not None:
         parts.append(f"steady epoch {fmt_number(p.steady_epoch_s)} s")
+    elif p.wall_s is not None:
+        parts.append(f"wall {fmt_number(p.wall_s)} s")
     if p.memory_mib is not None:
         parts.append(f"{fmt_number(p.memory_mib)} MiB")
+    elif p.peak_rss_mib is not None:
+        parts.append(f"peak RSS {fmt_number(p.peak_rss_mib)} MiB")
     if p.joules_per_image is not None:
         parts.append(f"{p.joules_per_image:.3g} J/image")
     return ", ".join(parts)
 
 
+def _by(question: str, by: str) -> str:
+    return f"{question}, by {by}" if by else question
+
+
+def answer_lines(found: Answers) -> list[str]:
+    """The answer in a few lines, for the end of a run."""
+    if not found.points:
+        return [found.left_out] if found.left_out else []
+    lines = [
+        f"{_by('fastest', found.fastest_by)}: {point_text(found.fastest)}",
+        f"{_by('leanest that ran', found.leanest_by)}: {point_text(found.leanest)}",
+    ]
+    return lines + ([found.left_out] if found.left_out else [])
+
+
 def answer_table(found: Answers, title: str) -> TableView | None:
-    if not found.points and not found.smallest:
+    if not found.points and not found.smallest and not found.left_out:
         return None
     body = [
-        [Cell("fastest", "label"), Cell(_point_text(found.fastest), "label")],
-        [Cell("leanest that ran", "label"), Cell(_point_text(found.leanest), "label")],
+        [Cell(_by("fastest", found.fastest_by), "label"), Cell(point_text(found.fastest), "label")],
+        [Cell(_by("leanest that ran", found.leanest_by), "label"), Cell(point_text(found.leanest), "label")],
     ]
     if found.greenest is not None:
-        body.append([Cell("least energy per image", "label"), Cell(_point_text(found.greenest), "label")])
+        body.append([Cell("least energy per image", "label"), Cell(point_text(found.greenest), "label")])
     for entry in found.smallest:
         name = " ".join(f"{a}={show(v)}" for a, v in entry["combination"].items()) or "all"
         ok = entry["smallest_ok"]
@@ -183,6 +234,8 @@ def answer_table(found: Answers, title: str) -> TableView | None:
         body.append([Cell(f"smallest fraction, {name}", "label"), Cell(text)])
     view = TableView(f"{title}: the answer", ["question", "answer"], body, 1, kind="answer")
     view.notes += [*found.notes, "timed runs only: search probes and trials that shared a GPU are left out"]
+    if found.left_out:
+        view.notes.append(found.left_out)
     return view
 
 

@@ -33,6 +33,7 @@ from grid.reports.table import (
     status_cell,
     trial_config,
 )
+from grid.reports.versions import earlier_text, split_versions
 from grid.results.dedupe import latest_attempts
 from grid.results.schema import metric_columns
 from grid.results.store import ResultStore
@@ -47,12 +48,20 @@ SHOOTOUT_METRICS = (
     ("images_per_s", "images/s"),
 )
 ENERGY_METRICS = (("joules_per_image", "J/image"),)
+# what every trial measures: shown where the epochs or GPU memory the shoot-out's columns need are not
+FALLBACK_METRICS = (("wall_s", "wall s", "steady_epoch_s"), ("peak_rss_mib", "peak RSS MiB", "gpu_mem_peak_mib"))
+
+
+def _measured(rows: list[dict[str, Any]], metric: str) -> bool:
+    return any(r.get(metric) is not None for r in rows)
 
 
 def shootout_table(rows: list[dict[str, Any]], row_axes: list[str], title: str) -> TableView:
     own = own_metrics(rows)
-    energy = [m for m in ENERGY_METRICS if any(r.get(m[0]) is not None for r in rows)]  # GPUs only
-    metrics = [*SHOOTOUT_METRICS, *energy, *((m, m) for m in own[:EXTRA_METRICS])]
+    shown = [m for m in SHOOTOUT_METRICS if _measured(rows, m[0])]  # none of them on CPU
+    fallback = [(m, label) for m, label, instead in FALLBACK_METRICS if not _measured(rows, instead)]
+    energy = [m for m in ENERGY_METRICS if _measured(rows, m[0])]  # GPUs only
+    metrics = [*shown, *fallback, *energy, *((m, m) for m in own[:EXTRA_METRICS])]
     headers = [*row_axes, *(label for _, label in metrics), "status"]
     body = [
         [*(Cell(show(v), "label") for v in g.key), *(metric_cell(g, m) for m, _ in metrics), status_cell(g)]
@@ -291,4 +300,11 @@ def build_report(store: ResultStore, opts: ReportOptions) -> list[SweepReport]:
     by_sweep: dict[str, list[dict]] = collections.defaultdict(list)
     for row in latest:
         by_sweep[row["sweep"]].append(row)
-    return [sweep_report(name, by_sweep[name], opts, metrics) for name in sorted(by_sweep)]
+    reports = []
+    for name in sorted(by_sweep):
+        rows, earlier = split_versions(by_sweep[name])
+        report = sweep_report(name, rows, opts, metrics)
+        if earlier:
+            report.tables[0].notes.append(earlier_text(name, earlier))
+        reports.append(report)
+    return reports

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from grid.errors import ResultsError, UsageError
 from grid.reports.build import metrics_of
+from grid.reports.sharing import shared, sharing_text
 from grid.reports.table import (
     SHARED_KEY,
     Spread,
@@ -41,6 +42,7 @@ from grid.results.schema import GOALS, known_goal
 from grid.results.store import ResultStore
 from grid.shared import TrialStatus
 from grid.spec.expand import canonical_config
+from grid.text import plain
 
 KINDS = ("regression", "improvement", "unchanged", "missing", "new")
 _PLURAL = {"regression": "regressions", "improvement": "improvements"}
@@ -252,7 +254,7 @@ def compare(baseline_uri: str, current_uri: str, opts: CompareOptions) -> Compar
     goal = goal_of(opts.metric, rows[1] + rows[0], opts.goal)
     base, cur = (_sides(r, opts.metric, opts.ignore) for r in rows)
     if base and cur and not set(base) & set(cur):
-        raise UsageError(_nothing_in_common(base, cur, baseline_uri, current_uri))
+        raise UsageError(_nothing_in_common(base, cur, rows, baseline_uri, current_uri))
     result = Comparison(
         opts.metric,
         threshold,
@@ -279,7 +281,9 @@ def _verdict(
     return Verdict(base[0], kind, reason, base[1], cur[1], change)
 
 
-def _nothing_in_common(base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[dict, Side]], *uris: str) -> str:
+def _nothing_in_common(
+    base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[dict, Side]], rows: list[list[dict]], *uris: str
+) -> str:
     """Why no config joins: the keys whose values differ between the two runs, and what to do."""
     values: list[dict[str, set[str]]] = [collections.defaultdict(set), collections.defaultdict(set)]
     for seen, side in zip(values, (base, cur)):
@@ -298,10 +302,13 @@ def _nothing_in_common(base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[
     )
     why = f"no config of the current run {uris[1]} is in the baseline {uris[0]}, so nothing can be compared"
     if SHARED_KEY in differ:
+        said = "; ".join(
+            f"{role} {uri}: {len(shared(side))} of {len(side)} trial(s) shared a GPU"
+            + (f": {sharing_text(side)}" if shared(side) else "")
+            for role, uri, side in zip(("baseline", "current"), uris, rows)
+        )
         return (
-            f"{why}: the trials of one run shared their GPUs (packing: {SHARED_KEY}) and those of the other "
-            f"did not, and shared timings are never compared with a GPU's own ({detail}). Run both the same "
-            f"way (exclusive: true in the spec keeps a GPU to each trial)"
+            f"{why}: shared timings are never compared with a GPU's own ({SHARED_KEY}); {said}. Run both the same way"
         )
     return (
         f"{why} (the spec changed?). They differ in {detail}. If that change is meant, recreate the baseline "
@@ -366,26 +373,22 @@ def summary_line(result: Comparison) -> str:
 def print_comparison(result: Comparison, console: Console) -> None:
     keys = varying_keys(result.verdicts)
     table = Table(
-        title=f"{result.metric}: baseline {result.baseline['uri']} (sweep {result.baseline['sweep']}) vs "
-        f"current {result.current['uri']} (sweep {result.current['sweep']})",
+        title=plain(
+            f"{result.metric}: baseline {result.baseline['uri']} (sweep {result.baseline['sweep']}) vs "
+            f"current {result.current['uri']} (sweep {result.current['sweep']})"
+        ),
         title_justify="left",
     )
     for name in ("verdict", *keys, "baseline", "current", "change", "why"):
-        table.add_column(name, justify="right" if name in ("baseline", "current", "change") else "left")
+        table.add_column(plain(name), justify="right" if name in ("baseline", "current", "change") else "left")
     for v in result.verdicts:
-        style = _STYLE[v.kind]
         change = "-" if v.change_pct is None else f"{v.change_pct:+.1f}%"
         sides = (v.baseline.text() if v.baseline else "-", v.current.text() if v.current else "-")
-        table.add_row(
-            f"[{style}]{v.kind}[/]" if style else v.kind,
-            *(show(v.config.get(k)) for k in keys),
-            *sides,
-            change,
-            v.reason,
-        )
+        cells = [*(show(v.config.get(k)) for k in keys), *sides, change, v.reason]
+        table.add_row(plain(v.kind, _STYLE[v.kind]), *(plain(c) for c in cells))
     console.print(table)
     style = {"regression": "bold red", "incomplete": "bold yellow", "ok": "green"}[result.verdict]
-    console.print(f"[{style}]{summary_line(result)}[/]", highlight=False, soft_wrap=True)
+    console.print(plain(summary_line(result), style), highlight=False, soft_wrap=True)
 
 
 def write_json(result: Comparison, path: str) -> None:

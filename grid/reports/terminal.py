@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from grid.reports.build import SweepReport
 from grid.reports.table import TableView, counts_text, failure_line, show
+from grid.text import plain
 
 MAX_TERMINAL_ROWS = 200
 _STYLE = {"value": "", "label": "bold", "none": "dim", "fail": "red", "status-ok": "green", "status-fail": "red"}
@@ -17,11 +18,16 @@ def rich_table(view: TableView, max_rows: int = MAX_TERMINAL_ROWS) -> Table:
     notes = view.notes + (
         [f"first {max_rows} of {len(view.rows)} rows; all in the HTML report"] if len(view.rows) > max_rows else []
     )
-    table = Table(title=view.title, title_justify="left", caption="; ".join(notes) or None, caption_justify="left")
+    table = Table(
+        title=plain(view.title),
+        title_justify="left",
+        caption=plain("; ".join(notes)) if notes else None,
+        caption_justify="left",
+    )
     for i, header in enumerate(view.headers):
-        table.add_column(header, justify="left" if i < view.labels else "right")
+        table.add_column(plain(header), justify="left" if i < view.labels else "right")
     for row in view.rows[:max_rows]:
-        table.add_row(*(f"[{_STYLE[c.kind]}]{escape(c.text)}[/]" if _STYLE[c.kind] else escape(c.text) for c in row))
+        table.add_row(*(plain(c.text, _STYLE[c.kind]) for c in row))
     return table
 
 
@@ -29,25 +35,34 @@ def print_report(reports: list[SweepReport], console: Console) -> None:
     for report in reports:
         fixed = ", ".join(f"{k}={show(v)}" for k, v in report.fixed.items())
         console.print(
-            f"[bold]sweep {report.sweep}[/] ({report.workload}): {len(report.rows)} trials, "
-            f"{counts_text(report.status_counts())}; fixed: {fixed or '-'}",
+            Text.assemble(
+                plain(f"sweep {report.sweep}", "bold"),
+                plain(
+                    f" ({report.workload}): {len(report.rows)} trials, "
+                    f"{counts_text(report.status_counts())}; fixed: {fixed or '-'}"
+                ),
+            ),
             highlight=False,
         )
         for view in report.tables:
             console.print(rich_table(view))
         for plot in report.plots:
             console.print(
-                f"  plot {plot.title}: {plot.path or 'skipped: ' + plot.note}", highlight=False, soft_wrap=True
+                plain(f"  plot {plot.title}: {plot.path or 'skipped: ' + plot.note}"), highlight=False, soft_wrap=True
             )
         failures = report.failures()
         for failure in failures[:MAX_TERMINAL_ROWS]:
             first = failure.rows[0]
             more = f" (+{len(failure.rows) - 1} more)" if len(failure.rows) > 1 else ""
             console.print(
-                f"[red]{failure.label}[/] {escape(failure.config)} {failure.error_type}: "
-                f"{escape(failure_line(first))}\n    log: {first.get('log_path')}{more}",
+                Text.assemble(
+                    plain(failure.label, "red"),
+                    plain(f" {failure.config} {failure.error_type}: {failure_line(first)}"),
+                    "\n",
+                    plain(f"    log: {first.get('log_path')}{more}"),
+                ),
                 highlight=False,
                 soft_wrap=True,
             )
         if len(failures) > MAX_TERMINAL_ROWS:
-            console.print(f"... {len(failures) - MAX_TERMINAL_ROWS} more failed configs in the HTML report")
+            console.print(plain(f"... {len(failures) - MAX_TERMINAL_ROWS} more failed configs in the HTML report"))

@@ -22,6 +22,7 @@ from rich.table import Table
 from grid.errors import ResultsError, UsageError
 from grid.results.dedupe import latest_attempts
 from grid.results.store import ResultStore
+from grid.text import plain
 
 MAX_PRINTED_ROWS = 1000
 
@@ -70,21 +71,47 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(table: pa.Table, console: Console) -> None:
-    view = Table(
-        caption=f"{table.num_rows} row(s)"
-        + (f", first {MAX_PRINTED_ROWS} shown (--csv for all)" if table.num_rows > MAX_PRINTED_ROWS else "")
-    )
-    for field in table.schema:
-        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
-        view.add_column(field.name, justify="right" if numeric else "left")
-    for row in table.slice(0, MAX_PRINTED_ROWS).to_pylist():
-        view.add_row(*(cell(v).replace("[", "\\[") if v is not None else "[dim]null[/]" for v in row.values()))
+MIN_COLUMN = 6  # characters a column needs to say anything: columns beyond the terminal's width are named instead
+MAX_COLUMN = 40
+
+
+def print_table(table: pa.Table, console: Console, all_columns: bool = False) -> None:
+    """The query's rows as a table that fits the terminal: columns null in every row shown are left out
+    (`all_columns` keeps them), and those past the terminal's width are named below it."""
+    shown = table.slice(0, MAX_PRINTED_ROWS)
+    columns = [
+        (f, [cell(v) if v is not None else None for v in c.to_pylist()]) for f, c in zip(table.schema, shown.columns)
+    ]
+    notes = [f"{table.num_rows} row(s)"]
+    if table.num_rows > MAX_PRINTED_ROWS:
+        notes.append(f"first {MAX_PRINTED_ROWS} shown (--csv for all)")
+    if not all_columns and shown.num_rows:
+        empty = [f.name for f, values in columns if all(v is None for v in values)]
+        columns = [(f, values) for f, values in columns if any(v is not None for v in values)]
+        if empty:
+            notes.append(f"{len(empty)} column(s) null in every row left out (--all-columns keeps them)")
+    fitting: list[tuple[pa.Field, list[str | None]]] = []
+    width = 4
+    for f, values in columns:
+        need = min(MAX_COLUMN, max([len(f.name), *(len(v or "null") for v in values)])) + 3
+        if fitting and width + max(MIN_COLUMN + 3, min(need, 16)) > console.width:
+            break
+        fitting.append((f, values))
+        width += need
+    if len(fitting) < len(columns):
+        rest = [f.name for f, _ in columns[len(fitting) :]]
+        notes.append(f"{len(rest)} more column(s) past the terminal's width: {', '.join(rest)} (select them, or --csv)")
+    view = Table(caption=plain("; ".join(notes)), caption_justify="left")
+    for f, _ in fitting:
+        numeric = pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+        view.add_column(plain(f.name), justify="right" if numeric else "left", overflow="fold")
+    for i in range(shown.num_rows):  # by position: a query may name two columns alike
+        view.add_row(*(plain(values[i]) if values[i] is not None else plain("null", "dim") for _, values in fitting))
     console.print(view)
 
 
 def write_csv(table: pa.Table, out: IO[str]) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(table.column_names)
-    for row in table.to_pylist():
-        writer.writerow(cell(v) for v in row.values())
+    for values in zip(*(column.to_pylist() for column in table.columns)):
+        writer.writerow(cell(v) for v in values)

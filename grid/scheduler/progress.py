@@ -15,6 +15,7 @@ from rich.text import Text
 
 from grid.results.row import Row
 from grid.shared import Placement, Trial, TrialStatus
+from grid.text import make_console, plain, printable
 
 Describe = Callable[[Trial], str]  # a trial as one line of text
 
@@ -114,7 +115,8 @@ class PlainProgress(_Counts):
     def finished(self, ticket: int, row: Row) -> None:
         label, desc, _ = self.running.get(ticket, ("?", row.trial_id, 0))
         super().finished(ticket, row)
-        print(f"[grid] {self.done}/{self.total} {_status_line(row)}  [{label}] {desc}", file=self.stream, flush=True)
+        line = f"[grid] {self.done}/{self.total} {_status_line(row)}  [{label}] {desc}"
+        print(printable(line), file=self.stream, flush=True)
 
     def tick(self) -> None:
         pass
@@ -128,7 +130,7 @@ class LiveProgress(_Counts):
 
     def __init__(self, describe: Describe, console: Console | None = None) -> None:
         super().__init__(describe)
-        self.console = console or Console()
+        self.console = console or make_console()
         self.live = Live(console=self.console, refresh_per_second=4, transient=False)
         self._last = 0.0
 
@@ -140,7 +142,7 @@ class LiveProgress(_Counts):
         label, desc, _ = self.running.get(ticket, ("?", row.trial_id, 0))
         super().finished(ticket, row)
         style = {TrialStatus.OK: "green", TrialStatus.LOST: "yellow"}.get(row.status, "red")
-        self.live.console.print(Text(f"{_status_line(row)}  [{label}] {desc}", style=style))
+        self.live.console.print(plain(f"{_status_line(row)}  [{label}] {desc}", style))
 
     def _render(self) -> Group:
         table = Table(box=None, show_header=True, header_style="bold")
@@ -149,7 +151,7 @@ class LiveProgress(_Counts):
         table.add_column("elapsed", justify="right")
         now = time.time()
         for label, desc, began in sorted(self.running.values()):
-            table.add_row(label, desc, _fmt_s(now - began))
+            table.add_row(plain(label), plain(desc), _fmt_s(now - began))
         return Group(Text(self.headline(), style="bold"), table)
 
     def tick(self) -> None:

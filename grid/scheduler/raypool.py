@@ -55,6 +55,12 @@ def _sigterm_kept() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _quiet_token_notice(record: logging.LogRecord) -> bool:
+    """Ray's notice that a local Ray has token authentication (what gpu-grid wants) is not a warning to
+    print on every run; its warning that authentication is off still is."""
+    return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")
+
+
 def _connect(address: str | None, num_gpus: int | None, num_cpus: int | None, state_dir: str | None) -> LocalRay | None:
     common: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False, "logging_level": logging.WARNING}
     try:
@@ -69,6 +75,7 @@ def _connect(address: str | None, num_gpus: int | None, num_cpus: int | None, st
                 "before ray is imported (grid run does this)"
             )
         state_dir = state_dir or default_state_dir()
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_quiet_token_notice)
         end_leftovers(state_dir)
         local = LocalRay(state_dir)
         ray.init(

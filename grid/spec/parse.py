@@ -22,6 +22,7 @@ from grid.shared import is_sweep_name
 from grid.spec.model import SETTINGS, TARGET_KEYS, TOP_KEYS, GridSpec
 from grid.spec.overrides import apply_overrides
 from grid.spec.patterns import parse_metrics
+from grid.spec.program import check_program
 from grid.spec.search import parse_search
 from grid.spec.target import (
     PER_TRIAL,
@@ -166,6 +167,7 @@ def _workload(problems: list[str], data: dict, raw_params: dict, raw_axes: dict,
     if given[0] == "command":
         target = Target(command=split_command(data["command"], problems))
         check_python_script(target.command or (), workdir, problems)
+        check_program(target.command or (), workdir, problems)
     else:
         before = len(problems)
         find_function(data["function"], workdir, problems)

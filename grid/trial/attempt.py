@@ -29,7 +29,7 @@ from grid.results.store import ResultStore, encode_row
 from grid.results.trialdir import TrialFolder
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
 from grid.spec.model import GridSpec
-from grid.trial import collect, compilecache, gpulock, rows, warm
+from grid.trial import collect, compilecache, cotenants, gpulock, rows, warm
 from grid.trial.classify import classify
 from grid.trial.contain import contain
 from grid.trial.cotenants import Tenancy
@@ -191,19 +191,21 @@ def run_attempt(
         def waiting(gpu: str) -> None:
             log.warning("[grid] trial %s waits for GPU %s, held by a trial of another sweep", trial.trial_id, gpu)
 
-        places = keys or [f"worker-{name}" for name in placement.workers]  # fake GPUs: by their worker
+        fake = [] if keys or not placement.on_gpu else [f"worker-{name}" for name in placement.workers]
         with (
             gpulock.holding(keys, trial.exclusive, waiting=waiting) as waited,
-            Tenancy(places, spec.name, trial.trial_id, attempt) as stay,
+            Tenancy(cotenants.places(keys, fake), spec.name, trial.trial_id, attempt) as stay,
         ):
             cache = compilecache.folder(delivery.state_dir, spec.name)
             row = attempt_row(spec, trial, attempt, placement, store, times, gpus, cache, spool)
         row.sharing.gpu_wait_s = waited if keys else None
-        row.sharing.shared_with = stay.others()
+        # NVML's processes are anyone's (our co-tenants' too): they name the sharing our records do not
+        foreign = [f"pid:{pid}" for pid in row.gpu_memory.gpu_foreign_pids or []]
+        row.sharing.shared_with = (stay.others() or foreign) if placement.on_gpu else None
         if row.sharing.shared_with:
             row.notes.append(
-                f"shared its GPU with {len(row.sharing.shared_with)} other trial(s) while it ran: its timings "
-                + ("and energy (the whole GPU's) " if row.energy.energy_j is not None else "")
+                f"shared its GPU with {len(row.sharing.shared_with)} other trial(s) or process(es) while it ran: "
+                + ("its timings and energy (the whole GPU's) " if row.energy.energy_j is not None else "its timings ")
                 + "are not those of a GPU of its own"
             )
         try:

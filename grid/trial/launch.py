@@ -54,7 +54,7 @@ class Launch:
 def interpreter_for(spec: GridSpec, backend: str | None) -> str:
     """The Python that runs this backend's trials: the spec's `interpreters`, else the one running
     gpu-grid (its virtualenv); mxnet defaults to the project's .venv-mxnet."""
-    path = spec.interpreters.get(backend or "")
+    path = spec.interpreters.get(backend or "none")  # a trial without a backend: `none`
     if path is None and backend == "mxnet":
         path = str(PROJECT_ROOT / ".venv-mxnet" / "bin" / "python")
     return path or sys.executable
