@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from grid.options import RunOptions
+from grid.results.history import child_uri
 from grid.spec.parse import load_spec
 from grid.sweep import run_sweep
 
@@ -48,7 +49,7 @@ def rerun(
     spec = load_spec(spec_path, narrowed(spec_path, overrides, configs))
     uris = []
     for k in range(1, times + 1):
-        uri = f"{current.rstrip('/')}/_confirm-{k}"
+        uri = child_uri(current, f"_confirm-{k}")
         console.print(f"confirm {k}/{times}: re-running {len(configs)} flagged config(s) into {uri}", highlight=False)
         run_sweep(spec, RunOptions.of(**{**opts.__dict__, "results": uri}), console)
         uris.append(uri)

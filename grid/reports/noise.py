@@ -83,15 +83,18 @@ def noise_of(run_values: list[list[float]], current: list[float]) -> Noise | Non
     return Noise(len(runs), center, between, within, repeats, Z * noise)
 
 
+def _cost(values: list[float]) -> float:
+    mid = statistics.median(values)
+    return sum(abs(v - mid) for v in values)
+
+
 def change_point(values: list[float], band_pct: float) -> int | None:
-    """Where a sequence of run medians moved: the index of the first run after the split whose two
-    sides' medians differ the most, if that difference is beyond the band; None if nothing moved."""
-    best, where = 0.0, None
-    for k in range(1, len(values)):
-        before, after = statistics.median(values[:k]), statistics.median(values[k:])
-        if not before:
-            continue
-        moved = abs(after - before) / abs(before) * 100
-        if moved > best:
-            best, where = moved, k
-    return where if where is not None and best > band_pct else None
+    """Where a sequence of run medians moved: the split into two segments that fits them best (least
+    absolute deviation from each segment's median); the index of the first run after it, if the two
+    medians differ by more than the band; None if nothing moved."""
+    if len(values) < 2:
+        return None
+    k = min(range(1, len(values)), key=lambda i: (_cost(values[:i]) + _cost(values[i:]), -i))
+    before, after = statistics.median(values[:k]), statistics.median(values[k:])
+    moved = abs(after - before) / abs(before) * 100 if before else math.inf
+    return k if moved > band_pct else None

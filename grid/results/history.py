@@ -27,8 +27,14 @@ class HistoryRun:
     uri: str
 
 
-def _join(uri: str, *parts: str) -> str:
-    return "/".join([uri.rstrip("/"), *parts])
+def child_uri(uri: str, *parts: str) -> str:
+    """A location under `uri`: the parts joined to its path, its query (an S3 endpoint...) kept."""
+    path, sep, query = uri.partition("?")
+    return "/".join([path.rstrip("/"), *parts]) + sep + query
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
 
 
 def history_runs(uri: str, last: int) -> list[HistoryRun]:
@@ -36,7 +42,7 @@ def history_runs(uri: str, last: int) -> list[HistoryRun]:
     backend = open_backend(uri)
     names = sorted(e.name for e in backend.entries(_join(backend.root, RUNS)) if not e.is_file and _NAME.match(e.name))
     if names:
-        return [HistoryRun(n, _join(uri, RUNS, n)) for n in names[-last:]]
+        return [HistoryRun(n, child_uri(uri, RUNS, n)) for n in names[-last:]]
     return [HistoryRun("baseline", uri)] if ResultStore(uri).sweeps() else []
 
 
@@ -47,7 +53,7 @@ def accept(history: str, current: str, sweep: str, keep: int, now: datetime | No
     if ResultStore(history).sweeps():
         raise UsageError(
             f"--accept: {history} is one run's results, not a history; start a history elsewhere (a new "
-            f"folder) or move it under {_join(history, RUNS, '<UTC time>')}"
+            f"folder) or move it under {RUNS}/<UTC time>/ there"
         )
     name = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S.%fZ")
     source = ResultStore(current)
