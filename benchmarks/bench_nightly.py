@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     nights = collect(args, runner)
     if args.collect_only:
         return 0
-    from benchmarks.nightly_judge import judge_all  # the verdicts need grid's reports (pyarrow, rich)
+    from nightly_judge import judge_all  # the verdicts need grid's reports (pyarrow, rich)
 
     result = judge_all(args, nights, runner)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

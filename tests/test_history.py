@@ -5,6 +5,7 @@ real sleep sweeps: a fluke is `noisy` (exit 6), a real slowdown a confirmed regr
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from grid.cli import main
 from grid.errors import UsageError
 from grid.reports.history_plot import plot_name
 from grid.reports.noise import change_point, mad_sd, noise_of
+from grid.reports.repeats import repeats_text
 from grid.rerun import narrowed
 from grid.results.history import accept, child_uri, history_runs
 from grid.results.store import ResultStore
@@ -177,3 +179,40 @@ def test_a_fluke_is_noisy_and_a_real_slowdown_is_confirmed(tmp_path, capsys):
         assert config["moved_at"] == 3  # the current run, after 3 accepted ones
     assert "not added to the history: the verdict is regression" in out
     assert len(history_runs(str(history), 10)) == 3
+
+
+SHORT = """
+from gridtrial import report
+
+def train(config):
+    report(epoch_times=[0.5, 0.2, 0.3])  # a first epoch, then 0.5 s of steady ones
+    return {}
+"""
+
+
+@pytest.mark.slow
+def test_a_steady_window_too_short_is_flagged_in_the_row_and_the_verdict(tmp_path, capsys):
+    (tmp_path / "shorttrain.py").write_text(SHORT)
+    spec = {"name": "short", "function": "shorttrain:train", "axes": {"lr": [0.1]}, "repeats": 2}
+    run(tmp_path, tmp_path / "base", spec)
+    row = ResultStore(str(tmp_path / "base")).read("short").to_pylist()[0]
+    assert row["steady_window_s"] == pytest.approx(0.5) and row["window_short"] is True
+    assert any("steady window 0.5 s" in note for note in row["notes"])
+    code = main(["compare", str(tmp_path / "base"), str(tmp_path / "base"), "--json", str(tmp_path / "v.json")])
+    verdict = json.loads((tmp_path / "v.json").read_text())
+    assert code == 6 and verdict["configs"][0]["kind"] == "noisy", capsys.readouterr().out
+    assert verdict["configs"][0]["reason"].startswith("steady window 0.5 s: under 1 s or 20 steps")
+
+
+@pytest.mark.slow
+def test_repeats_run_interleaved_and_the_reports_say_how(tmp_path, capsys):
+    spec = {**SPEC, "params": {"seconds": 0.1}, "repeats": 3}
+    run(tmp_path, tmp_path / "two", spec, "--num-gpus", "2")
+    rows = ResultStore(str(tmp_path / "two")).read("hist").to_pylist()
+    order = [r["backend"] for r in sorted(rows, key=lambda r: r["started_at"])]
+    assert all(a != b for a, b in itertools.pairwise(order)), order
+    text = repeats_text(rows)
+    assert text is not None and "interleaved with the other configs (never back to back)" in text
+    assert "of 2 devices" in text, text
+    assert main(["report", str(tmp_path / "two"), "--no-html"]) == 0
+    assert "repeats: up to 3 per config, interleaved" in capsys.readouterr().out

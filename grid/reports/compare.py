@@ -31,6 +31,7 @@ from rich.table import Table
 from grid.errors import ResultsError, UsageError
 from grid.reports.build import metrics_of
 from grid.reports.noise import MIN_RUNS, Noise, change_point, noise_of
+from grid.reports.repeats import repeats_text
 from grid.reports.table import (
     SHARED_KEY,
     Spread,
@@ -355,6 +356,9 @@ def compare(baseline_uri: str, current_uri: str, opts: CompareOptions) -> Compar
         result.verdicts.append(_verdict(last.get(key), history, cur.get(key), opts.metric, threshold, goal == "max"))
     result.verdicts.sort(key=lambda v: (KINDS.index(v.kind), *(sort_key(v.config.get(k)) for k in sorted(v.config))))
     result.notes += history_notes(runs)
+    how = repeats_text(cur_rows)
+    if how:
+        result.notes.append(f"this run's {how}")
     return result
 
 

@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from grid.reports.build import SweepReport
+from grid.reports.repeats import repeats_text
 from grid.reports.table import TableView, counts_text, failure_line, show
 
 MAX_TERMINAL_ROWS = 200
@@ -33,6 +34,9 @@ def print_report(reports: list[SweepReport], console: Console) -> None:
             f"{counts_text(report.status_counts())}; fixed: {fixed or '-'}",
             highlight=False,
         )
+        how = repeats_text(report.rows)
+        if how:
+            console.print(how, highlight=False, markup=False, soft_wrap=True)
         for view in report.tables:
             console.print(rich_table(view))
         for plot in report.plots:
