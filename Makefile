@@ -59,7 +59,7 @@ BASELINE ?= baselines/nightly
 report: venv
 	$(BIN)/grid report $(RESULTS) --out $(REPORT)
 
-# Exit status: grid compare's (0 no regression, 1 regression, 2 usage/data error, 3 incomplete); see scripts/nightly.sh.
+# Exit status: grid compare's (0 no regression, 1 regression, 2 usage/data error, 3 incomplete, 6 noisy); see scripts/nightly.sh.
 nightly: venv
 	BASELINE=$(BASELINE) GRID=$(BIN)/grid GRID_ARGS="$(GRID_ARGS)" scripts/nightly.sh
 
@@ -88,6 +88,14 @@ BENCH_SEARCH_OUT ?= benchmarks/search-results
 .PHONY: bench-search
 bench-search: venv
 	$(BIN)/python benchmarks/bench_search.py $(BENCH_SEARCH_OUT)
+
+# Issue 25: the nightly check on unchanged code (false alarms: exit 1) and with a slowdown injected
+# (KERAS_SLOWDOWN_PCT), by its rule and the rule before it, same nights; everything under one folder.
+BENCH_NIGHTLY_OUT ?= benchmarks/nightly-results
+BENCH_NIGHTLY_ARGS ?=
+.PHONY: bench-nightly
+bench-nightly: venv
+	$(BIN)/python benchmarks/bench_nightly.py $(BENCH_NIGHTLY_OUT) $(BENCH_NIGHTLY_ARGS)
 
 bench-gpu: venv
 	$(BIN)/grid run specs/overhead-gpu.yaml --results $(BENCH_GPU_RESULTS) --plain
