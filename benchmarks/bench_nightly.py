@@ -3,7 +3,10 @@ slowdown it catches, by the new rule (a history of accepted runs, `noisy`, a con
 by the rule before it (one baseline run, 5% beyond the min-max range of its repeats), on the same runs.
 
     python benchmarks/bench_nightly.py OUT_DIR [--nights 22] [--slowdowns 5,10,20] [--slow-nights 3]
-        [--spec specs/nightly.yaml] [--set KEY=VALUE ...] [--runner local] [--quick]
+        [--spec specs/nightly.yaml] [--set KEY=VALUE ...] [--runner local] [--quick] [--confirm 1]
+
+Needs keras and a backend in the interpreter that runs the trials (the slowdown is a Keras callback);
+not ray (`--runner local`, the default) nor duckdb.
 
 Collect: OUT_DIR/nights/NNN-base/ are runs of the spec as it is; a night NNN-slowP/ runs it with
 `KERAS_SLOWDOWN_PCT=P` in the trials' environment (the Keras workloads then do P% more work per
@@ -92,11 +95,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threshold", default="5%")
     p.add_argument("--metric", default="steady_epoch_s")
     p.add_argument("--runner", default="local", choices=("local", "ray"))
-    p.add_argument("--quick", action="store_true", help="8 base nights, slowdowns 10,20 x 2: about 5 GPU minutes")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a GPU box in ~5 minutes: 8 base nights (history 5), slowdowns 10,20 x 2 nights, jax only, "
+        "32,768 images a epoch (a steady window of seconds, not a tenth of one)",
+    )
     p.add_argument("--collect-only", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.nights, args.slowdowns, args.slow_nights, args.history = 8, "10,20", 2, 5
+        args.set = ["backend=[jax]", "images=32768", *args.set]
     args.slowdowns = [float(x) for x in str(args.slowdowns).split(",") if x.strip()]
     return args
 
