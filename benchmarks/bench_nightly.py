@@ -98,14 +98,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a GPU box in ~5 minutes: 8 base nights (history 5), slowdowns 10,20 x 2 nights, jax only, "
-        "32,768 images a epoch (a steady window of seconds, not a tenth of one)",
+        help="a GPU box in ~5 minutes: 6 base nights (history 4), slowdowns 10,20 x 1 night, jax only, 16,384 "
+        "images an epoch (a steady window over a second); run again with more --nights: finished nights are kept",
     )
     p.add_argument("--collect-only", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
-        args.nights, args.slowdowns, args.slow_nights, args.history = 8, "10,20", 2, 5
-        args.set = ["backend=[jax]", "images=32768", *args.set]
+        args.nights, args.slowdowns, args.slow_nights, args.history = 6, "10,20", 1, 4
+        args.set = ["backend=[jax]", "images=16384", *args.set]
     args.slowdowns = [float(x) for x in str(args.slowdowns).split(",") if x.strip()]
     return args
 
