@@ -104,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--collect-only", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
-        args.nights, args.slowdowns, args.slow_nights, args.history = 6, "10,20", 1, 4
+        args.nights = 6 if args.nights == 22 else args.nights  # more --nights: the same plan, longer
+        args.slowdowns, args.slow_nights, args.history = "10,20", 1, 4
         args.set = ["backend=[jax]", "images=16384", *args.set]
     args.slowdowns = [float(x) for x in str(args.slowdowns).split(",") if x.strip()]
     return args
