@@ -102,6 +102,11 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--confirm: received {args.confirm}, expected re-runs >= 0")
     if args.confirm and not args.spec:
         raise UsageError("--confirm re-runs the flagged configs from the spec of the current run: give it with --spec")
+    if args.confirm:
+        from grid.spec.parse import load_spec
+
+        load_spec(args.spec, args.overrides)  # a spec that cannot run is said before anything is judged
+        from_arguments(args, results=args.current, live=False).check()
     if args.accept and not history_runs(args.baseline, keep):
         from grid.reports.compare import pick_sweep
         from grid.results.store import ResultStore

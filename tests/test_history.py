@@ -216,3 +216,14 @@ def test_repeats_run_interleaved_and_the_reports_say_how(tmp_path, capsys):
     assert "of 2 devices" in text, text
     assert main(["report", str(tmp_path / "two"), "--no-html"]) == 0
     assert "repeats: up to 3 per config, interleaved" in capsys.readouterr().out
+
+
+def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys, night):
+    base = ["compare", str(night), str(night), "--metric", "first_epoch_s"]
+    assert main([*base, "--confirm", "1"]) == 2
+    assert "give it with --spec" in capsys.readouterr().err
+    assert main([*base, "--confirm", "1", "--spec", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main([*base, "--history", "0"]) == 2
+    assert "--history: received 0" in capsys.readouterr().err
+    assert main([*base, "--confirm", "-1"]) == 2

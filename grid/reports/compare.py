@@ -45,7 +45,7 @@ from grid.reports.table import (
     trial_config,
 )
 from grid.results.dedupe import latest_attempts
-from grid.results.history import HistoryRun, history_runs
+from grid.results.history import HistoryRun, check_keep, history_runs
 from grid.results.schema import GOALS, known_goal
 from grid.results.store import ResultStore
 from grid.results.window import WINDOW_METRICS, is_short, why_short, window_of
@@ -324,7 +324,7 @@ def _read(uri: str, wanted: str | None, role: str) -> tuple[str, pa.Table]:
 
 def compare(baseline_uri: str, current_uri: str, opts: CompareOptions) -> Comparison:
     threshold = parse_threshold(opts.threshold)
-    runs = history_runs(baseline_uri, opts.history)
+    runs = history_runs(baseline_uri, check_keep(opts.history))
     if not runs:
         raise ResultsError(
             f"baseline {baseline_uri}: no results there (expected runs/<UTC time>/ of a history, or sweep=<name>/ "
