@@ -27,6 +27,12 @@ def plot_name(metric: str) -> str:
     return f"history-{safe[:80]}.png"
 
 
+def run_labels(names: list[str]) -> list[str]:
+    """`MM-DD HH:MM` of each run's UTC time; their order (#1, #2, ...) where those would repeat."""
+    labels = [f"{n[4:6]}-{n[6:8]} {n[9:11]}:{n[11:13]}" if len(n) >= 13 and n[8:9] == "T" else n[:15] for n in names]
+    return labels if len(set(labels)) == len(labels) else [f"#{i}" for i in range(1, len(names) + 1)]
+
+
 def _label(v: Verdict, keys: list[str]) -> str:
     return " ".join(f"{k}={show(v.config.get(k))}" for k in keys) or "all"
 
@@ -50,8 +56,8 @@ def _panel(ax: plt.Axes, v: Verdict, names: list[str], keys: list[str]) -> None:
             ax.scatter([n + k] * len(values), values, s=10, marker="x", color=color, zorder=2)
     if v.moved_at is not None:
         ax.axvline(v.moved_at - 0.5, color="tab:red", ls="--", lw=1, label="moved here")
-    ticks = [*names[-n:], "this run", *(f"re-run {k}" for k in range(1, len(v.confirm_values) + 1))]
-    ax.set_xticks(range(len(ticks)), [t[:15] for t in ticks], rotation=60, fontsize=6, ha="right")
+    ticks = [*run_labels(names[-n:]), "this run", *(f"re-run {k}" for k in range(1, len(v.confirm_values) + 1))]
+    ax.set_xticks(range(len(ticks)), ticks, rotation=60, fontsize=6, ha="right")
     ax.set_title(f"{_label(v, keys)}: {v.kind}", fontsize=8)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6, loc="best")
