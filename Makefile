@@ -62,7 +62,7 @@ BASELINE ?= baselines/nightly
 report: venv
 	$(BIN)/grid report $(RESULTS) --out $(REPORT)
 
-# Exit status: grid compare's (0 no regression, 1 regression, 2 usage/data error, 3 incomplete); see scripts/nightly.sh.
+# Exit status: grid compare's (0 no regression, 1 regression, 2 usage/data error, 3 incomplete, 6 noisy); see scripts/nightly.sh.
 nightly: venv
 	BASELINE=$(BASELINE) GRID=$(BIN)/grid GRID_ARGS="$(GRID_ARGS)" scripts/nightly.sh
 
@@ -99,6 +99,14 @@ BENCH_SCALE_ARGS ?= --trials 1000 10000 --plan 100000
 .PHONY: bench-scale
 bench-scale: venv
 	$(BIN)/python benchmarks/bench_scale.py $(BENCH_SCALE_ARGS) --json benchmarks/scale-last-run.json
+
+# Issue 25: the nightly check on unchanged code (false alarms: exit 1) and with a slowdown injected
+# (KERAS_SLOWDOWN_PCT), by its rule and the rule before it, same nights; everything under one folder.
+BENCH_NIGHTLY_OUT ?= benchmarks/nightly-results
+BENCH_NIGHTLY_ARGS ?=
+.PHONY: bench-nightly
+bench-nightly: venv
+	$(BIN)/python benchmarks/bench_nightly.py $(BENCH_NIGHTLY_OUT) $(BENCH_NIGHTLY_ARGS)
 
 bench-gpu: venv
 	$(BIN)/grid run specs/overhead-gpu.yaml --results $(BENCH_GPU_RESULTS) --plain

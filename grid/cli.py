@@ -47,7 +47,9 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
     spec, expansion = _load(args)
     # one print: rich costs ~0.2 ms a call, 20 s for a 100,000-trial plan line by line
-    console.print(printable("\n".join(plan_lines(spec, expansion)), lines=True), highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        printable("\n".join(plan_lines(spec, expansion)), lines=True), highlight=False, markup=False, soft_wrap=True
+    )
     return 0
 
 
@@ -98,8 +100,28 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from grid.reports.compare import CompareOptions, compare, print_comparison, write_json
+    from grid.reports.compare import CompareOptions, acceptable, compare, confirm, print_comparison, write_json
+    from grid.reports.history_plot import write_history_plots
+    from grid.results.history import accept, check_keep, history_runs
 
+    keep = check_keep(args.history)
+    if args.confirm < 0:
+        raise UsageError(f"--confirm: received {args.confirm}, expected re-runs >= 0")
+    if args.confirm and not args.spec:
+        raise UsageError("--confirm re-runs the flagged configs from the spec of the current run: give it with --spec")
+    if args.confirm:
+        from grid.spec.parse import load_spec
+
+        load_spec(args.spec, args.overrides)  # a spec that cannot run is said before anything is judged
+        from_arguments(args, results=args.current, live=False).check()
+    if args.accept and not history_runs(args.baseline, keep):
+        from grid.reports.compare import pick_sweep
+        from grid.results.store import ResultStore
+
+        sweep = pick_sweep(ResultStore(args.current), args.current_sweep or args.sweep, "current")
+        name = accept(args.baseline, args.current, sweep, keep)
+        console.print(f"no history at {args.baseline} yet: this run starts it (run {name})", highlight=False)
+        return 0
     opts = CompareOptions(
         metric=args.metric,
         threshold=args.threshold,
@@ -108,12 +130,29 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         baseline_sweep=args.baseline_sweep or args.sweep,
         current_sweep=args.current_sweep or args.sweep,
         allow_missing=args.allow_missing,
+        history=keep,
     )
     result = compare(args.baseline, args.current, opts)
+    if args.confirm and result.flagged():
+        from grid.rerun import rerun
+
+        configs = [v.config for v in result.flagged()]
+        run_opts = from_arguments(args, results=args.current, live=False)
+        confirm(result, rerun(args.spec, args.overrides, configs, args.confirm, args.current, run_opts, console), opts)
     print_comparison(result, console)
+    if args.out:
+        for path in write_history_plots(result, args.out):
+            console.print(f"history plot: {path}", highlight=False, soft_wrap=True)
     if args.json:
         write_json(result, args.json)
         console.print(plain(f"verdict: {args.json}"), highlight=False, soft_wrap=True)
+    if args.accept:
+        refused = acceptable(result)
+        if refused:
+            console.print(plain(f"not added to the history: {refused}"), highlight=False, soft_wrap=True)
+        else:
+            name = accept(args.baseline, args.current, result.current["sweep"], keep)
+            console.print(plain(f"added to the history {args.baseline} as run {name}"), highlight=False, soft_wrap=True)
     return result.exit_code
 
 
@@ -182,9 +221,10 @@ def _results_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "compare",
-        help="regressions of CURRENT against BASELINE; exit 1 on a regression, 3 when CURRENT lacks configs",
+        help="regressions of CURRENT against BASELINE (a history of accepted runs); exit 1 on a regression, "
+        "3 when CURRENT lacks configs, 6 when the noise is wider than the threshold",
     )
-    p.add_argument("baseline", help="results location of the baseline")
+    p.add_argument("baseline", help="the baseline: a history of accepted runs (--accept), or one run's results")
     p.add_argument("current", help="results location of the run to check")
     p.add_argument("--metric", default="steady_epoch_s", help="metric to compare (default: steady_epoch_s)")
     p.add_argument("--threshold", default="5%", help="smallest change of the median that counts (default: 5%%)")
@@ -204,6 +244,29 @@ def _results_commands(sub: Any) -> None:
         help="configs of the baseline that the current run lacks are listed but do not fail it (exit 3 otherwise)",
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the verdict as JSON")
+    p.add_argument(
+        "--history", type=int, default=10, metavar="N", help="accepted runs judged against and kept (default: 10)"
+    )
+    p.add_argument(
+        "--accept",
+        action="store_true",
+        help="add CURRENT to the history when it is complete, every trial ok and the verdict ok or noisy "
+        "(the first run starts a history)",
+    )
+    p.add_argument("--out", default=None, metavar="DIR", help="write a history plot per metric here (PNG)")
+    p.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        metavar="K",
+        help="re-run just the flagged configs K times (needs --spec) and keep a regression only if they moved "
+        "as far; default 0: a flagged change is a regression unconfirmed",
+    )
+    p.add_argument("--spec", default=None, help="the spec of the current run, for --confirm")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="its --set overrides"
+    )
+    add_arguments(p.add_argument_group("how --confirm re-runs (grid run's options)"), skip=("results",))
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("query", help="SQL (DuckDB) over the views `trials` (latest attempts) and `attempts`")

@@ -140,11 +140,11 @@ class RunOptions:
         return cls(**given)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`grid run`'s arguments, one per option that has a flag."""
+def add_arguments(parser: Any, skip: tuple[str, ...] = ()) -> None:
+    """`grid run`'s arguments, one per option that has a flag (but those named in `skip`)."""
     for f in dataclasses.fields(RunOptions):
         flag = f.metadata.get("flag")
-        if flag is None:
+        if flag is None or f.name in skip:
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": f.metadata["help"]}
@@ -161,5 +161,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_arguments(args: argparse.Namespace, **more: Any) -> RunOptions:
     """The options `grid run` was given (and `more`, set by other flags: --plain)."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions) if f.metadata.get("flag")}
+    fields = dataclasses.fields(RunOptions)
+    given = {f.name: getattr(args, f.name) for f in fields if f.metadata.get("flag") and f.name not in more}
     return RunOptions(**given, **more)

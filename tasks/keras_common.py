@@ -9,6 +9,8 @@ and the framework's peak memory (tasks/site/gridtrial).
 
 from __future__ import annotations
 
+import os
+import time
 from importlib import import_module
 from types import ModuleType
 from typing import Any
@@ -74,8 +76,35 @@ def run(cfg: dict, workload: ModuleType) -> dict:
     dataset = whole_batches(workload.load_data(cfg), global_batch)
     model, how = distributed_model(keras, workload, cfg)
     if cfg.get("mode", "train") == "train":
-        model.fit(dataset.x, dataset.y, batch_size=global_batch, epochs=cfg["epochs"], verbose=0)
+        callbacks = slowdown_callbacks(keras)
+        model.fit(dataset.x, dataset.y, batch_size=global_batch, epochs=cfg["epochs"], verbose=0, callbacks=callbacks)
     else:
         for _ in range(cfg["epochs"]):
             model.predict(dataset.x, batch_size=global_batch, verbose=0)
     return {**dataset.fields(), "parallelism": how}
+
+
+SLOWDOWN_VAR = "KERAS_SLOWDOWN_PCT"
+
+
+def slowdown_callbacks(keras: ModuleType) -> list:
+    """A slowdown injected on purpose, for benchmarks of the nightly check (`env: {KERAS_SLOWDOWN_PCT:
+    10}` in a spec): after each training step, as much extra CPU work as that percentage of the
+    step's own time. Not a config value: the trial ids and the join of `grid compare` stay those of
+    the code without it, as a slower commit's would."""
+    text = os.environ.get(SLOWDOWN_VAR, "").strip()
+    pct = float(text) if text else 0.0
+    if pct <= 0:
+        return []
+
+    class Slowdown(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            until = now + (now - self.t0) * pct / 100
+            while time.perf_counter() < until:
+                pass
+
+    return [Slowdown()]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
-from grid.spec.expand import expand, trial_id
+from grid.spec.expand import canonical_config, expand, trial_id
 from grid.spec.parse import parse_spec
 
 
@@ -39,9 +40,12 @@ def test_unused_exclude_reported():
 
 def test_repeat_changes_id_and_defaults_resolved():
     exp = expand(_spec(repeats=2))
-    first, second = exp.trials[0], exp.trials[1]
+    configs = len(exp.trials) // 2
+    first, second = exp.trials[0], exp.trials[configs]  # repeats outermost: every config, then again
     assert first.config == second.config and first.repeat == 0 and second.repeat == 1
     assert first.trial_id != second.trial_id
+    keys = [canonical_config(t.config) for t in exp.trials]
+    assert all(a != b for a, b in itertools.pairwise(keys))  # never a repeat back to back
     assert first.config["seconds"] == 1.0 and first.config["gpus"] == 1
 
 

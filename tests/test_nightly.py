@@ -1,6 +1,7 @@
-"""`make nightly`'s script end to end on sleep trials: the first night becomes the baseline, the next
-passes, a night that lacks a config fails as incomplete (3), and a changed spec is refused (2)
-instead of comparing nothing and passing."""
+"""`make nightly`'s script end to end on sleep trials: the first night starts the history, the next
+pass and join it, a night whose trials failed is a regression and never joins it, a night that lacks
+a config fails as incomplete (3) and stays out, and a changed spec is refused (2) instead of comparing
+nothing and passing."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def night(tmp: Path, spec: dict) -> tuple[int, str, Path]:
         "RUNS": str(tmp / "nightly"),
         "GRID": str(Path(sys.executable).parent / "grid"),
         "METRIC": "first_epoch_s",
+        "THRESHOLD": "60%",  # 0.1 s sleeps judged against 1-2 runs: a band under 60% whatever the jitter
+        "CONFIRM": "0",
         "GRID_ARGS": "--runner local --cpu-slots 2",
     }
     done = subprocess.run(
@@ -43,20 +46,31 @@ def night(tmp: Path, spec: dict) -> tuple[int, str, Path]:
 
 
 @pytest.mark.slow
+def accepted(tmp: Path) -> int:
+    return len(list((tmp / "baseline" / "runs").iterdir()))
+
+
 def test_nightly_baseline_pass_incomplete_and_changed_spec(tmp_path):
     code, out, run = night(tmp_path, SPEC)
     assert code == 0, out
-    assert "no baseline at" in out and (tmp_path / "baseline").is_dir() and (run / "report" / "index.html").is_file()
+    assert "no history at" in out and accepted(tmp_path) == 1 and (run / "report" / "index.html").is_file()
 
     code, out, run = night(tmp_path, SPEC)
     assert code == 0, out
-    assert "nightly: no regression against" in out
-    assert json.loads((run / "verdict.json").read_text())["counts"]["unchanged"] == 2
+    assert "nightly: no regression against" in out and "added to the history" in out and accepted(tmp_path) == 2
+    verdict = json.loads((run / "verdict.json").read_text())
+    assert verdict["counts"]["unchanged"] == 2 and len(verdict["baseline_runs"]) == 1
+    assert (run / "report" / "history" / "history-first_epoch_s.png").is_file()
+
+    code, out, run = night(tmp_path, {**SPEC, "memory_limit_mib": 4})  # the same configs, over their budget
+    assert code == 1, out  # every trial failed: a failed night never joins the history
+    assert "not added to the history: the verdict is regression" in out and accepted(tmp_path) == 2
 
     code, out, run = night(tmp_path, {**SPEC, "axes": {"backend": ["none"]}})
     assert code == 3, out
     assert "nightly: INCOMPLETE: this run lacks configs of" in out
     assert json.loads((run / "verdict.json").read_text())["verdict"] == "incomplete"
+    assert accepted(tmp_path) == 2
 
     code, out, _ = night(tmp_path, {**SPEC, "params": {"seconds": 0.2}})
     assert code == 2, out

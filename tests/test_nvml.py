@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from grid.results.row import Conditions
 from grid.trial.isolate import run_child
-from grid.trial.nvml import GpuView, Trapezoid, gpu_samplers
+from grid.trial.nvml import GpuState, GpuView, Trapezoid, gpu_samplers, throttle_names
 
 
 def test_cpu_slot_measures_nothing():
@@ -97,3 +98,45 @@ def test_utilisation_tells_computing_from_waiting(tmp_path):
     use = view.samplers[0].utilisation()
     assert use.gpu_util_pct is not None and 5 <= use.gpu_util_pct <= 70, use
     assert use.gpu_compute_s is not None and 1.0 <= use.gpu_compute_s <= 3.5, use
+
+
+def test_throttle_reasons_are_nvmls_own_bits():
+    """The names decode NVML's mask by the bits nvidia-ml-py itself defines (no GPU needed)."""
+    import pynvml
+
+    assert throttle_names(pynvml.nvmlClocksThrottleReasonSwPowerCap) == ["sw_power_cap"]
+    assert throttle_names(
+        pynvml.nvmlClocksThrottleReasonHwThermalSlowdown | pynvml.nvmlClocksThrottleReasonGpuIdle
+    ) == [
+        "gpu_idle",
+        "hw_thermal",
+    ]
+    assert throttle_names(pynvml.nvmlClocksThrottleReasonDisplayClockSetting) == ["display_clock"]
+    assert throttle_names(0x10000) == ["0x10000"] and throttle_names(0) == []
+
+
+def test_gpu_state_over_the_samples():
+    state = GpuState()
+    state.fill(empty := Conditions())
+    assert empty == Conditions()  # no sample: nothing claimed
+    state.add(1980, 2619, 40, 700_000, 0x1)  # idle
+    state.add(1755, 2619, 71, 700_000, 0x4)  # power-capped
+    state.add(1980, 2619, 65, 700_000, 0)
+    conditions = Conditions()
+    state.fill(conditions)
+    assert conditions.gpu_sm_clock_mhz == 1980 and conditions.gpu_sm_clock_min_mhz == 1755
+    assert conditions.gpu_mem_clock_mhz == 2619 and conditions.gpu_temp_max_c == 71
+    assert conditions.gpu_power_limit_w == 700 and conditions.gpu_throttle_reasons == ["gpu_idle", "sw_power_cap"]
+    assert conditions.gpu_throttled_share == pytest.approx(1 / 3)
+
+
+@pytest.mark.gpu
+def test_gpu_state_is_sampled_on_a_real_gpu(tmp_path):
+    samplers = gpu_samplers(("0",)).samplers
+    assert samplers
+    run_on_gpu0(tmp_path, BURN, samplers)
+    conditions = Conditions()
+    samplers[0].state.fill(conditions)
+    assert conditions.gpu_sm_clock_mhz and conditions.gpu_sm_clock_mhz > 100, conditions
+    assert conditions.gpu_temp_max_c and conditions.gpu_power_limit_w and conditions.gpu_power_limit_w > 10
+    assert conditions.gpu_throttle_reasons is not None and 0 <= (conditions.gpu_throttled_share or 0) <= 1

@@ -16,6 +16,7 @@ import pyarrow as pa
 from grid.errors import ResultsError, UsageError
 from grid.reports.answers import Answers, answer_table, answers, pareto_table, seed_tables
 from grid.reports.law import Law, fit_laws, law_table
+from grid.reports.repeats import repeats_text
 from grid.reports.searches import SearchResult, search_results, search_table
 from grid.reports.table import (
     EXTRA_METRICS,
@@ -173,6 +174,7 @@ class SweepReport:
             "statuses": dict(self.status_counts()),
             "varying": self.axes,
             "fixed": self.fixed,
+            "repeats": repeats_text(self.rows),
             **self.answers.as_json(),
             "searches": [s.as_json() for s in self.searches],
             "memory_law": [law.as_json() for law in self.laws],

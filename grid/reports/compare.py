@@ -1,10 +1,14 @@
 """`grid compare BASELINE CURRENT`: did a metric get worse, beyond noise?
 
-Configs are joined on the trial's config (its `config_json`), never on `trial_id`, which also
-hashes the repeat index. A config's repeats reduce to the median and the min-max range of its
-ok attempts. A change is a regression only when the median moved the wrong way by more than the
-threshold AND the two ranges do not overlap: a change inside the repeats' own spread is noise.
-A config that was ok in the baseline and is not ok now (oom, timeout, ...) is a regression too.
+The baseline is a history of accepted runs (grid/results/history.py; one results location is a
+history of one run). Configs are joined on the trial's config (its `config_json`), never on
+`trial_id`, which also hashes the repeat index. A config's repeats reduce to their median (the run
+median); the noise is the spread of the run medians over the history, the repeats within runs a
+second source (grid/reports/noise.py). A change is flagged only when the current run median moved
+the wrong way by more than the threshold AND beyond the noise band; where the band is wider than the
+threshold the verdict is `noisy`; a flagged change is a regression once re-runs of just that config
+(`--confirm K`) move as far. A steady window too short to time is `noisy` too (results/window.py).
+A config that was ok in the latest baseline run and is not ok now (oom, timeout, ...) is a regression.
 A config of the baseline that the current run lacks makes the comparison incomplete (a gate must not
 pass on what it did not see), and two runs with no config in common are refused: a spec that changed
 would otherwise compare nothing and pass every night.
@@ -13,10 +17,12 @@ would otherwise compare nothing and pass every night.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 from rich.console import Console
@@ -24,6 +30,8 @@ from rich.table import Table
 
 from grid.errors import ResultsError, UsageError
 from grid.reports.build import metrics_of
+from grid.reports.noise import MIN_RUNS, Noise, change_point, noise_of
+from grid.reports.repeats import repeats_text
 from grid.reports.sharing import shared, sharing_text
 from grid.reports.table import (
     SHARED_KEY,
@@ -38,13 +46,16 @@ from grid.reports.table import (
     trial_config,
 )
 from grid.results.dedupe import latest_attempts
+from grid.results.history import HistoryRun, check_keep, history_runs
 from grid.results.schema import GOALS, known_goal
 from grid.results.store import ResultStore
+from grid.results.window import WINDOW_METRICS, is_short, why_short, window_of
 from grid.shared import TrialStatus
 from grid.spec.expand import canonical_config
 from grid.text import plain
 
-KINDS = ("regression", "improvement", "unchanged", "missing", "new")
+KINDS = ("regression", "noisy", "improvement", "unchanged", "missing", "new")
+NOISY_EXIT = 6
 _PLURAL = {"regression": "regressions", "improvement": "improvements"}
 
 
@@ -89,6 +100,7 @@ class CompareOptions:
     current_sweep: str | None = None
     ignore: tuple[str, ...] = ()  # config keys left out of the join
     allow_missing: bool = False  # configs of the baseline absent from the current run do not fail it
+    history: int = 10  # the newest accepted runs of the baseline judged against
 
 
 @dataclass(frozen=True)
@@ -118,9 +130,15 @@ class Verdict:
     config: dict[str, Any]
     kind: str  # one of KINDS
     reason: str
-    baseline: Side | None
+    baseline: Side | None  # the run medians of the history (their median, min and max)
     current: Side | None
     change_pct: float | None = None
+    noise: Noise | None = None
+    runs: list[list[float]] = field(default_factory=list)  # each baseline run's ok values, oldest first
+    current_values: list[float] = field(default_factory=list)
+    confirm_values: list[list[float]] = field(default_factory=list)  # each confirming re-run's
+    confirmed: bool | None = None  # None: no re-run asked for
+    moved_at: int | None = None  # the change point: index into runs (len(runs): the current run)
 
 
 @dataclass
@@ -132,6 +150,8 @@ class Comparison:
     goal: str = "min"
     verdicts: list[Verdict] = field(default_factory=list)
     allow_missing: bool = False
+    runs: list[str] = field(default_factory=list)  # the baseline runs' names, oldest first
+    notes: list[str] = field(default_factory=list)
 
     @property
     def higher_is_better(self) -> bool:
@@ -148,12 +168,20 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        return "regression" if self.regressed else "incomplete" if self.incomplete else "ok"
+        if self.regressed:
+            return "regression"
+        if self.incomplete:
+            return "incomplete"
+        return "noisy" if any(v.kind == "noisy" for v in self.verdicts) else "ok"
 
     @property
     def exit_code(self) -> int:
-        """0 ok, 1 regression, 3 incomplete (2 is bad input, raised before a Comparison exists)."""
-        return {"ok": 0, "regression": 1, "incomplete": 3}[self.verdict]
+        """0 ok, 1 regression, 3 incomplete, 6 noisy (2 is bad input, raised before a Comparison exists)."""
+        return {"ok": 0, "regression": 1, "incomplete": 3, "noisy": NOISY_EXIT}[self.verdict]
+
+    def flagged(self) -> list[Verdict]:
+        """Regressions of the metric not yet confirmed: what `--confirm` re-runs."""
+        return [v for v in self.verdicts if v.kind == "regression" and v.noise is not None and v.confirmed is None]
 
     def counts(self) -> dict[str, int]:
         found = collections.Counter(v.kind for v in self.verdicts)
@@ -168,6 +196,8 @@ class Comparison:
             "baseline": self.baseline,
             "current": self.current,
             "allow_missing": self.allow_missing,
+            "baseline_runs": self.runs,
+            "notes": self.notes,
             "counts": self.counts(),
             "configs": [{**asdict(v), "change_pct": _finite(v.change_pct)} for v in self.verdicts],
         }
@@ -193,8 +223,11 @@ def pick_sweep(store: ResultStore, wanted: str | None, role: str) -> str:
     return sweeps[0]
 
 
-def _sides(rows: list[dict[str, Any]], metric: str, ignore: tuple[str, ...]) -> dict[str, tuple[dict, Side]]:
-    """Config key -> (config, Side). `lost` attempts are infrastructure, not outcomes: left out."""
+Group = tuple[dict[str, Any], list[dict[str, Any]]]  # a config and its rows in one run
+
+
+def _groups(rows: list[dict[str, Any]], ignore: tuple[str, ...]) -> dict[str, Group]:
+    """Config key -> (config, rows). `lost` attempts are infrastructure, not outcomes: left out."""
     grouped: dict[str, list[dict]] = collections.defaultdict(list)
     configs: dict[str, dict] = {}
     for row in rows:
@@ -204,34 +237,65 @@ def _sides(rows: list[dict[str, Any]], metric: str, ignore: tuple[str, ...]) -> 
         key = canonical_config(config)
         configs[key] = config
         grouped[key].append(row)
-    return {key: (configs[key], side_of(group, metric)) for key, group in grouped.items()}
+    return {key: (configs[key], group) for key, group in grouped.items()}
 
 
 def side_of(rows: list[dict[str, Any]], metric: str) -> Side:
     return Side(dict(collections.Counter(r["status"] for r in rows)), spread(ok_values(rows, metric)))
 
 
-def judge(base: Side, cur: Side, threshold: float, higher_better: bool) -> tuple[str, str, float | None]:
-    """(kind, reason, change in percent) for one config present on both sides."""
-    if base.all_ok and not cur.all_ok:
-        return "regression", f"status: ok -> {counts_text(collections.Counter(cur.statuses))}", None
-    if not base.any_ok and cur.all_ok:
-        return "improvement", f"status: {counts_text(collections.Counter(base.statuses))} -> ok", None
-    if base.stats is None or cur.stats is None:
+class Judged(NamedTuple):
+    kind: str
+    reason: str
+    change: float | None = None
+    noise: Noise | None = None
+
+
+def judge(
+    runs: list[list[float]],
+    last: Side,
+    cur: Side,
+    values: list[float],
+    threshold: float,
+    higher_better: bool,
+    short: str | None = None,
+) -> Judged:
+    """One config present on both sides: `runs` holds each baseline run's ok values (oldest first),
+    `last` the latest baseline run, `cur` the current run and `values` its ok values; `short` why its
+    steady window is too short."""
+    if last.all_ok and not cur.all_ok:
+        return Judged("regression", f"status: ok -> {counts_text(collections.Counter(cur.statuses))}")
+    if not last.any_ok and cur.all_ok:
+        return Judged("improvement", f"status: {counts_text(collections.Counter(last.statuses))} -> ok")
+    noise = noise_of(runs, values)
+    if noise is None or cur.stats is None:
         where = (
-            "either side" if base.stats == cur.stats else "the baseline" if base.stats is None else "the current run"
+            "either side"
+            if noise is None and cur.stats is None
+            else "the baseline"
+            if noise is None
+            else "the current run"
         )
-        return "unchanged", f"not measured in {where}", None
-    b, c = base.stats, cur.stats
-    change = percent_change(b.median, c.median)
-    worse = change < 0 if higher_better else change > 0
-    if abs(change) <= threshold:
-        return "unchanged", f"within {threshold:g}%", change
-    if c.low <= b.high and b.low <= c.high:
-        return "unchanged", f"beyond {threshold:g}%, inside the repeats' spread", change
-    if worse:
-        return "regression", "worse beyond the repeats' spread", change
-    return "improvement", "better beyond the repeats' spread", change
+        return Judged("unchanged", f"not measured in {where}")
+    change = percent_change(noise.center, cur.stats.median)
+    band = noise.band_pct
+    if short:
+        return Judged("noisy", short, change, noise)
+    if abs(change) > max(threshold, band):
+        direction = "worse" if (change < 0 if higher_better else change > 0) else "better"
+        kind = "regression" if direction == "worse" else "improvement"
+        return Judged(
+            kind, f"{direction} beyond {threshold:g}% and the noise band ±{band:.1f}% ({noise.source})", change, noise
+        )
+    if band <= threshold:
+        return Judged("unchanged", f"within {threshold:g}% (noise band ±{band:.1f}%, {noise.source})", change, noise)
+    return Judged(
+        "noisy",
+        f"noise band ±{band:.1f}% ({noise.source}) is wider than the {threshold:g}% threshold: a change of "
+        f"{threshold:g}% cannot be told from noise; would settle it: {noise.settle(threshold)}",
+        change,
+        noise,
+    )
 
 
 def percent_change(before: float, after: float) -> float:
@@ -240,49 +304,147 @@ def percent_change(before: float, after: float) -> float:
     return (after - before) / abs(before) * 100 if before else math.copysign(math.inf, after - before)
 
 
+def _short_window(rows: list[dict[str, Any]], metric: str) -> str | None:
+    """Why the steady windows behind a steady-epoch metric are too short to time, if they are."""
+    if metric not in WINDOW_METRICS:
+        return None
+    windows = [window_of(r) for r in rows if r["status"] == TrialStatus.OK]
+    known = [(w, s) for w, s in windows if w is not None]
+    if not known:
+        return None
+    seconds = statistics.median(w for w, _ in known)
+    steps_known = [s for _, s in known if s is not None]
+    steps = int(statistics.median(steps_known)) if steps_known else None
+    return why_short(seconds, steps) if is_short(seconds, steps) else None
+
+
+def _read(uri: str, wanted: str | None, role: str) -> tuple[str, pa.Table]:
+    store = ResultStore(uri)
+    sweep = pick_sweep(store, wanted, role)
+    return sweep, store.read(sweep)
+
+
 def compare(baseline_uri: str, current_uri: str, opts: CompareOptions) -> Comparison:
     threshold = parse_threshold(opts.threshold)
-    stores = ResultStore(baseline_uri), ResultStore(current_uri)
-    sweeps = (
-        pick_sweep(stores[0], opts.baseline_sweep, "baseline"),
-        pick_sweep(stores[1], opts.current_sweep, "current"),
-    )
-    tables = [store.read(sweep) for store, sweep in zip(stores, sweeps)]
-    _check_metric(opts.metric, tables, baseline_uri, current_uri)
-    rows = [latest_attempts(t).to_pylist() for t in tables]
-    _check_ignore(opts.ignore, rows[0] + rows[1])
-    goal = goal_of(opts.metric, rows[1] + rows[0], opts.goal)
-    base, cur = (_sides(r, opts.metric, opts.ignore) for r in rows)
-    if base and cur and not set(base) & set(cur):
-        raise UsageError(_nothing_in_common(base, cur, rows, baseline_uri, current_uri))
+    runs = history_runs(baseline_uri, check_keep(opts.history))
+    if not runs:
+        raise ResultsError(
+            f"baseline {baseline_uri}: no results there (expected runs/<UTC time>/ of a history, or sweep=<name>/ "
+            f"folders of Parquet files)"
+        )
+    base = [_read(run.uri, opts.baseline_sweep, "baseline") for run in runs]
+    cur_sweep, cur_table = _read(current_uri, opts.current_sweep, "current")
+    _check_metric(opts.metric, [base[-1][1], cur_table], baseline_uri, current_uri)
+    base_rows = [latest_attempts(t).to_pylist() for _, t in base]
+    cur_rows = latest_attempts(cur_table).to_pylist()
+    _check_ignore(opts.ignore, base_rows[-1] + cur_rows)
+    goal = goal_of(opts.metric, cur_rows + base_rows[-1], opts.goal)
+    base_groups = [_groups(r, opts.ignore) for r in base_rows]
+    cur = _groups(cur_rows, opts.ignore)
+    last = base_groups[-1]
+    if last and cur and not set(last) & set(cur):
+        raise UsageError(_nothing_in_common(last, cur, [base_rows[-1], cur_rows], baseline_uri, current_uri))
     result = Comparison(
         opts.metric,
         threshold,
-        {"uri": baseline_uri, "sweep": sweeps[0]},
-        {"uri": current_uri, "sweep": sweeps[1]},
+        {"uri": baseline_uri, "sweep": base[-1][0]},
+        {"uri": current_uri, "sweep": cur_sweep},
         goal,
         allow_missing=opts.allow_missing,
+        runs=[r.name for r in runs],
     )
-    for key in sorted(set(base) | set(cur)):
-        result.verdicts.append(_verdict(base.get(key), cur.get(key), threshold, result.higher_is_better))
+    for key in sorted(set(last) | set(cur)):
+        history = [g[key][1] for g in base_groups if key in g]
+        result.verdicts.append(_verdict(last.get(key), history, cur.get(key), opts.metric, threshold, goal == "max"))
     result.verdicts.sort(key=lambda v: (KINDS.index(v.kind), *(sort_key(v.config.get(k)) for k in sorted(v.config))))
+    result.notes += history_notes(runs)
+    how = repeats_text(cur_rows)
+    if how:
+        result.notes.append(f"this run's {how}")
     return result
 
 
+def history_notes(runs: list[HistoryRun]) -> list[str]:
+    if len(runs) >= MIN_RUNS:
+        return []
+    return [
+        f"{len(runs)} baseline run{'s' if len(runs) != 1 else ''}: the spread between runs is unknown (it takes "
+        f"{MIN_RUNS}), so each config is judged against the repeats within a run, doubled; the repeats of one run "
+        f"share its conditions and say little about the next run's. Keep accepted runs (grid compare --accept) "
+        f"for a verdict that knows its noise"
+    ]
+
+
 def _verdict(
-    base: tuple[dict, Side] | None, cur: tuple[dict, Side] | None, threshold: float, higher_better: bool
+    last: Group | None,
+    history: list[list[dict[str, Any]]],
+    cur: Group | None,
+    metric: str,
+    threshold: float,
+    higher_better: bool,
 ) -> Verdict:
-    if base is None:
+    if last is None:
         assert cur is not None, "a config is on one side at least"
-        return Verdict(cur[0], "new", "not in the baseline", None, cur[1])
+        return Verdict(cur[0], "new", "not in the latest baseline run", None, side_of(cur[1], metric))
+    runs = [ok_values(rows, metric) for rows in history]
+    medians = [statistics.median(v) for v in runs if v]
+    baseline = Side(side_of(last[1], metric).statuses, spread(medians))
     if cur is None:
-        return Verdict(base[0], "missing", "in the baseline, not in the current run", base[1], None)
-    kind, reason, change = judge(base[1], cur[1], threshold, higher_better)
-    return Verdict(base[0], kind, reason, base[1], cur[1], change)
+        return Verdict(last[0], "missing", "in the baseline, not in the current run", baseline, None, runs=runs)
+    current = side_of(cur[1], metric)
+    values = ok_values(cur[1], metric)
+    judged = judge(
+        runs, side_of(last[1], metric), current, values, threshold, higher_better, _short_window(cur[1], metric)
+    )
+    moved = None
+    if judged.noise is not None and values:
+        moved = change_point([*medians, statistics.median(values)], judged.noise.band_pct)
+    return Verdict(
+        last[0],
+        judged.kind,
+        judged.reason,
+        baseline,
+        current,
+        judged.change,
+        judged.noise,
+        runs,
+        values,
+        moved_at=moved,
+    )
+
+
+def confirm(result: Comparison, reruns: list[str], opts: CompareOptions) -> None:
+    """Judge the flagged regressions again on re-runs of just those configs (results locations): one
+    stays a regression only if the re-runs' median moved as far; else it is `noisy`."""
+    tables = [
+        latest_attempts(_read(uri, opts.current_sweep or result.current["sweep"], "confirm")[1]) for uri in reruns
+    ]
+    groups = [_groups(t.to_pylist(), opts.ignore) for t in tables]
+    for i, v in enumerate(result.verdicts):
+        if v not in result.flagged():
+            continue
+        key = canonical_config(v.config)
+        again = [ok_values(g[key][1], result.metric) if key in g else [] for g in groups]
+        pooled = [x for values in again for x in values]
+        assert v.noise is not None and v.change_pct is not None
+        bar = max(result.threshold_pct, v.noise.band_pct)
+        change = percent_change(v.noise.center, statistics.median(pooled)) if pooled else None
+        held = change is not None and abs(change) > bar and (change > 0) == (v.change_pct > 0)
+        seen = "no ok value" if change is None else f"{change:+.1f}%"
+        reason = (
+            f"{v.reason}; confirmed by {len(reruns)} re-run(s): {seen}"
+            if held
+            else f"flagged {v.change_pct:+.1f}% (band ±{v.noise.band_pct:.1f}%), not confirmed: {len(reruns)} "
+            f"re-run(s) measured {seen}"
+        )
+        result.verdicts[i] = dataclasses.replace(
+            v, kind="regression" if held else "noisy", reason=reason, confirm_values=again, confirmed=held
+        )
+    result.verdicts.sort(key=lambda v: (KINDS.index(v.kind), *(sort_key(v.config.get(k)) for k in sorted(v.config))))
 
 
 def _nothing_in_common(
-    base: dict[str, tuple[dict, Side]], cur: dict[str, tuple[dict, Side]], rows: list[list[dict]], *uris: str
+    base: dict[str, Group], cur: dict[str, Group], rows: list[list[dict[str, Any]]], *uris: str
 ) -> str:
     """Why no config joins: the keys whose values differ between the two runs, and what to do."""
     values: list[dict[str, set[str]]] = [collections.defaultdict(set), collections.defaultdict(set)]
@@ -349,7 +511,14 @@ def _check_ignore(ignore: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
 
 # -- output
 
-_STYLE = {"regression": "bold red", "improvement": "green", "unchanged": "", "missing": "yellow", "new": "cyan"}
+_STYLE = {
+    "regression": "bold red",
+    "noisy": "magenta",
+    "improvement": "green",
+    "unchanged": "",
+    "missing": "yellow",
+    "new": "cyan",
+}
 
 
 def varying_keys(verdicts: list[Verdict]) -> list[str]:
@@ -362,11 +531,13 @@ def summary_line(result: Comparison) -> str:
     verdict = {
         "regression": "REGRESSION",
         "incomplete": "INCOMPLETE: the current run lacks configs of the baseline (--allow-missing to accept that)",
+        "noisy": "NOISY: the noise of some configs is wider than the threshold; nothing stood out from it",
         "ok": "no regression",
     }[result.verdict]
+    runs = len(result.runs)
     return (
-        f"{result.metric} ({direction} is better), threshold {result.threshold_pct:g}% beyond the repeats' "
-        f"spread: {counts} -> {verdict}"
+        f"{result.metric} ({direction} is better), threshold {result.threshold_pct:g}% and beyond the noise of "
+        f"{runs} baseline run{'s' if runs != 1 else ''}: {counts} -> {verdict}"
     )
 
 
@@ -379,16 +550,46 @@ def print_comparison(result: Comparison, console: Console) -> None:
         ),
         title_justify="left",
     )
-    for name in ("verdict", *keys, "baseline", "current", "change", "why"):
-        table.add_column(plain(name), justify="right" if name in ("baseline", "current", "change") else "left")
+    numeric = ("baseline", "current", "change", "noise")
+    for name in ("verdict", *keys, *numeric, "moved at", "why"):
+        table.add_column(plain(name), justify="right" if name in numeric else "left")
     for v in result.verdicts:
         change = "-" if v.change_pct is None else f"{v.change_pct:+.1f}%"
         sides = (v.baseline.text() if v.baseline else "-", v.current.text() if v.current else "-")
-        cells = [*(show(v.config.get(k)) for k in keys), *sides, change, v.reason]
+        cells = [
+            *(show(v.config.get(k)) for k in keys),
+            *sides,
+            change,
+            "-" if v.noise is None else f"±{v.noise.band_pct:.1f}%",
+            moved_at_text(result, v),
+            v.reason,
+        ]
         table.add_row(plain(v.kind, _STYLE[v.kind]), *(plain(c) for c in cells))
     console.print(table)
-    style = {"regression": "bold red", "incomplete": "bold yellow", "ok": "green"}[result.verdict]
+    for note in result.notes:
+        console.print(plain(f"note: {note}"), highlight=False, soft_wrap=True)
+    style = {"regression": "bold red", "incomplete": "bold yellow", "noisy": "magenta", "ok": "green"}[result.verdict]
     console.print(plain(summary_line(result), style), highlight=False, soft_wrap=True)
+
+
+def acceptable(result: Comparison) -> str | None:
+    """Why the current run may not enter the history (None: it may): a failed or incomplete night never
+    does, nor one that regressed."""
+    if result.verdict not in ("ok", "noisy"):
+        return f"the verdict is {result.verdict}"
+    failed = [v for v in result.verdicts if v.current is not None and not v.current.all_ok]
+    if failed:
+        return f"{len(failed)} config(s) had trials that did not end ok"
+    if any(v.kind == "missing" for v in result.verdicts):
+        return "it lacks configs of the baseline"
+    return None
+
+
+def moved_at_text(result: Comparison, v: Verdict) -> str:
+    """The change point over the baseline runs and the current one: the run it moved at."""
+    if v.moved_at is None:
+        return "-"
+    return "this run" if v.moved_at >= len(v.runs) else result.runs[-len(v.runs) :][v.moved_at]
 
 
 def write_json(result: Comparison, path: str) -> None:

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from grid.reports.build import SweepReport
+from grid.reports.repeats import repeats_text
 from grid.reports.table import TableView, counts_text, failure_line, show
 from grid.text import plain
 
@@ -44,6 +45,9 @@ def print_report(reports: list[SweepReport], console: Console) -> None:
             ),
             highlight=False,
         )
+        how = repeats_text(report.rows)
+        if how:
+            console.print(how, highlight=False, markup=False, soft_wrap=True)
         for view in report.tables:
             console.print(rich_table(view))
         for plot in report.plots:

@@ -29,7 +29,9 @@ from grid.shared import TrialStatus
 # 6: trial_dir
 # 7: `sweep` dictionary-encoded, matching the `sweep=` folders as readers' hive partitions
 # 8: warm_modules, boot_s, finish_s; fit_calls null for a plain loop; search_low, search_high, search_predicted
-SCHEMA_VERSION = 8
+# 9: conditions (issue 25): the GPU's state over the trial (gpu_sm_clock_mhz ... gpu_throttle_reasons) and the
+#    steady window behind a timing (steady_window_s, steady_steps, window_short)
+SCHEMA_VERSION = 9
 ROLES = ("id", "outcome", "measure", "detail", "setting", "where", "time")
 
 F, S, I32, I64, BOOL = pa.float64(), pa.string(), pa.int32(), pa.int64(), pa.bool_()
@@ -304,6 +306,31 @@ class Times:
     ended_at: datetime | None = column(TS, "when its process ended", "time")
 
 
+# -- issue 25: what a timing was measured under (one sub-record: the GPU's state and the steady window)
+@dataclass
+class Conditions:
+    """The GPU's state over the trial (nvml: every sample) and the window its timings stand on (collect)."""
+
+    gpu_sm_clock_mhz: float | None = column(F, "median SM clock over the trial's NVML samples", "detail")
+    gpu_sm_clock_min_mhz: float | None = column(F, "lowest SM clock sampled", "detail")
+    gpu_mem_clock_mhz: float | None = column(F, "median memory clock over the samples", "detail")
+    gpu_temp_max_c: float | None = column(F, "hottest GPU temperature sampled (C)", "detail")
+    gpu_power_limit_w: float | None = column(F, "the enforced power limit (W)", "detail")
+    gpu_throttle_reasons: list[str] | None = column(
+        pa.list_(S), "clock throttle reasons NVML gave in any sample (sw_power_cap, hw_slowdown, ...)", "detail"
+    )
+    gpu_throttled_share: float | None = column(
+        F, "share of the samples slowed by power, heat or the hardware (not idle, not application clocks)", "detail"
+    )
+    steady_window_s: float | None = column(
+        F, "seconds of steady epochs (after the first of each fit) its timings stand on", "detail"
+    )
+    steady_steps: int | None = column(I64, "training steps in those epochs (null: not counted)", "detail")
+    window_short: bool | None = column(
+        BOOL, "the steady window is too short to time (under 1 s or 20 steps: results/window.py)", "outcome"
+    )
+
+
 @dataclass
 class Versions:
     """Which gpu-grid and which schema wrote the row (stamped when the row is built)."""
@@ -333,6 +360,7 @@ PARTS: dict[str, type] = {
     "framework": Framework,
     "files": Files,
     "times": Times,
+    "conditions": Conditions,
 }
 
 
@@ -377,6 +405,7 @@ class Row:
     framework: Framework = field(default_factory=Framework)
     files: Files = field(default_factory=Files)
     times: Times = field(default_factory=Times)
+    conditions: Conditions = field(default_factory=Conditions)
 
     # -- the few fields everyone asks for
     @property

@@ -88,6 +88,8 @@ class Scheduler:
         self.workers: dict[str, WorkerInfo] = {}
         self.tenants: dict[str, dict[int, Tenant]] = {}  # worker -> the attempts running on its GPU
         self.expected = Expected({}, {})  # per config: NVML peak per GPU and busy share of earlier rows
+        # per config: the workers its repeats ran on; the next repeat prefers another (decorrelated repeats)
+        self.ran_on: dict[str, set[str]] = collections.defaultdict(set)
         # per node, the programs (packing.compile_key) whose first trial there ended, and those whose
         # first trial runs now: the others wait for it, then load what it compiled
         self.compiled: dict[str, set[str]] = collections.defaultdict(set)
@@ -145,9 +147,12 @@ class Scheduler:
         return key not in self.compiled[node] and key in self.compiling[node].values()
 
     def _free(self, trial: Trial, exclude_node: str | None = None) -> dict[str, list[str]]:
-        """Per node, the workers that can take the trial now, least loaded first."""
+        """Per node, the workers that can take the trial now, least loaded first, then those that have
+        not run a repeat of its config yet."""
         by_node: dict[str, list[str]] = collections.defaultdict(list)
-        for name, info in sorted(self.workers.items(), key=lambda kv: (len(self.tenants[kv[0]]), kv[0])):
+        used = self.ran_on.get(canonical_config(trial.config), set())
+        order = sorted(self.workers.items(), key=lambda kv: (len(self.tenants[kv[0]]), kv[0] in used, kv[0]))
+        for name, info in order:
             if info.node_id == exclude_node or self._waits_for_its_compile(trial, info.node_id):
                 continue
             tenants = self.tenants[name]
@@ -206,6 +211,7 @@ class Scheduler:
     def _start(self, pending: Pending, names: list[str]) -> None:
         if not self._claim(pending):
             return
+        self.ran_on[canonical_config(pending.trial.config)].update(names)
         infos = [self.workers[n] for n in names]
         placement = Placement(
             infos[0].node_id,

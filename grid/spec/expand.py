@@ -42,10 +42,13 @@ class Expansion:
 
 
 def expand(spec: GridSpec) -> Expansion:
-    """Every trial of the spec, in grid order (axes as written, repeats innermost)."""
+    """Every trial of the spec: the configs in grid order (axes as written), repeats outermost, so that
+    the repeats of a config are interleaved with the other configs, never back to back: each repeat
+    meets the machine in another state (clocks, temperature, caches, neighbours), and their spread
+    says something about the next run's."""
     base = {**spec.workload_def.defaults(), **spec.params}
     names = list(spec.axes)
-    trials: list[Trial] = []
+    configs: list[dict[str, Any]] = []
     used: set[int] = set()
     combos = excluded = 0
     for values in itertools.product(*(spec.axes[n] for n in names)):
@@ -56,7 +59,10 @@ def expand(spec: GridSpec) -> Expansion:
             used.add(rule)
             excluded += 1
             continue
-        for repeat in range(spec.repeats):
+        configs.append(config)
+    trials: list[Trial] = []
+    for repeat in range(spec.repeats):
+        for config in configs:
             tid = trial_id(spec.identity, config, repeat)
             trials.append(Trial(tid, spec.workload, config, repeat, len(trials), exclusive=spec.exclusive))
     unused = [i for i in range(len(spec.exclude)) if i not in used]

@@ -27,6 +27,7 @@ from grid.results.schema import BASE_NAMES, REPORTABLE, known_goal
 from grid.results.spool import Delivered, DeliveryOptions, Spool, deliver
 from grid.results.store import ResultStore, encode_row
 from grid.results.trialdir import TrialFolder
+from grid.results.window import is_short, why_short, window_of
 from grid.shared import AttemptTimes, Placement, Trial, TrialStatus, utc_time
 from grid.spec.model import GridSpec
 from grid.trial import collect, compilecache, cotenants, gpulock, rows, warm
@@ -56,6 +57,14 @@ def measure(row: Row, spec: GridSpec, trial: Trial, records: collect.Records, lo
         notes.append(measured.how)
     taken = (BASE_NAMES | set(trial.config)) - REPORTABLE
     metrics = collect.apply_values(row, values, taken, notes)
+    seconds, steps = measured.window
+    if seconds is None or isinstance(values.get("epoch_times"), list):  # epochs the trial gave itself
+        seconds, steps = window_of({"epoch_times": row.epochs.epoch_times})
+    row.conditions.steady_window_s, row.conditions.steady_steps = seconds, steps
+    row.conditions.window_short = is_short(seconds, steps)
+    if row.conditions.window_short:
+        assert seconds is not None
+        notes.append(why_short(seconds, steps))
     series.update(found.series)
     declared = {name: m.goal for name, m in spec.metrics.items()}
 
@@ -285,6 +294,7 @@ def attempt_row(
     row.gpu_memory.gpu_mem_method = gpus.unavailable
     for sampler in gpus.samplers:
         row.gpu_memory, row.energy, row.gpu_use = sampler.memory(), sampler.energy(), sampler.utilisation()
+        sampler.state.fill(row.conditions)
     row.files = Files(
         child_env_json=json.dumps(launch.recorded(), sort_keys=True), log_path=log_path, trial_dir=trial_dir
     )

@@ -90,6 +90,7 @@ class Timed:
     images: int | None
     first: bool  # the first of its fit call: it includes compiling
     end: float | None = None  # wall clock at its end
+    steps: int | None = None
 
 
 def training_fits(record: ProcessRecord) -> tuple[list[Fit], str | None]:
@@ -126,7 +127,7 @@ def loop_epochs(record: ProcessRecord) -> tuple[list[Timed], Batch | None, bool]
             if images is None:
                 counted = False
                 images = e.steps * batch.size if e.steps is not None and batch.size else None
-            epochs.append(Timed(e.s, e.train_s or e.s, images, i == 0, e.end))
+            epochs.append(Timed(e.s, e.train_s or e.s, images, i == 0, e.end, e.steps))
     if epochs:
         return epochs, batch, counted
     for i, p in enumerate(record.predicts):
@@ -214,6 +215,16 @@ class Measured:
     framework_memory: FrameworkMemory
     notes: list[str]
     how: str | None = None  # how the epochs were found, where that is worth a note (a plain loop's)
+    window: tuple[float | None, int | None] = (None, None)  # the steady window: seconds, steps
+
+
+def steady_window(epochs: list[Timed]) -> tuple[float | None, int | None]:
+    """Seconds and steps of the steady epochs (None where there is none; steps None where not counted)."""
+    steady = [e for e in epochs if not e.first]
+    if not steady:
+        return None, None
+    steps = [e.steps for e in steady]
+    return float(sum(e.s for e in steady)), None if None in steps else int(sum(s or 0 for s in steps))
 
 
 def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> Measured:
@@ -252,7 +263,7 @@ def measurements(records: Sequence[ProcessRecord], config: dict[str, Any]) -> Me
     if name:
         framework.framework, framework.framework_version = name, versions.get(name)
         memory = framework_memory(records, name)
-    return Measured(epochs, start, framework, memory, notes, how)
+    return Measured(epochs, start, framework, memory, notes, how, steady_window(timed))
 
 
 def history(records: Sequence[ProcessRecord]) -> tuple[dict[str, float], dict[str, list[float]]]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import bisect
 import os
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from grid.results.row import Energy, GpuFacts, GpuMemory, GpuUse
+from grid.results.row import Conditions, Energy, GpuFacts, GpuMemory, GpuUse
 
 MIB = 1024 * 1024
 _init_lock = threading.Lock()
@@ -83,6 +84,63 @@ class Trapezoid:
         self.samples += 1
 
 
+# NVML's clock throttle reasons (nvmlClocksThrottleReason*): bit -> name; the last four slow a timing down
+THROTTLE_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+    0x100: "display_clock",
+}
+SLOWING = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+
+
+def throttle_names(mask: int) -> list[str]:
+    """The names of the reasons set in an NVML throttle-reason mask (unknown bits by their value)."""
+    names = [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+    rest = mask & ~sum(THROTTLE_REASONS)
+    return names + ([f"0x{rest:x}"] if rest else [])
+
+
+class GpuState:
+    """The GPU's state over a trial, one reading per sample: clocks, temperature, power limit and
+    throttle reasons (what makes the same code run slower on another night)."""
+
+    def __init__(self) -> None:
+        self.sm: list[float] = []
+        self.mem: list[float] = []
+        self.temp_max: float | None = None
+        self.power_limit_w: float | None = None
+        self.reasons = 0  # every reason seen
+        self.slowed = 0  # samples with a reason that slows the GPU down
+        self.samples = 0
+
+    def add(self, sm_mhz: float, mem_mhz: float, temp_c: float, limit_mw: float | None, mask: int) -> None:
+        self.sm.append(sm_mhz)
+        self.mem.append(mem_mhz)
+        self.temp_max = temp_c if self.temp_max is None else max(self.temp_max, temp_c)
+        if limit_mw is not None:
+            self.power_limit_w = limit_mw / 1000
+        self.reasons |= mask
+        self.slowed += bool(mask & SLOWING)
+        self.samples += 1
+
+    def fill(self, conditions: Conditions) -> None:
+        if not self.samples:
+            return
+        conditions.gpu_sm_clock_mhz = statistics.median(self.sm)
+        conditions.gpu_sm_clock_min_mhz = min(self.sm)
+        conditions.gpu_mem_clock_mhz = statistics.median(self.mem)
+        conditions.gpu_temp_max_c = self.temp_max
+        conditions.gpu_power_limit_w = self.power_limit_w
+        conditions.gpu_throttle_reasons = throttle_names(self.reasons)
+        conditions.gpu_throttled_share = self.slowed / self.samples
+
+
 class NvmlSampler:
     """Peak GPU memory of a process tree on each of its GPUs, sampled by the worker's watch loop."""
 
@@ -102,6 +160,7 @@ class NvmlSampler:
         self.energy_series: list[tuple[float, float]] = []  # (wall time, joules since launch)
         self.power = Trapezoid()  # watts summed over the GPUs -> joules
         self.util = Trapezoid()  # busy fraction summed over the GPUs -> GPU-seconds with a kernel running
+        self.state = GpuState()  # of the first GPU: the one every GPU of a gang waits for is not known
 
     def _energy_mj(self) -> int | None:
         try:
@@ -121,6 +180,22 @@ class NvmlSampler:
         busy = self._summed(lambda h: self.nvml.nvmlDeviceGetUtilizationRates(h).gpu)
         if busy is not None:
             self.util.add(busy / 100)
+
+    def _sample_state(self, handle: Any) -> None:
+        nvml = self.nvml
+        try:
+            sm = nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)
+            mem = nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)
+            temp = nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+            mask = nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+        except nvml.NVMLError as exc:
+            self.errors.add(str(exc))
+            return
+        try:
+            limit = nvml.nvmlDeviceGetEnforcedPowerLimit(handle)
+        except nvml.NVMLError:
+            limit = None
+        self.state.add(float(sm), float(mem), float(temp), limit, int(mask))
 
     def _process_used(self, handle: Any, pids: set[int]) -> int:
         used = 0
@@ -145,6 +220,7 @@ class NvmlSampler:
             device = self.nvml.nvmlDeviceGetMemoryInfo(handle).used - self.baseline[gpu]
             self.device_peak[gpu] = max(self.device_peak[gpu], device)
         self._sample_utilisation()
+        self._sample_state(next(iter(self.handles.values())))
         if self.energy_start is None:
             milliwatts = self._summed(self.nvml.nvmlDeviceGetPowerUsage)
             if milliwatts is not None:

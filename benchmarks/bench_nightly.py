@@ -1,0 +1,131 @@
+"""Issue 25's benchmark: how often the nightly check cries wolf on unchanged code, and the smallest
+slowdown it catches, by the new rule (a history of accepted runs, `noisy`, a confirming re-run) and
+by the rule before it (one baseline run, 5% beyond the min-max range of its repeats), on the same runs.
+
+    python benchmarks/bench_nightly.py OUT_DIR [--nights 22] [--slowdowns 5,10,20] [--slow-nights 3]
+        [--spec specs/nightly.yaml] [--set KEY=VALUE ...] [--runner local] [--quick] [--confirm 1]
+
+Needs keras and a backend in the interpreter that runs the trials (the slowdown is a Keras callback);
+not ray (`--runner local`, the default) nor duckdb.
+
+Collect: OUT_DIR/nights/NNN-base/ are runs of the spec as it is; a night NNN-slowP/ runs it with
+`KERAS_SLOWDOWN_PCT=P` in the trials' environment (the Keras workloads then do P% more work per
+training step), inserted after the base nights once the history is full, as a slower commit would
+land. Each night is `grid run` in its own process (`--runner local`: no Ray needed).
+Judge: every base night from the second on against the (up to 10) base nights before it: false
+alarms; every slow night against each window of 10 consecutive base nights: catches. A flagged
+night is confirmed by a fresh re-run of the same code (one per night, reused by its comparisons).
+Everything lands under OUT_DIR (tar it whole); OUT_DIR/bench.json holds the figures and each verdict.
+A run stopped half-way resumes: finished nights are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DONE = "night.json"
+
+
+def grid_run(spec: str, results: Path, sets: list[str], runner: list[str], env: dict[str, str]) -> dict:
+    """One night: `grid run` in a new process; its exit code, seconds and log."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "grid", "run", spec, "--results", str(results), "--plain", *runner]
+    for text in sets:
+        argv += ["--set", text]
+    for name, value in env.items():
+        argv += ["--set", f"env.{name}={value}"]
+    t0 = time.perf_counter()
+    with open(results.parent / "run.log", "w") as log:
+        code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+    return {"exit": code, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def plan(nights: int, slowdowns: list[float], slow_nights: int, history: int) -> list[tuple[str, float]]:
+    """The nights in the order they run: base nights, and once `history` of them ran, the slow ones
+    one after each base night (levels taken in turn), so both meet the same drift of the machine."""
+    slow = [p for _ in range(slow_nights) for p in slowdowns]
+    order: list[tuple[str, float]] = []
+    for i in range(nights):
+        order.append(("base", 0.0))
+        if i + 1 >= history and slow:
+            order.append(("slow", slow.pop(0)))
+    order += [("slow", p) for p in slow]
+    return order
+
+
+def night_dir(out: Path, index: int, kind: str, pct: float) -> Path:
+    return out / "nights" / (f"{index:03d}-base" if kind == "base" else f"{index:03d}-slow{pct:g}")
+
+
+def collect(args: argparse.Namespace, runner: list[str]) -> list[dict]:
+    done: list[dict] = []
+    for index, (kind, pct) in enumerate(plan(args.nights, args.slowdowns, args.slow_nights, args.history)):
+        folder = night_dir(args.out, index, kind, pct)
+        marker = folder / DONE
+        if marker.is_file():
+            done.append(json.loads(marker.read_text()))
+            continue
+        env = {"KERAS_SLOWDOWN_PCT": f"{pct:g}"} if kind == "slow" else {}
+        ran = grid_run(args.spec, folder / "results", args.set, runner, env)
+        night = {"index": index, "kind": kind, "slowdown_pct": pct, "dir": str(folder.relative_to(args.out)), **ran}
+        marker.write_text(json.dumps(night) + "\n")
+        print(f"night {index}: {kind} {pct:g}% -> exit {ran['exit']} in {ran['seconds']} s", flush=True)
+        done.append(night)
+    return done
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, help="folder for every night, the confirmations and bench.json")
+    p.add_argument("--spec", default="specs/nightly.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="grid run --set, every night")
+    p.add_argument("--nights", type=int, default=22, help="base nights (default 22: 21 comparisons)")
+    p.add_argument("--slowdowns", default="5,10,20", help="slowdowns injected, percent (default 5,10,20)")
+    p.add_argument("--slow-nights", type=int, default=3, help="nights per slowdown (default 3)")
+    p.add_argument("--history", type=int, default=10, help="accepted runs a verdict looks back on (default 10)")
+    p.add_argument("--confirm", type=int, default=1, help="re-runs confirming a flagged night (default 1)")
+    p.add_argument("--threshold", default="5%")
+    p.add_argument("--metric", default="steady_epoch_s")
+    p.add_argument("--runner", default="local", choices=("local", "ray"))
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a GPU box in ~5 minutes: 6 base nights (history 4), slowdowns 10,20 x 1 night, jax only, 16,384 "
+        "images an epoch (a steady window over a second); run again with more --nights: finished nights are kept",
+    )
+    p.add_argument("--collect-only", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.nights = 6 if args.nights == 22 else args.nights  # more --nights: the same plan, longer
+        args.slowdowns, args.slow_nights, args.history = "10,20", 1, 4
+        args.set = ["backend=[jax]", "images=16384", *args.set]
+    args.slowdowns = [float(x) for x in str(args.slowdowns).split(",") if x.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runner = ["--runner", args.runner]
+    nights = collect(args, runner)
+    if args.collect_only:
+        return 0
+    from nightly_judge import judge_all  # the verdicts need grid's reports (pyarrow, rich)
+
+    result = judge_all(args, nights, runner)
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(result["table"])
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
