@@ -21,8 +21,9 @@ def _private_folders() -> Path | None:
     before anything reads them: GPU locks, co-tenancy records, staged logs, the spool and Ray's
     session folders of one process's tests never meet another's. Short, for Ray's socket paths."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not worker:
-        return None
+    if not worker or os.environ.get("GRID_TESTS_PRIVATE") == worker:
+        return None  # not under xdist, or a second import in a process that has its folders
+    os.environ["GRID_TESTS_PRIVATE"] = worker
     folder = Path(tempfile.mkdtemp(prefix=f"gt-{worker}-"))
     (folder / "cache").mkdir()
     os.environ["TMPDIR"] = str(folder)

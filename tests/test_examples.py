@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from trials import notes_besides_the_window
 
 from grid.cli import main
 from grid.results.store import ResultStore
@@ -109,7 +110,7 @@ def test_a_plain_pytorch_loop_gets_its_epochs_from_its_dataloader(tmp_path):
     (row,) = ResultStore(str(tmp_path / "r")).latest().to_pylist()
     assert row["status"] == "ok" and len(row["epoch_times"]) == 3 and row["images_per_epoch"] == 96
     assert row["images_per_s"] > 0 and row["fit_calls"] is None and row["global_batch"] == 10
-    assert row["notes"] == [
+    assert notes_besides_the_window(row) == [
         "epochs: 3 full pass(es) of a torch DataLoader with gradients on (passes under no_grad left out)"
     ]
 

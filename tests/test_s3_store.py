@@ -159,7 +159,7 @@ def test_a_store_that_cannot_give_or_take_the_folder_costs_the_trial_nothing(aws
     with socket.socket() as closed:  # a port nothing listens on: the store is down
         closed.bind(("127.0.0.1", 0))
         down = aws_env.uri("x").replace(aws_env.endpoint, f"127.0.0.1:{closed.getsockname()[1]}")
-    folder = TrialFolder(ResultStore(down), "down", "t1", 1)
+    folder = TrialFolder(ResultStore(down, retry_s=2.0), "down", "t1", 1)  # gives up after 2 s
     local, held = folder.open()
     assert held == 0 and "earlier files could not be read from s3://" in folder.notes[0]
     Path(local, "ckpt.txt").write_text("1")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trials import log_of, ok, run_spec_trial
+from trials import log_of, notes_besides_the_window, ok, run_spec_trial
 
 from grid.cli import main
 from grid.results.store import ResultStore
@@ -90,7 +90,7 @@ def test_keras_fit_called_twice(project):
     assert row["steady_epoch_s"] == pytest.approx(sorted([times[1], times[3], times[4]])[1])
     assert row["global_batch"] == 64 and row["images_per_epoch"] == 192  # 3 steps of the second fit
     assert row["val_accuracy"] is not None and row["loss"] == json.loads(row["series_json"])["loss"][-1]
-    assert row["framework"] == "jax" and row["processes"] == 1 and row["notes"] is None
+    assert row["framework"] == "jax" and row["processes"] == 1 and notes_besides_the_window(row) is None
 
 
 @pytest.mark.slow
@@ -98,21 +98,21 @@ def test_keras_fed_by_tf_data(project):
     row = ok(run_spec_trial(project, {"command": "python keras_tf_data.py", "params": {"backend": "tensorflow"}}))
     assert row["global_batch"] == 16 and row["images_per_epoch"] == 256 and len(row["epoch_times"]) == 3
     assert row["images_per_s"] > 0 and row["eval_loss"] > 0 and row["eval_accuracy"] is not None
-    assert row["notes"] == ["images/s counts batches of 16: the dataset's batch dimension"]
+    assert notes_besides_the_window(row) == ["images/s counts batches of 16: the dataset's batch dimension"]
 
 
 @pytest.mark.slow
 def test_keras_fed_by_a_py_dataset_counts_the_trials_batch_size_or_says_what_to_give(project):
     bare = ok(run_spec_trial(project, {"command": "python keras_py_dataset.py", "params": {"backend": "jax"}}))
     assert len(bare["epoch_times"]) == 3 and bare["images_per_s"] is None and bare["global_batch"] is None
-    assert bare["notes"] == [
+    assert notes_besides_the_window(bare) == [
         "images/s unknown: the batch size is not shown by the data (Batches); give the trial a batch_size "
         "(in the spec's params or axes) and images/s counts batches of it"
     ]
     given = {"name": "given", "command": "python keras_py_dataset.py", "params": {"backend": "jax", "batch_size": 32}}
     row = ok(run_spec_trial(project, given))
     assert row["global_batch"] == 32 and row["images_per_epoch"] == 128 and row["images_per_s"] > 0
-    assert row["notes"] == [
+    assert notes_besides_the_window(row) == [
         "images/s counts batches of 32: the trial's batch_size (the data does not show its batch size)"
     ]
 
