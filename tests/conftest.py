@@ -70,6 +70,24 @@ def write_spec(tmp_path):
     return write
 
 
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on loopback for a test module; its credentials are not in the
+    environment unless a test asks for `aws_env`. Modules that need another kind define their own."""
+    import s3server
+
+    with s3server.serving(tmp_path_factory.mktemp("s3"), set_env=False) as server:
+        yield server
+
+
+@pytest.fixture
+def aws_env(s3, monkeypatch):
+    """The S3 server's credentials and endpoint in this test's environment."""
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    return s3
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One real local Ray for the session: 4 fake GPUs, loopback only."""

@@ -26,7 +26,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-import s3server
 from rich.console import Console
 
 from grid.cli import main
@@ -42,19 +41,6 @@ from grid.trial.output import LINE_WINDOW, LOG_KEEP, lines
 
 SECRET = f"s3cr3t-{uuid.uuid4().hex}"
 ATTACKER = "gridattack28"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with s3server.serving(tmp_path_factory.mktemp("s3"), set_env=False) as server:
-        yield server
-
-
-@pytest.fixture
-def aws_env(s3, monkeypatch):
-    for key, value in s3.env.items():
-        monkeypatch.setenv(key, value)
-    return s3
 
 
 @pytest.fixture(scope="session")

@@ -249,7 +249,10 @@ def test_sweep_spreads_over_every_node_and_keeps_the_secret(net, s3, cluster, tm
     assert driver.finish() == 0, driver.output
     store = download(net, s3, "spread", tmp_path / "copy")
     rows = store.read("spread").to_pylist()
-    assert len(rows) == 60 and {r["status"] for r in rows} == {"ok"} and {r["attempt"] for r in rows} == {0}
+    seen = sorted((r["trial_id"], r["attempt"], r["status"], r["node_id"][:8]) for r in rows)
+    assert len(rows) == 60 and {r["status"] for r in rows} == {"ok"} and {r["attempt"] for r in rows} == {0}, (
+        f"{seen}\n{driver.output}"
+    )
     assert len({r["trial_id"] for r in rows}) == 60
     nodes = collections.Counter(r["node_id"] for r in rows)
     assert set(nodes) == {n["node_id"] for n in state(cluster)["nodes"]}, "every node ran trials"

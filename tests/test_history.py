@@ -206,10 +206,12 @@ def test_a_steady_window_too_short_is_flagged_in_the_row_and_the_verdict(tmp_pat
 
 @pytest.mark.slow
 def test_repeats_run_interleaved_and_the_reports_say_how(tmp_path, capsys):
-    spec = {**SPEC, "params": {"seconds": 0.1}, "repeats": 3}
+    # Two configs of one program (no backend to compile first, which would hold one config back),
+    # in the order the driver handed them out (the processes' own starts race on a loaded machine).
+    spec = {**SPEC, "params": {"seconds": 0.1}, "repeats": 3, "axes": {"batch_size": [8, 16]}}
     run(tmp_path, tmp_path / "two", spec, "--num-gpus", "2")
     rows = ResultStore(str(tmp_path / "two")).read("hist").to_pylist()
-    order = [r["backend"] for r in sorted(rows, key=lambda r: r["started_at"])]
+    order = [r["batch_size"] for r in sorted(rows, key=lambda r: r["dispatched_at"])]
     assert all(a != b for a, b in itertools.pairwise(order)), order
     text = repeats_text(rows)
     assert text is not None and "interleaved with the other configs (never back to back)" in text

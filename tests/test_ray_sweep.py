@@ -187,11 +187,15 @@ def test_resume_after_driver_killed(tmp_path):
 
 
 def _busy_worker(timeout: float = 60) -> tuple[psutil.Process, str]:
-    """A GpuWorker actor process running a trial now, and the GPU it holds."""
+    """A GpuWorker actor process of this test process's own Ray (never another's on the machine:
+    other test processes run theirs) running a trial now, and the GPU it holds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for proc in psutil.process_iter(["cmdline"]):
-            if "ray::GpuWorker.run" in " ".join(proc.info["cmdline"] or []):
+        for proc in psutil.Process().children(recursive=True):
+            cmdline = ""
+            with contextlib.suppress(psutil.Error):
+                cmdline = " ".join(proc.cmdline())
+            if "ray::GpuWorker.run" in cmdline:
                 for child in proc.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
                         gpu = child.environ().get("CUDA_VISIBLE_DEVICES")

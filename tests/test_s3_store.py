@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-import s3server
 from rich.console import Console
 from rows_for_tests import make_row
 
@@ -30,19 +29,6 @@ from grid.spec.parse import parse_spec
 from grid.sweep import RunOptions, run_sweep
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with s3server.serving(tmp_path_factory.mktemp("s3"), set_env=False) as server:
-        yield server
-
-
-@pytest.fixture
-def aws_env(s3, monkeypatch):
-    for key, value in s3.env.items():
-        monkeypatch.setenv(key, value)
-    return s3
 
 
 def spec_of(name: str, **axes) -> GridSpec:
