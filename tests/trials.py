@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from grid.cli import main
 from grid.protocol import ProcessRecord
 from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Placement
@@ -91,3 +92,27 @@ def notes_besides_the_window(row: dict) -> list[str] | None:
     trials are short on purpose): what the test is about."""
     kept = [n for n in row["notes"] or [] if not n.startswith("steady window ")]
     return kept or None
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SMALL = ["--set", "epochs=2", "--set", "samples=1200"]
+
+
+def run_example(name: str, results: Path, *sets: str) -> list[dict]:
+    """An example's grid.yaml through `grid run --runner local`, small; its rows, every one ok."""
+    argv = [
+        "run",
+        str(EXAMPLES / name / "grid.yaml"),
+        "--results",
+        str(results),
+        "--runner",
+        "local",
+        "--plain",
+        *SMALL,
+        *sets,
+    ]
+    assert main(argv) == 0
+    rows = ResultStore(str(results)).latest().to_pylist()
+    failed = [(r["status"], r["error_message"], r["error_tail"]) for r in rows if r["status"] != "ok"]
+    assert not failed, failed
+    return rows
