@@ -151,7 +151,8 @@ def test_a_fluke_is_noisy_and_a_real_slowdown_is_confirmed(tmp_path, capsys):
     for i in range(3):
         spec = run(tmp_path, tmp_path / f"night{i}", SPEC, "--no-merge")
         code, _, out = judge(capsys, history, tmp_path / f"night{i}", "--accept", "--threshold", "15%")
-        assert code == 0, out
+        # ok, or noisy where a loaded machine spread these short sleeps: either way it joins the history (below)
+        assert code in (0, 6), out
     assert len(history_runs(str(history), 10)) == 3
 
     fluke = tmp_path / "fluke"  # the last night's rows, jax's 50% slower: never measured that way
