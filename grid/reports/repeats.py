@@ -18,7 +18,11 @@ def _device(row: dict[str, Any]) -> str:
 
 def repeats_text(rows: list[dict[str, Any]]) -> str | None:
     """One line on the repeats of these rows (a run's latest attempts); None without repeats."""
-    started = sorted((r for r in rows if r.get("started_at") is not None), key=lambda r: r["started_at"])
+    # in the order the driver handed them out (its one thread): the processes' own starts race
+    started = sorted(
+        (r for r in rows if (r.get("dispatched_at") or r.get("started_at")) is not None),
+        key=lambda r: r.get("dispatched_at") or r["started_at"],
+    )
     keys = [canonical_config(trial_config(r)) for r in started]
     counts = collections.Counter(keys)
     repeated = {k for k, n in counts.items() if n > 1}
