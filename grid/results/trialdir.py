@@ -152,10 +152,7 @@ class TrialFolder:
                 shutil.rmtree(local, ignore_errors=True)
                 return self._shown() if left else None
             except Exception as exc:
-                if keep is not None and left:
-                    for name in links:  # the kept copy is sent later as a whole: without its links
-                        with contextlib.suppress(OSError):
-                            os.unlink(os.path.join(local, name))
+                if keep is not None and left:  # sent later by copy_up, which never follows a link
                     kept = keep(local)
                     self.notes.append(
                         f"its folder could not be written to {self._shown()} ({exc}); its {len(left)} file(s) are "
