@@ -186,43 +186,59 @@ def test_resume_after_driver_killed(tmp_path):
     assert reruns <= cut_off, "only cut-off attempts were run again, each under the next number"
 
 
-def _busy_worker(timeout: float = 60) -> tuple[psutil.Process, str]:
+def _busy_worker(timeout: float = 60, gpu: str | None = None, not_pid: int | None = None) -> tuple[psutil.Process, str]:
     """A GpuWorker actor process of this test process's own Ray (never another's on the machine:
-    other test processes run theirs) running a trial now, and the GPU it holds."""
+    other test processes run theirs) running a trial now, and the GPU it holds; with `gpu`, one
+    holding that GPU, and with `not_pid`, not that process."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         for proc in psutil.Process().children(recursive=True):
             cmdline = ""
             with contextlib.suppress(psutil.Error):
                 cmdline = " ".join(proc.cmdline())
-            if "ray::GpuWorker.run" in cmdline:
+            if "ray::GpuWorker.run" in cmdline and proc.pid != not_pid:
                 for child in proc.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
-                        gpu = child.environ().get("CUDA_VISIBLE_DEVICES")
-                        if gpu:
-                            return proc, gpu
+                        held = child.environ().get("CUDA_VISIBLE_DEVICES")
+                        if held and gpu in (None, held):
+                            return proc, held
         time.sleep(0.1)
-    raise AssertionError("no busy worker found")
+    raise AssertionError(f"no busy worker{f' on GPU {gpu}' if gpu else ''} found in {timeout:.0f} s")
 
 
 def test_a_killed_worker_is_replaced_and_its_gpu_used_again(ray_local, tmp_path):
-    spec = sleep_spec("heal", 1.0, {"batch_size": list(range(1, 17))})
+    """Every trial waits for a go file, opened only once a replacement worker runs a trial on the
+    killed one's GPU: however slowly a loaded machine starts it, the others cannot finish first."""
+    go = tmp_path / "go"
+    spec = parse_spec(
+        {
+            "name": "heal",
+            "workload": "sleep",
+            "params": {"seconds": 0.5, "until_file": str(go)},
+            "axes": {"batch_size": list(range(1, 17))},
+            "timeout_s": 150,
+        }
+    )
     done = {}
-    thread = threading.Thread(target=lambda: done.update(out=run_sweep(spec, ray_opts(tmp_path))))
+    thread = threading.Thread(target=lambda: done.update(out=run_sweep(spec, ray_opts(tmp_path / "results"))))
     thread.start()
-    worker, gpu = _busy_worker()
-    worker.kill()
-    killed_at = time.time()
-    thread.join(180)
+    try:
+        worker, gpu = _busy_worker()
+        worker.kill()
+        killed_at = time.time()
+        replacement, _ = _busy_worker(timeout=120, gpu=gpu, not_pid=worker.pid)
+    finally:
+        go.touch()
+        thread.join(180)
     assert not thread.is_alive() and done["out"].unusable == []
-    rows = ResultStore(str(tmp_path)).read("heal").to_pylist()
+    rows = ResultStore(str(tmp_path / "results")).read("heal").to_pylist()
     latest = {r["trial_id"]: r for r in sorted(rows, key=lambda r: r["attempt"])}
     assert len(latest) == 16 and {r["status"] for r in latest.values()} == {"ok"}, "every trial one final ok row"
     lost = [r for r in rows if r["status"] == "lost"]
     assert [r["gpu_ids"] for r in lost] == [[gpu]], "the killed worker's trial, and only it, was lost"
     assert lost[0]["error_type"] in ("ray.exceptions.ActorDiedError", "ray.exceptions.ActorUnavailableError")
     again = [r for r in rows if r["gpu_ids"] == [gpu] and r["started_at"].timestamp() > killed_at]
-    assert again, f"GPU {gpu} took trials again after its worker died (a replacement worker)"
+    assert again, f"GPU {gpu} took trials again after its worker died (a replacement worker, pid {replacement.pid})"
 
 
 def test_a_hung_worker_is_ended_and_its_attempt_run_again(ray_local, tmp_path):
