@@ -78,3 +78,67 @@ def test_sweeps_listed(tmp_path):
     spec, trials = _rows()
     store.write_row(_row(spec, trials[0], 0))
     assert store.sweeps() == ["s"]
+
+
+def _reference_dedupe(rows: list[dict]) -> list[dict]:
+    """dedupe as a Python loop: per (sweep, trial_id, attempt) the first row in table order that is
+    not `lost` (else the first `lost` one), kept in table order."""
+    chosen: dict[tuple, int] = {}
+    for i, r in enumerate(rows):
+        key = (r["sweep"], r["trial_id"], r["attempt"])
+        if key not in chosen or (rows[chosen[key]]["status"] == "lost" and r["status"] != "lost"):
+            chosen[key] = i
+    return [rows[i] for i in sorted(chosen.values())]
+
+
+def test_dedupe_and_latest_attempts_match_a_python_loop_on_random_tables():
+    """Random tables of several chunks: repeated attempts, `lost` and null statuses, two sweeps."""
+    import random
+
+    import pyarrow as pa
+
+    from grid.results.dedupe import dedupe
+
+    rng = random.Random(7)
+    for _ in range(200):
+        rows = [
+            {
+                "sweep": rng.choice(["a", "b"]),
+                "trial_id": rng.choice(["t1", "t2", "t3", "t4"]),
+                "attempt": rng.randint(0, 2),
+                "status": rng.choice(["ok", "lost", "error", None]),
+                "n": i,
+            }
+            for i in range(rng.randint(0, 14))
+        ]
+        cut = rng.randint(0, len(rows))
+        names = ("sweep", "trial_id", "attempt", "status", "n")
+        schema = pa.schema([(name, pa.int64() if name in ("attempt", "n") else pa.string()) for name in names])
+        table = pa.concat_tables([pa.Table.from_pylist(rows[:cut], schema), pa.Table.from_pylist(rows[cut:], schema)])
+        expected = _reference_dedupe(rows)
+        assert dedupe(table).to_pylist() == expected
+        highest: dict[tuple, dict] = {}
+        for r in expected:
+            key = (r["sweep"], r["trial_id"])
+            if key not in highest or r["attempt"] > highest[key]["attempt"]:
+                highest[key] = r
+        assert latest_attempts(dedupe(table)).to_pylist() == sorted(highest.values(), key=lambda r: r["n"])
+
+
+def test_reading_a_sweep_does_not_import_pandas(tmp_path):
+    """pyarrow imports pandas (half a second) when a Python value becomes an Arrow one or a table is
+    grouped: the read path does neither, so `grid status` and `grid report` do not pay for it."""
+    import subprocess
+    import sys
+
+    store = ResultStore(str(tmp_path))
+    spec, trials = _rows()
+    for attempt, status in ((0, "lost"), (1, "ok")):
+        store.write_row(_row(spec, trials[0], attempt, status=status))
+    code = (
+        "import sys; from grid.results.store import ResultStore; from grid.results.dedupe import latest_attempts;"
+        f"t = latest_attempts(ResultStore({str(tmp_path)!r}).read('s')); assert t.num_rows == 1, t;"
+        "print('pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

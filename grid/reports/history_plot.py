@@ -8,14 +8,14 @@ from __future__ import annotations
 import re
 import statistics
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from typing import TYPE_CHECKING
 
 from grid.reports.compare import Comparison, Verdict, varying_keys
+from grid.reports.figure import pyplot
 from grid.reports.table import show
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 MAX_CONFIGS = 12
 _COLOR = {"regression": "tab:red", "noisy": "tab:purple", "improvement": "tab:green"}
@@ -37,7 +37,7 @@ def _label(v: Verdict, keys: list[str]) -> str:
     return " ".join(f"{k}={show(v.config.get(k))}" for k in keys) or "all"
 
 
-def _panel(ax: plt.Axes, v: Verdict, names: list[str], keys: list[str]) -> None:
+def _panel(ax: Axes, v: Verdict, names: list[str], keys: list[str]) -> None:
     n = len(v.runs)
     for i, values in enumerate(v.runs):
         ax.scatter([i] * len(values), values, s=8, color="0.6", zorder=2)
@@ -72,7 +72,7 @@ def write_history_plots(result: Comparison, out: str) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     cols = min(3, len(judged))
     rows = (len(judged) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     keys = varying_keys(result.verdicts)
     for ax, v in zip(axes.flat, judged):
         _panel(ax, v, result.runs, keys)
@@ -83,5 +83,5 @@ def write_history_plots(result: Comparison, out: str) -> list[str]:
     fig.tight_layout()
     path = folder / plot_name(result.metric)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     return [str(path)]

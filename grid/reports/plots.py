@@ -12,13 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from grid.reports.answers import Answers, timed
 from grid.reports.build import SweepReport
+from grid.reports.figure import pyplot
 from grid.reports.law import Law, law_axes
 from grid.reports.table import Group, counts_text, fmt_number, group_rows, show, sort_key, spread
 from grid.shared import TrialStatus
@@ -89,12 +85,12 @@ def fraction_plot(spec: PlotSpec, rows: list[dict[str, Any]], axes: list[str], p
     fitted memory law dotted."""
     series_axes = law_axes(axes)
     source = rows if spec.name == "memory-vs-fraction" else timed(rows)
-    fig, ax = plt.subplots(figsize=(6.8, 4.2), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(6.8, 4.2), dpi=100)
     capped = [r["_config"]["memory_fraction"] for r in source if r["_config"].get("memory_fraction") is not None]
     notes: list[str] = []
     unplotted: list[str] = []  # configs whose every run failed
     if not capped:
-        plt.close(fig)
+        pyplot().close(fig)
         return Plot(spec.name, spec.title, None, "no trial ran with a memory_fraction cap")
     lo, hi = min(capped), max(capped)
     for i, series in enumerate(group_rows(source, series_axes)):
@@ -157,7 +153,7 @@ def fraction_plot(spec: PlotSpec, rows: list[dict[str, Any]], axes: list[str], p
     if handles:
         ax.legend(fontsize="x-small" if len(handles) > 6 else "small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     if unplotted:
         notes.append("not plotted: " + "; ".join(unplotted))
     return Plot(spec.name, spec.title, path, "; ".join(notes))
@@ -171,7 +167,7 @@ def pareto_plot(found: Answers, path: Path) -> Plot:
     speed = [p.images_per_s or 0.0 for p in points]
     if len(points) < 2:
         return Plot("pareto", title, None, "needs two or more timed configs with GPU memory and images/s measured")
-    fig, ax = plt.subplots(figsize=(6.8, 4.2), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(6.8, 4.2), dpi=100)
     ax.scatter(memory, speed, color="0.6", s=18, label="configs")
     front = found.front
     ax.plot(
@@ -192,7 +188,7 @@ def pareto_plot(found: Answers, path: Path) -> Plot:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     return Plot("pareto", title, path, f"{len(front)} of {len(points)} configs on the front")
 
 
@@ -228,7 +224,7 @@ def draw(spec: PlotSpec, rows: list[dict[str, Any]], axes: list[str], path: Path
     xs = sorted({r["_config"].get(spec.x) for r in rows}, key=sort_key)
     categorical = any(v is None or isinstance(v, str) for v in xs)
     where = {v: (i if categorical else v) for i, v in enumerate(xs)}
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.0), dpi=100)
     series_axes = [a for a in axes if a != spec.x]
     failed: list[str] = []
     for i, series in enumerate(group_rows(rows, series_axes)):
@@ -236,7 +232,7 @@ def draw(spec: PlotSpec, rows: list[dict[str, Any]], axes: list[str], path: Path
         failed += _draw_series(ax, spec, series, label, f"C{i % 10}", where)
     _decorate(ax, spec, xs, where, categorical)
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     return Plot(spec.name, spec.title, path, ("not plotted: " + "; ".join(failed)) if failed else "")
 
 

@@ -1,5 +1,9 @@
 """At-least-once writes, exactly-once view: duplicate rows of an attempt dropped, and each trial's
-latest attempt picked."""
+latest attempt picked.
+
+Sorts and compares neighbours with Arrow compute functions, never a Python value turned into an
+Arrow one nor a `group_by` (pyarrow imports pandas for either where it is installed: half a second of
+every `grid report` and `grid status`, for nothing)."""
 
 from __future__ import annotations
 
@@ -8,12 +12,27 @@ import pyarrow.compute as pc
 
 from grid.shared import TrialStatus
 
-
-def _row_numbers(table: pa.Table, keys: list[str]) -> pa.Table:
-    return table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+KEYS = ["sweep", "trial_id", "attempt"]
 
 
-def _take_sorted(table: pa.Table, rows: pa.ChunkedArray) -> pa.Table:
+def _firsts(table: pa.Table, keys: list[str], order: list[tuple[str, str]]) -> pa.Array:
+    """The row numbers of the first row of each run of equal `keys` once `table` is sorted by `order`
+    (which starts with `keys`; a stable sort, so ties keep the table's order)."""
+    rows = pc.sort_indices(table, sort_keys=order)
+    if len(rows) < 2:
+        return rows
+    changed = None
+    for key in keys:
+        column = pc.take(table.column(key), rows)
+        step = pc.not_equal(column.slice(1), column.slice(0, len(column) - 1))
+        changed = step if changed is None else pc.or_kleene(changed, step)
+    assert changed is not None
+    first = pc.is_valid(rows.slice(0, 1))  # [true]: the first row starts a run
+    steps = changed.chunks if isinstance(changed, pa.ChunkedArray) else [changed]
+    return pc.filter(rows, pa.concat_arrays([first, *steps]))
+
+
+def _take_sorted(table: pa.Table, rows: pa.Array) -> pa.Table:
     return table.take(pc.take(rows, pc.sort_indices(rows)))
 
 
@@ -23,25 +42,19 @@ def dedupe(table: pa.Table) -> pa.Table:
     If an attempt has both a worker's row and the driver's `lost` row (the worker's file had been
     compacted away when the driver checked for it), the worker's row wins.
     """
-    keys = ["sweep", "trial_id", "attempt"]
     if table.num_rows == 0:
         return table
-    lost = pc.fill_null(pc.equal(table.column("status"), TrialStatus.LOST.value), False)
-    order = (
-        _row_numbers(table, keys)
-        .append_column("_lost", lost)
-        .sort_by([(k, "ascending") for k in keys] + [("_lost", "ascending")])
-    )
-    keep = order.group_by(keys, use_threads=False).aggregate([("_row", "first")])
-    return table if keep.num_rows == table.num_rows else _take_sorted(table, keep.column("_row_first"))
+    status = table.column("status")
+    # a regex option, not a scalar to compare with (see the module's note); a null status is not lost
+    lost = pc.and_kleene(pc.is_valid(status), pc.match_substring_regex(status, f"^{TrialStatus.LOST.value}$"))
+    keyed = table.select(KEYS).append_column("_lost", lost)
+    keep = _firsts(keyed, KEYS, [(k, "ascending") for k in KEYS] + [("_lost", "ascending")])
+    return table if len(keep) == table.num_rows else _take_sorted(table, keep)
 
 
 def latest_attempts(table: pa.Table) -> pa.Table:
     """Each trial's highest attempt."""
     if table.num_rows == 0:
         return table
-    order = _row_numbers(table, ["sweep", "trial_id", "attempt"]).sort_by(
-        [("sweep", "ascending"), ("trial_id", "ascending"), ("attempt", "descending")]
-    )
-    best = order.group_by(["sweep", "trial_id"], use_threads=False).aggregate([("_row", "first")])
-    return _take_sorted(table, best.column("_row_first"))
+    order = [("sweep", "ascending"), ("trial_id", "ascending"), ("attempt", "descending")]
+    return _take_sorted(table, _firsts(table.select(KEYS), ["sweep", "trial_id"], order))
