@@ -188,10 +188,10 @@ class SweepReport:
     def failures(self) -> list[Failure]:
         """Failed trials, one entry per config and outcome: repeats that failed alike are one finding."""
         found: dict[tuple, Failure] = {}
-        for row in sorted(self.rows, key=lambda r: tuple(sort_key(r["_config"].get(a)) for a in self.axes)):
-            if row["status"] != TrialStatus.OK:
-                key = (describe(row, self.axes), row["status"], row.get("error_type") or "")
-                found.setdefault(key, Failure(*key, rows=[])).rows.append(row)
+        failed = [r for r in self.rows if r["status"] != TrialStatus.OK]
+        for row in sorted(failed, key=lambda r: tuple(sort_key(r["_config"].get(a)) for a in self.axes)):
+            key = (describe(row, self.axes), row["status"], row.get("error_type") or "")
+            found.setdefault(key, Failure(*key, rows=[])).rows.append(row)
         return list(found.values())
 
     def status_counts(self) -> collections.Counter:
