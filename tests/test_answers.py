@@ -109,3 +109,20 @@ def test_steady_epoch_energy_is_read_between_the_epochs_ends():
     ]
     record = ProcessRecord(pid=1, started=100.0, fits=[Fit(Batch(32, BatchSource.CALL), epochs)])
     assert steady_spans([record]) == [(105.0, 106.0, 320), (106.0, 107.5, 320)]
+
+
+def test_split_keys_tells_values_apart_as_json_does():
+    """1, 1.0 and true differ; a NaN equals a NaN; [1] and [1.0] differ; a key some configs lack
+    varies; a key every config holds alike is fixed, with its value."""
+    from grid.reports.table import split_keys
+
+    nan = float("nan")
+    configs = [
+        {"same": 0.5, "int_float": 1, "int_bool": 1, "nan": nan, "list": [1], "lacks": "x", "nested": {"a": [1]}},
+        {"same": 0.5, "int_float": 1.0, "int_bool": True, "nan": float("nan"), "list": [1.0], "nested": {"a": [1]}},
+        {"same": 0.5, "int_float": 1, "int_bool": 1, "nan": nan, "list": [1], "lacks": "x", "nested": {"a": [1]}},
+    ]
+    varying, fixed = split_keys(configs)
+    assert varying == ["int_float", "int_bool", "list", "lacks"]
+    assert list(fixed) == ["same", "nan", "nested"] and fixed["same"] == 0.5 and fixed["nested"] == {"a": [1]}
+    assert split_keys([{"a": 1}] * 3) == ([], {"a": 1}) and split_keys([]) == ([], {})
