@@ -14,8 +14,10 @@ RESULTS ?= results
 GRID_ARGS ?=
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist, one test file to a process): most tests wait on subprocesses, Ray and
-# sleeps, so 3 fill a 2-core machine; TEST_JOBS=0 runs them in this process.
+# sleeps, so 3 fill a 2-core machine; TEST_JOBS=0 runs them in this process. Files are handed out
+# longest first (tests/conftest.py), so xdist's own reordering is off.
 TEST_JOBS ?= 3
+XDIST := -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv mxnet-env grid test test-fast bench report lint clean
 
@@ -38,10 +40,10 @@ grid: venv
 	$(BIN)/grid run $(SPEC) --results $(RESULTS) $(GRID_ARGS)
 
 test: venv mxnet-env lint
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # ruff (lint and formatting) over the whole tree, mypy over grid/, and the import contracts (layers,
 # isolation, no circles; [tool.importlinter] in pyproject.toml).
