@@ -91,17 +91,25 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from grid.results.store import ResultStore
 
     opts = ReportOptions(sweep=args.sweep, rows=_names(args.rows), cols=_names(args.cols), metric=args.metric)
+    verdict = None
+    if args.verdict:
+        from grid.reports.verdicts import read_json, summary_line
+
+        verdict = (args.verdict, *read_json(args.verdict))  # a file that is not one is said before any work
     reports = build_report(ResultStore(args.results), opts)
-    page = None if args.no_html else write_report(reports, args.out, args.results)
+    page = None if args.no_html else write_report(reports, args.out, args.results, verdict)
     print_report(reports, console)
+    if verdict:
+        console.print(plain(f"verdict ({args.verdict}): {summary_line(verdict[1])}"), highlight=False, soft_wrap=True)
     if page:
         console.print(plain(f"report: {page}"), highlight=False, soft_wrap=True)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from grid.reports.compare import CompareOptions, acceptable, compare, confirm, print_comparison, write_json
+    from grid.reports.compare import CompareOptions, acceptable, compare, confirm, print_comparison
     from grid.reports.history_plot import write_history_plots
+    from grid.reports.verdicts import write_json
     from grid.results.history import accept, check_keep, history_runs
 
     keep = check_keep(args.history)
@@ -140,11 +148,11 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         run_opts = from_arguments(args, results=args.current, live=False)
         confirm(result, rerun(args.spec, args.overrides, configs, args.confirm, args.current, run_opts, console), opts)
     print_comparison(result, console)
-    if args.out:
-        for path in write_history_plots(result, args.out):
-            console.print(f"history plot: {path}", highlight=False, soft_wrap=True)
+    drawn = write_history_plots(result, args.out) if args.out else []
+    for path in drawn:
+        console.print(f"history plot: {path}", highlight=False, soft_wrap=True)
     if args.json:
-        write_json(result, args.json)
+        write_json(result, args.json, drawn)
         console.print(plain(f"verdict: {args.json}"), highlight=False, soft_wrap=True)
     if args.accept:
         refused = acceptable(result)
@@ -216,6 +224,13 @@ def _results_commands(sub: Any) -> None:
         default=None,
         help="the pivot table's metric, any measured column or the trials' own (test_acc, val_loss, ...); "
         "default: steady_epoch_s",
+    )
+    p.add_argument(
+        "--verdict",
+        default=None,
+        metavar="FILE",
+        help="a verdict of grid compare --json: shown above the sweeps (each config's verdict, the run its "
+        "history moved at) with the history plots it names",
     )
     p.set_defaults(func=cmd_report)
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Nightly regression check: run the nightly spec into a fresh results folder, write its report, and
-# judge it against a history of accepted runs (the baseline). The exit status is `grid compare`'s:
-# 0 no regression, 1 regression (confirmed by re-running just the flagged configs CONFIRM times),
-# 2 usage or data error, 3 incomplete: configs of the baseline missing from the run, 6 noisy: the
-# noise of some config is wider than the threshold, nothing stood out (any other: the run itself
-# failed). Settings (defaults):
+# Nightly regression check: run the nightly spec into a fresh results folder, judge it against a
+# history of accepted runs (the baseline), and write its report with the verdict on top. The exit
+# status is `grid compare`'s: 0 no regression, 1 regression (confirmed by re-running just the
+# flagged configs CONFIRM times), 2 usage or data error, 3 incomplete: configs of the baseline
+# missing from the run, 6 noisy: the noise of some config is wider than the threshold, nothing
+# stood out (any other: the run itself failed). Settings (defaults):
 #   SPEC=specs/nightly.yaml   BASELINE=baselines/nightly   RUNS=nightly   GRID=.venv/bin/grid
 #   METRIC=steady_epoch_s     THRESHOLD=5%    HISTORY=10    CONFIRM=1     GRID_ARGS= (extra `grid run` flags)
 # Each run goes to $RUNS/<UTC timestamp>/{results,report/index.html,report/history/*.png,verdict.json};
@@ -29,13 +29,18 @@ ln -sfn "$(basename "$run")" "$RUNS/latest"
 echo "nightly: running $SPEC into $run/results"
 # shellcheck disable=SC2086  # GRID_ARGS is a list of flags
 "$GRID" run "$SPEC" --results "$run/results" --plain $GRID_ARGS
-"$GRID" report "$run/results" --out "$run/report"
 
 status=0
 # shellcheck disable=SC2086  # GRID_ARGS is a list of flags: the confirming re-runs run as the night did
 "$GRID" compare "$BASELINE" "$run/results" --metric "$METRIC" --threshold "$THRESHOLD" --history "$HISTORY" \
   --accept --confirm "$CONFIRM" --spec "$SPEC" $GRID_ARGS --out "$run/report/history" \
   --json "$run/verdict.json" || status=$?
+# The report, with the verdict on top (each config's, the night its history moved, the plot) where
+# compare could give one; a report that cannot be written does not change the night's exit status.
+verdict=()
+[ -f "$run/verdict.json" ] && verdict=(--verdict "$run/verdict.json")
+"$GRID" report "$run/results" --out "$run/report" ${verdict[@]+"${verdict[@]}"} \
+  || echo "nightly: the report could not be written (grid report exit $?)"
 case $status in
   0) echo "nightly: no regression against $BASELINE; report $run/report/index.html" ;;
   1) echo "nightly: REGRESSION against $BASELINE (confirmed): see $run/verdict.json and $run/report/history" ;;

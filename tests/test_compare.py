@@ -15,8 +15,9 @@ import yaml
 
 from grid.cli import main
 from grid.errors import UsageError
-from grid.reports.compare import Side, judge, parse_threshold
+from grid.reports.compare import judge, parse_threshold
 from grid.reports.table import Spread
+from grid.reports.verdicts import Side
 
 SPEC = {
     "name": "cmp",
@@ -230,3 +231,75 @@ def test_threshold_parsing():
     for bad in ("-1%", "five", "nan"):
         with pytest.raises(UsageError, match="--threshold"):
             parse_threshold(bad)
+
+
+def _comparison():
+    from grid.reports.noise import Noise
+    from grid.reports.verdicts import Comparison, Verdict
+
+    noise = Noise(runs=3, center=1.0, between_pct=2.0, within_pct=1.0, repeats=2, band_pct=6.0)
+    return Comparison(
+        metric="steady_epoch_s",
+        threshold_pct=5.0,
+        baseline={"uri": "baselines/nightly", "sweep": "n"},
+        current={"uri": "nightly/t/results", "sweep": "n"},
+        verdicts=[
+            Verdict(
+                {"backend": "jax", "batch_size": 64},
+                "regression",
+                "+20.0% <b>beyond</b> the noise",
+                Side({"ok": 2}, Spread(1.0, 0.9, 1.1, 3)),
+                Side({"ok": 1, "oom": 1}, Spread(1.2, 1.2, 1.2, 1)),
+                change_pct=20.0,
+                noise=noise,
+                runs=[[1.0, 1.0], [0.9, 1.1], [1.0, 1.0]],
+                current_values=[1.2],
+                confirm_values=[[1.19, 1.21]],
+                confirmed=True,
+                moved_at=3,
+            ),
+            Verdict({"backend": "torch", "batch_size": 64}, "new", "not in the baseline", None, None, float("inf")),
+        ],
+        runs=["20261201T000000Z", "20261202T000000Z", "20261203T000000Z"],
+        notes=["a note"],
+    )
+
+
+def test_a_verdict_written_as_json_reads_back_the_same(tmp_path):
+    from grid.reports.verdicts import read_json, write_json
+
+    result = _comparison()
+    write_json(result, str(tmp_path / "v.json"), [str(tmp_path / "h.png")])
+    again, plots = read_json(str(tmp_path / "v.json"))
+    assert again == result and again.to_json() == result.to_json() and plots == [str(tmp_path / "h.png")]
+    assert again.exit_code == 1 and again.verdicts[1].change_pct == float("inf")
+
+
+def test_the_report_shows_a_verdict_file_and_embeds_only_png_plots(tmp_path):
+    """The verdict's table (each config, the run it moved at) is text; a plot path the file names is
+    embedded only if it is a PNG, whatever its name says."""
+    from grid.reports.history_plot import write_history_plots
+    from grid.reports.verdict_page import verdict_section
+    from grid.reports.verdicts import read_json, write_json
+
+    result = _comparison()
+    (png,) = write_history_plots(result, str(tmp_path / "plots"))
+    secret = tmp_path / "secret.png"
+    secret.write_text("password=hunter2\n")
+    write_json(result, str(tmp_path / "v.json"), [png, str(secret), "/etc/passwd"])
+    html = verdict_section(str(tmp_path / "v.json"), *read_json(str(tmp_path / "v.json")))
+    assert 'id="verdict"' in html and html.count("<img") == 1 and "data:image/png;base64," in html
+    assert "hunter2" not in html and "2 history plot(s) named in the verdict file are not PNG files" in html
+    assert "+20.0% &lt;b&gt;beyond&lt;/b&gt; the noise" in html and "<b>beyond" not in html
+    assert "<td>this run</td>" in html and "1.20 [1 ok, 1 oom]" in html and "±6.0%" in html
+
+
+def test_a_verdict_file_that_is_not_one_is_refused_before_the_report(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text('{"verdict": "ok"}')
+    (tmp_path / "text.json").write_text("not json")
+    for name, said in (("bad.json", "not a verdict written by grid compare --json"), ("text.json", "is not JSON"),
+                       ("none.json", "cannot read")):  # fmt: skip
+        code = main(["report", str(tmp_path / "no-results"), "--out", str(tmp_path / "page"),
+                     "--verdict", str(tmp_path / name)])  # fmt: skip
+        assert code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "page").exists()

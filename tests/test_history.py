@@ -169,8 +169,16 @@ def test_a_fluke_is_noisy_and_a_real_slowdown_is_confirmed(tmp_path, capsys):
 
     slow = tmp_path / "slow"
     run(tmp_path, slow, {**SPEC, "params": {"seconds": 0.4}})
-    code, verdict, out = judge(capsys, history, slow, *flags, "--set", "seconds=0.4", "--ignore", "seconds", "--accept")
+    flags += ["--set", "seconds=0.4", "--ignore", "seconds", "--out", str(tmp_path / "slow-plots")]
+    code, verdict, out = judge(capsys, history, slow, *flags, "--accept")
     assert code == 1 and verdict["verdict"] == "regression", out
+    assert verdict["plots"] == [str(tmp_path / "slow-plots" / "history-first_epoch_s.png")]
+    # the report shows the verdict above the sweep: each config moved at this run, the plot inside the page
+    assert main(["report", str(slow), "--out", str(tmp_path / "page"), "--verdict", str(tmp_path / "slow.json")]) == 0
+    page = (tmp_path / "page" / "index.html").read_text()
+    assert page.index('id="verdict"') < page.index('id="sweep-hist"') and page.count("<td>this run</td>") == 2
+    assert '<span class="verdict-regression">regression</span>' in page and "history of first_epoch_s" in page
+    assert "verdict (" in capsys.readouterr().out
     for config in verdict["configs"]:
         assert (
             config["kind"] == "regression"

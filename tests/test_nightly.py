@@ -45,11 +45,11 @@ def night(tmp: Path, spec: dict) -> tuple[int, str, Path]:
     return done.returncode, " ".join((done.stdout + done.stderr).split()), (tmp / "nightly" / "latest").resolve()
 
 
-@pytest.mark.slow
 def accepted(tmp: Path) -> int:
     return len(list((tmp / "baseline" / "runs").iterdir()))
 
 
+@pytest.mark.slow
 def test_nightly_baseline_pass_incomplete_and_changed_spec(tmp_path):
     code, out, run = night(tmp_path, SPEC)
     assert code == 0, out
@@ -61,6 +61,9 @@ def test_nightly_baseline_pass_incomplete_and_changed_spec(tmp_path):
     verdict = json.loads((run / "verdict.json").read_text())
     assert verdict["counts"]["unchanged"] == 2 and len(verdict["baseline_runs"]) == 1
     assert (run / "report" / "history" / "history-first_epoch_s.png").is_file()
+    page = (run / "report" / "index.html").read_text()  # the verdict on top, its plot inside the page
+    assert page.index('id="verdict"') < page.index('id="sweep-nightly"') and page.count("data:image/png") >= 1
+    assert '<span class="verdict-ok">ok</span>' in page and '<td class="verdict-unchanged">unchanged</td>' in page
 
     code, out, run = night(tmp_path, {**SPEC, "memory_limit_mib": 4})  # the same configs, over their budget
     assert code == 1, out  # every trial failed: a failed night never joins the history

@@ -10,9 +10,9 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grid.reports.compare import Comparison, Verdict, varying_keys
 from grid.reports.figure import pyplot
 from grid.reports.table import show
+from grid.reports.verdicts import Comparison, Verdict, varying_keys
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -5,17 +5,20 @@ archived as is.
 
 from __future__ import annotations
 
-import base64
 import collections
 import datetime
-import html
 import json
 from pathlib import Path
 from typing import Any
 
 from grid.reports import plots
 from grid.reports.build import SweepReport
+from grid.reports.html_text import data_uri, e
 from grid.reports.table import TableView, counts_text, failure_line, show
+from grid.reports.verdict_page import verdict_section
+from grid.reports.verdicts import Comparison
+
+Verdict = tuple[str, Comparison, list[str]]  # a verdict file of grid compare --json: its path, what it holds, its plots
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'"
 _LOG_LINES = 40
@@ -35,6 +38,8 @@ dl.env dd { margin: 0; }
 figure { margin: 0; } figure img { width: 100%; border: 1px solid #eee; } figcaption { font-size: 12px; color: #666; }
 pre { background: #f7f7f9; padding: 8px; overflow-x: auto; font-size: 12px; max-height: 360px; }
 details { margin: 8px 0; } summary { cursor: pointer; } b.fail { color: #b00020; }
+.verdict-regression, .verdict-incomplete { color: #b00020; font-weight: 600; } .verdict-noisy { color: #a0009a; }
+.verdict-ok, .verdict-improvement { color: #137333; } .verdict-missing { color: #8a6d00; }
 """
 
 
@@ -68,13 +73,10 @@ def environment(rows: list[dict[str, Any]]) -> dict[str, str]:
     }
 
 
-def e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def render(reports: list[SweepReport], source: str) -> str:
+def render(reports: list[SweepReport], source: str, verdict: str = "") -> str:
+    """The page; `verdict`: the night's verdict section (grid/reports/verdict_page.py) above the sweeps."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sections = "\n".join(_sweep(r) for r in reports)
+    sections = "\n".join([verdict, *(_sweep(r) for r in reports)]).lstrip("\n")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -112,10 +114,6 @@ def table(view: TableView) -> str:
     return f"<h3>{e(view.title)}</h3><table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def _plots(report: SweepReport) -> str:
     drawn = [p for p in report.plots if p.path]
     skipped = [p for p in report.plots if not p.path]
@@ -149,14 +147,15 @@ def _failures(report: SweepReport) -> str:
     return f"<h3>failures ({sum(len(f.rows) for f in failures)} trials)</h3>" + "".join(items)
 
 
-def write_report(reports: list[SweepReport], out: str, source: str) -> Path:
-    """PNGs, index.html and report.json (the findings as data) under `out`; returns the page's path."""
+def write_report(reports: list[SweepReport], out: str, source: str, verdict: Verdict | None = None) -> Path:
+    """PNGs, index.html and report.json (the findings as data) under `out`; returns the page's path.
+    `verdict`: a verdict file of `grid compare --json`, read (verdicts.read_json), shown on top."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for report in reports:
         report.plots = plots.sweep_plots(report, out_dir)
     page = out_dir / "index.html"
-    page.write_text(render(reports, source))
-    findings = {"results": source, "sweeps": [r.as_json() for r in reports]}
+    page.write_text(render(reports, source, verdict_section(*verdict) if verdict else ""))
+    findings = {"results": source, "verdict": verdict[0] if verdict else None, "sweeps": [r.as_json() for r in reports]}
     (out_dir / "report.json").write_text(json.dumps(findings, indent=2, default=str) + "\n")
     return page
