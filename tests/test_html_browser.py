@@ -133,3 +133,18 @@ def test_page_check_catches_broken_images_and_outside_requests(page, tmp_path):
     outside.write_text(html.replace("<h1>", '<img alt="x" src="https://example.com/x.png"><h1>', 1))
     body = body_of(tmp_path / "profile", outside)
     assert body["data-ok"] == "false" and "blocked: https://example.com/x.png" in body["data-problems"]
+
+
+def test_a_page_with_a_verdict_on_top_loads_clean(page, tmp_path):
+    """`grid report --verdict`: the verdict of `grid compare --json` (this run against itself as a
+    history of one) above the sweep, its history plot decoded inside the page like the others."""
+    results = page.parent.parent / "results"
+    verdict = tmp_path / "verdict.json"
+    compared = ["compare", str(results), str(results), "--json", str(verdict), "--out", str(tmp_path / "history")]
+    assert main(compared) in (0, 6)
+    assert main(["report", str(results), "--out", str(tmp_path / "report"), "--verdict", str(verdict)]) == 0
+    with_verdict = tmp_path / "report" / "index.html"
+    assert 'id="verdict"' in with_verdict.read_text()
+    body = body_of(tmp_path / "profile", with_verdict)
+    assert body["data-ok"] == "true", body.get("data-problems")
+    assert body["data-images"] == "5"  # the sweep's 4 plots and the history plot
