@@ -171,3 +171,29 @@ def test_a_worker_side_failure_is_an_error_row_with_its_evidence_not_a_lost_atte
     assert row["error_type"] in ("builtins.FileExistsError", "builtins.NotADirectoryError")
     assert "Traceback" in row["error_tail"] and "_logs" in row["error_message"]
     assert row["notes"] == ["the worker failed to run or record this attempt (not the trial's own error)"]
+
+
+def test_a_repeat_prefers_a_worker_that_has_not_run_its_config(tmp_path):
+    """Among workers equally free, the next repeat of a config goes to one that has not run it yet
+    (decorrelated repeats); a worker's load still comes first."""
+    from grid.scheduler.driver import Scheduler
+    from grid.scheduler.packing import Tenant
+    from grid.scheduler.pool import LocalPool
+    from grid.scheduler.progress import PlainProgress
+    from grid.spec.expand import canonical_config
+
+    spec = sleep_spec(seconds=0.1, axes={"batch_size": [1]}, repeats=2, trials_per_gpu=2)
+    store = ResultStore(str(tmp_path))
+    scheduler = Scheduler(spec, store, LocalPool(spec, store, gpus=["0", "1"]), PlainProgress(lambda t: t.trial_id))
+    first, second = sorted(scheduler.workers)
+    repeat = expand(spec).trials[1]
+
+    def order() -> list[str]:
+        (names,) = scheduler._free(repeat).values()
+        return names
+
+    assert order() == [first, second]  # nothing ran yet: by name
+    scheduler.ran_on[canonical_config(repeat.config)].add(first)
+    assert order() == [second, first]  # the first worker ran this config: the other one first
+    scheduler.tenants[second][1] = Tenant(1, False, None, 0.0)  # the other one is busier now
+    assert order()[0] == first  # (whether it may take a second trial is packing's to say)
