@@ -134,8 +134,6 @@ class Group:
 
 
 def group_rows(rows: list[dict[str, Any]], axes: list[str]) -> list[Group]:
-    if len(rows) == 1:  # a group of one repeat, grouped again (a 10,000-trial report does this 20,000 times)
-        return [Group(tuple(rows[0]["_config"].get(a) for a in axes), list(rows))]
     groups: dict[tuple, Group] = {}
     for row in rows:
         config = row["_config"]
