@@ -95,12 +95,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if args.verdict:
         from grid.reports.verdicts import read_json, summary_line
 
-        verdict = (args.verdict, *read_json(args.verdict))  # a file that is not one is said before any work
+        verdict = read_json(args.verdict)  # a file that is not one is said before any work
     reports = build_report(ResultStore(args.results), opts)
     page = None if args.no_html else write_report(reports, args.out, args.results, verdict)
     print_report(reports, console)
     if verdict:
-        console.print(plain(f"verdict ({args.verdict}): {summary_line(verdict[1])}"), highlight=False, soft_wrap=True)
+        console.print(
+            plain(f"verdict ({args.verdict}): {summary_line(verdict.result)}"), highlight=False, soft_wrap=True
+        )
     if page:
         console.print(plain(f"report: {page}"), highlight=False, soft_wrap=True)
     return 0

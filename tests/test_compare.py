@@ -270,7 +270,8 @@ def test_a_verdict_written_as_json_reads_back_the_same(tmp_path):
 
     result = _comparison()
     write_json(result, str(tmp_path / "v.json"), [str(tmp_path / "h.png")])
-    again, plots = read_json(str(tmp_path / "v.json"))
+    read = read_json(str(tmp_path / "v.json"))
+    again, plots = read.result, read.plots
     assert again == result and again.to_json() == result.to_json() and plots == [str(tmp_path / "h.png")]
     assert again.exit_code == 1 and again.verdicts[1].change_pct == float("inf")
 
@@ -287,7 +288,7 @@ def test_the_report_shows_a_verdict_file_and_embeds_only_png_plots(tmp_path):
     secret = tmp_path / "secret.png"
     secret.write_text("password=hunter2\n")
     write_json(result, str(tmp_path / "v.json"), [png, str(secret), "/etc/passwd"])
-    html = verdict_section(str(tmp_path / "v.json"), *read_json(str(tmp_path / "v.json")))
+    html = verdict_section(read_json(str(tmp_path / "v.json")))
     assert 'id="verdict"' in html and html.count("<img") == 1 and "data:image/png;base64," in html
     assert "hunter2" not in html and "2 history plot(s) named in the verdict file are not PNG files" in html
     assert "+20.0% &lt;b&gt;beyond&lt;/b&gt; the noise" in html and "<b>beyond" not in html

@@ -42,7 +42,17 @@ from grid.reports.table import (
     spread,
     trial_config,
 )
-from grid.reports.verdicts import KINDS, Comparison, Side, Verdict, moved_at_text, summary_line, varying_keys
+from grid.reports.verdicts import (
+    KINDS,
+    NUMERIC_COLUMNS,
+    Comparison,
+    Side,
+    Verdict,
+    summary_line,
+    varying_keys,
+    verdict_cells,
+    verdict_columns,
+)
 from grid.results.dedupe import latest_attempts
 from grid.results.history import HistoryRun, check_keep, history_runs
 from grid.results.schema import GOALS, known_goal
@@ -420,21 +430,10 @@ def print_comparison(result: Comparison, console: Console) -> None:
         ),
         title_justify="left",
     )
-    numeric = ("baseline", "current", "change", "noise")
-    for name in ("verdict", *keys, *numeric, "moved at", "why"):
-        table.add_column(plain(name), justify="right" if name in numeric else "left")
+    for name in ("verdict", *verdict_columns(keys)):
+        table.add_column(plain(name), justify="right" if name in NUMERIC_COLUMNS else "left")
     for v in result.verdicts:
-        change = "-" if v.change_pct is None else f"{v.change_pct:+.1f}%"
-        sides = (v.baseline.text() if v.baseline else "-", v.current.text() if v.current else "-")
-        cells = [
-            *(show(v.config.get(k)) for k in keys),
-            *sides,
-            change,
-            "-" if v.noise is None else f"±{v.noise.band_pct:.1f}%",
-            moved_at_text(result, v),
-            v.reason,
-        ]
-        table.add_row(plain(v.kind, _STYLE[v.kind]), *(plain(c) for c in cells))
+        table.add_row(plain(v.kind, _STYLE[v.kind]), *(plain(c) for c in verdict_cells(result, v, keys)))
     console.print(table)
     for note in result.notes:
         console.print(plain(f"note: {note}"), highlight=False, soft_wrap=True)

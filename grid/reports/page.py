@@ -16,9 +16,7 @@ from grid.reports.build import SweepReport
 from grid.reports.html_text import data_uri, e
 from grid.reports.table import TableView, counts_text, failure_line, show
 from grid.reports.verdict_page import verdict_section
-from grid.reports.verdicts import Comparison
-
-Verdict = tuple[str, Comparison, list[str]]  # a verdict file of grid compare --json: its path, what it holds, its plots
+from grid.reports.verdicts import VerdictFile
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'"
 _LOG_LINES = 40
@@ -147,7 +145,7 @@ def _failures(report: SweepReport) -> str:
     return f"<h3>failures ({sum(len(f.rows) for f in failures)} trials)</h3>" + "".join(items)
 
 
-def write_report(reports: list[SweepReport], out: str, source: str, verdict: Verdict | None = None) -> Path:
+def write_report(reports: list[SweepReport], out: str, source: str, verdict: VerdictFile | None = None) -> Path:
     """PNGs, index.html and report.json (the findings as data) under `out`; returns the page's path.
     `verdict`: a verdict file of `grid compare --json`, read (verdicts.read_json), shown on top."""
     out_dir = Path(out)
@@ -155,7 +153,11 @@ def write_report(reports: list[SweepReport], out: str, source: str, verdict: Ver
     for report in reports:
         report.plots = plots.sweep_plots(report, out_dir)
     page = out_dir / "index.html"
-    page.write_text(render(reports, source, verdict_section(*verdict) if verdict else ""))
-    findings = {"results": source, "verdict": verdict[0] if verdict else None, "sweeps": [r.as_json() for r in reports]}
+    page.write_text(render(reports, source, verdict_section(verdict) if verdict else ""))
+    findings = {
+        "results": source,
+        "verdict": verdict.path if verdict else None,
+        "sweeps": [r.as_json() for r in reports],
+    }
     (out_dir / "report.json").write_text(json.dumps(findings, indent=2, default=str) + "\n")
     return page

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from grid.reports.html_text import data_uri, e
-from grid.reports.table import show
-from grid.reports.verdicts import Comparison, moved_at_text, summary_line, varying_keys
+from grid.reports.verdicts import Comparison, VerdictFile, summary_line, varying_keys, verdict_cells, verdict_columns
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -28,10 +27,11 @@ def embeddable(path: str, verdict_file: str) -> Path | None:
     return None
 
 
-def verdict_section(verdict_file: str, result: Comparison, plot_paths: list[str]) -> str:
+def verdict_section(verdict: VerdictFile) -> str:
     """The section's HTML, from the verdict file `read_json` read."""
-    plots = [p for p in (embeddable(path, verdict_file) for path in plot_paths) if p is not None]
-    missing = len(plot_paths) - len(plots)
+    result, verdict_file = verdict.result, verdict.path
+    plots = [p for p in (embeddable(path, verdict_file) for path in verdict.plots) if p is not None]
+    missing = len(verdict.plots) - len(plots)
     figures = "".join(
         f'<figure><img alt="history of {e(result.metric)}" src="{data_uri(p)}">'
         f"<figcaption>{e(p.name)}: each config's runs (points), their median, the baseline band, this "
@@ -57,21 +57,12 @@ def verdict_section(verdict_file: str, result: Comparison, plot_paths: list[str]
 
 def _table(result: Comparison) -> str:
     keys = varying_keys(result.verdicts)
-    headers = ["verdict", *keys, "baseline", "this run", "change", "noise", "moved at", "why"]
-    rows = []
-    for v in result.verdicts:
-        cells = [
-            *(show(v.config.get(k)) for k in keys),
-            v.baseline.text() if v.baseline else "-",
-            v.current.text() if v.current else "-",
-            "-" if v.change_pct is None else f"{v.change_pct:+.1f}%",
-            "-" if v.noise is None else f"±{v.noise.band_pct:.1f}%",
-            moved_at_text(result, v),
-            v.reason,
-        ]
-        tds = "".join(f"<td>{e(c)}</td>" for c in cells)
-        rows.append(f'<tr><td class="verdict-{e(v.kind)}">{e(v.kind)}</td>{tds}</tr>')
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join(rows)
+    head = "".join(f"<th>{e(h)}</th>" for h in ("verdict", *verdict_columns(keys)))
+    body = "".join(
+        f'<tr><td class="verdict-{e(v.kind)}">{e(v.kind)}</td>'
+        + "".join(f"<td>{e(c)}</td>" for c in verdict_cells(result, v, keys))
+        + "</tr>"
+        for v in result.verdicts
+    )
     title = f"{e(result.metric)}, config by config"
     return f"<h3>{title}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -15,7 +15,7 @@ from typing import Any
 
 from grid.errors import UsageError
 from grid.reports.noise import Noise
-from grid.reports.table import Spread, counts_text, fmt_number, split_keys
+from grid.reports.table import Spread, counts_text, fmt_number, show, split_keys
 from grid.shared import TrialStatus
 
 KINDS = ("regression", "noisy", "improvement", "unchanged", "missing", "new")
@@ -188,6 +188,27 @@ def moved_at_text(result: Comparison, v: Verdict) -> str:
     return "this run" if v.moved_at >= len(v.runs) else result.runs[-len(v.runs) :][v.moved_at]
 
 
+NUMERIC_COLUMNS = ("baseline", "current", "change", "noise")
+
+
+def verdict_columns(keys: list[str]) -> list[str]:
+    """The verdict table's columns (the terminal's and the report page's), after `verdict`."""
+    return [*keys, *NUMERIC_COLUMNS, "moved at", "why"]
+
+
+def verdict_cells(result: Comparison, v: Verdict, keys: list[str]) -> list[str]:
+    """One config's row of the verdict table, as text, in `verdict_columns` order."""
+    return [
+        *(show(v.config.get(k)) for k in keys),
+        v.baseline.text() if v.baseline else "-",
+        v.current.text() if v.current else "-",
+        "-" if v.change_pct is None else f"{v.change_pct:+.1f}%",
+        "-" if v.noise is None else f"±{v.noise.band_pct:.1f}%",
+        moved_at_text(result, v),
+        v.reason,
+    ]
+
+
 def write_json(result: Comparison, path: str, plots: list[str] | None = None) -> None:
     """The comparison as JSON, with the paths of the history plots drawn for it (`--out`)."""
     with open(path, "w") as f:
@@ -195,7 +216,16 @@ def write_json(result: Comparison, path: str, plots: list[str] | None = None) ->
         f.write("\n")
 
 
-def read_json(path: str) -> tuple[Comparison, list[str]]:
+@dataclass(frozen=True)
+class VerdictFile:
+    """A verdict file of `grid compare --json`, read: where it is, the comparison, the plots it names."""
+
+    path: str
+    result: Comparison
+    plots: list[str]
+
+
+def read_json(path: str) -> VerdictFile:
     """What `grid compare --json` wrote: the comparison, and the history plots it drew."""
     try:
         data = json.loads(Path(path).read_text())
@@ -204,6 +234,6 @@ def read_json(path: str) -> tuple[Comparison, list[str]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"--verdict: {path} is not JSON ({exc})") from None
     try:
-        return Comparison.from_json(data), [str(p) for p in data.get("plots", [])]
+        return VerdictFile(path, Comparison.from_json(data), [str(p) for p in data.get("plots", [])])
     except (KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"--verdict: {path} is not a verdict written by grid compare --json (at {exc!r})") from None
