@@ -13,7 +13,8 @@ Collect: OUT_DIR/nights/NNN-base/ are runs of the spec as it is; a night NNN-slo
 training step), inserted after the base nights once the history is full, as a slower commit would
 land. Each night is `grid run` in its own process (`--runner local`: no Ray needed).
 Judge: every base night from the second on against the (up to 10) base nights before it: false
-alarms; every slow night against each window of 10 consecutive base nights: catches. A flagged
+alarms; every slow night against each window of 10 consecutive base nights (before or after it):
+catches. A flagged
 night is confirmed by a fresh re-run of the same code (one per night, reused by its comparisons).
 Everything lands under OUT_DIR (tar it whole); OUT_DIR/bench.json holds the figures and each verdict.
 A run stopped half-way resumes: finished nights are kept.
@@ -73,6 +74,8 @@ def collect(args: argparse.Namespace, runner: list[str]) -> list[dict]:
         if marker.is_file():
             done.append(json.loads(marker.read_text()))
             continue
+        if args.judge_only:
+            continue
         env = {"KERAS_SLOWDOWN_PCT": f"{pct:g}"} if kind == "slow" else {}
         ran = grid_run(args.spec, folder / "results", args.set, runner, env)
         night = {"index": index, "kind": kind, "slowdown_pct": pct, "dir": str(folder.relative_to(args.out)), **ran}
@@ -98,14 +101,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a GPU box in ~5 minutes: 6 base nights (history 4), slowdowns 10,20 x 1 night, jax only, 16,384 "
+        help="a GPU box in ~6 minutes: 7 base nights (history 4), slowdowns 5,10,20 x 1 night, jax only, 16,384 "
         "images an epoch (a steady window over a second); run again with more --nights: finished nights are kept",
     )
     p.add_argument("--collect-only", action="store_true")
+    p.add_argument("--judge-only", action="store_true", help="judge the nights collected so far, run no new one")
     args = p.parse_args(argv)
     if args.quick:
-        args.nights = 6 if args.nights == 22 else args.nights  # more --nights: the same plan, longer
-        args.slowdowns, args.slow_nights, args.history = "10,20", 1, 4
+        args.nights = 7 if args.nights == 22 else args.nights  # more --nights: the same plan, longer
+        args.slowdowns, args.slow_nights, args.history = "5,10,20", 1, 4
         args.set = ["backend=[jax]", "images=16384", *args.set]
     args.slowdowns = [float(x) for x in str(args.slowdowns).split(",") if x.strip()]
     return args

@@ -1,9 +1,10 @@
 """Issue 26's benchmark, on a GPU box, in one run: the largest batch that fits a GPT-2-medium-sized LM
 (the Lightning example at --size medium, sequence 1024, AdamW, bf16 autocast), found by Lightning's
 own BatchSizeFinder and by gpu-grid's search; each answer re-run in a fresh process; and, where
-Keras is installed, 8 trials of the Keras example packed vs one at a time.
+Keras is installed, the smallest memory_fraction of the ResNet-50 workload with its probes packed vs
+one at a time, and 8 trials of the Keras example packed vs one at a time.
 
-    python benchmarks/bench_search.py OUT_DIR [--high 64] [--skip-keras]
+    python benchmarks/bench_search.py OUT_DIR [--high 64] [--parts lightning,gpu-grid,resnet,keras]
 
 Writes OUT_DIR/search.json and prints a markdown table: finder, answer, seconds to answer, the answer
 re-run in a fresh process, and for gpu-grid its probes and the boundary its model predicted.
@@ -87,7 +88,63 @@ def gpu_grid(out: Path, high: int) -> dict:
         "probes": result.probes,
         "predicted": result.predicted,
         "fresh": "trains (its confirmation)" if result.confirmed else "not confirmed",
+        "timeline": timeline(rows),
     }
+
+
+TIMELINE = ("search_role", "search_step", "status", "start", "compile", "import_s", "first_epoch_s", "wall_s")
+TIMELINE += ("boot_s", "finish_s", "gpu_mem_peak_mib", "framework_peak_mib", "notes")
+
+
+def timeline(rows: list[dict]) -> list[dict]:
+    """Where a sweep's seconds went: each trial's value, outcome and phases, and when it was handed
+    out, started and ended (seconds after the first hand-out)."""
+    rows = sorted(rows, key=lambda r: (r.get("dispatched_at") is None, r.get("dispatched_at")))
+    stamps = [r["dispatched_at"] for r in rows if r.get("dispatched_at") is not None]
+    t0 = min(stamps) if stamps else None
+    out = []
+    for r in rows:
+        axis = r.get("search_axis")
+        item = {"value": json.loads(r["config_json"]).get(axis) if axis and r.get("config_json") else None}
+        item.update({k: r.get(k) for k in TIMELINE if k in r})
+        for k in ("dispatched_at", "started_at", "ended_at"):
+            if t0 is not None and r.get(k) is not None:
+                item[k.replace("_at", "_after_s")] = round((r[k] - t0).total_seconds(), 2)
+        out.append(item)
+    return out
+
+
+def resnet_fraction_search(out: Path) -> list[dict]:
+    """The smallest memory_fraction of the ResNet-50 workload (jax, batch 128; specs/oom-search-gpu.yaml
+    narrowed to one combination), its probes sharing the GPU vs one at a time. Each sweep has its own
+    name, so its own compile cache: both start cold."""
+    made = []
+    for name, share in (("resnet-search-packed", True), ("resnet-search-exclusive", False)):
+        spec = yaml.safe_load((REPO / "specs" / "oom-search-gpu.yaml").read_text())
+        spec.pop("env", None)  # gpu-grid's own compile cache, per sweep
+        spec.update(name=name)
+        spec["axes"] = {"backend": ["jax"], "batch_size": [128]}
+        spec["search"]["share_probes"] = share
+        path = out / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        results = out / "results"
+        argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(results), "--runner", "local"]
+        code, seconds = timed([*argv, "--plain", "--num-gpus", "1"], out / f"{name}.log", timeout=240)
+        rows = ResultStore(str(results)).latest(name).to_pylist()
+        (result,) = search_results(rows, []) or [None]
+        made.append(
+            {
+                "sweep": name,
+                "exit": code,
+                "seconds": seconds,
+                "answer": None if result is None else result.last_ok,
+                "first_fail": None if result is None else result.first_fail,
+                "probes": None if result is None else result.probes,
+                "confirmed": None if result is None else result.confirmed,
+                "timeline": timeline(rows),
+            }
+        )
+    return made
 
 
 def keras_packing(out: Path) -> list[dict]:
@@ -119,38 +176,61 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
     parser.add_argument("--high", type=int, default=64)
-    parser.add_argument("--skip-keras", action="store_true")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"which parts to run, in this order (default: all of {','.join(PARTS)}; the Keras ones need keras)",
+    )
     args = parser.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--parts: received {unknown}, expected some of {list(PARTS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    found: dict = {"packing": []}
-
-    def keep() -> None:  # after each part: a run cut short keeps what it measured
+    found: dict = {"packing": [], "resnet": []}
+    for part in parts:
+        if part == "lightning":
+            found["lightning"] = lightning(out)
+        elif part == "gpu-grid":
+            found["gpu_grid"] = gpu_grid(out, args.high)
+        elif part in ("resnet", "keras") and not has_keras():
+            found[f"{part}_skipped"] = "keras is not installed"
+        elif part == "resnet":
+            found["resnet"] = resnet_fraction_search(out)
+        elif part == "keras":
+            found["packing"] = keras_packing(out)
+        # after each part: a run cut short keeps what it measured
         (out / "search.json").write_text(json.dumps(found, indent=2, default=str))
-
-    found["lightning"] = lightning(out)
-    keep()
-    found["gpu_grid"] = gpu_grid(out, args.high)
-    keep()
-    try:
-        import keras  # noqa: F401
-
-        found["packing"] = [] if args.skip_keras else keras_packing(out)
-    except ImportError:
-        pass
-    keep()
     print("| finder | answer | seconds to answer | the answer re-run in a fresh process | probes | predicted |")
     print("|---|---|---|---|---|---|")
     for key in ("lightning", "gpu_grid"):
-        f = found[key]
+        f = found.get(key)
+        if f:
+            print(
+                f"| {f.get('finder')} | {f.get('answer')} | {f.get('seconds', float('nan')):.1f} | {f.get('fresh')} "
+                f"| {f.get('probes', '-')} | {f.get('predicted', '-')} |"
+            )
+    for r in found["resnet"]:
         print(
-            f"| {f.get('finder')} | {f.get('answer')} | {f.get('seconds', float('nan')):.1f} | {f.get('fresh')} "
-            f"| {f.get('probes', '-')} | {f.get('predicted', '-')} |"
+            f"| {r['sweep']} | {r['answer']} ({r['first_fail']} oom) | {r['seconds']:.1f} | {r['confirmed']} "
+            f"| {r['probes']} | |"
         )
     for p in found["packing"]:
         print(f"| {p['sweep']} | {p['ok']} ok | {p['seconds']:.1f} | compile {', '.join(p['compile'])} | | |")
     return 0
+
+
+PARTS = ("lightning", "gpu-grid", "resnet", "keras")
+
+
+def has_keras() -> bool:
+    try:
+        import keras  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -104,17 +104,34 @@ def judge_all(args: argparse.Namespace, nights: list[dict], runner: list[str]) -
     first = rows_of(args.out / base[0]["dir"] / "results")
     comparisons = []
     for night in kept:
-        before = [b for b in base if b["index"] < night["index"]][-args.history :]
-        if not before:
-            continue
-        history = history_of(args.out, f"{night['index']:03d}", before)
-        new = new_rule(args, history, night, runner)
-        old = old_rule(first, rows_of(args.out / night["dir"] / "results"), args.metric, threshold, higher)
-        comparisons.append({**night, "history": len(before), "new": new, "old_exit": old})
-        print(
-            f"{night['dir']}: history {len(before)}, new exit {new['exit']} {new['kinds']}, old exit {old}", flush=True
-        )
+        for before in histories(night, base, args.history):
+            name = f"{night['index']:03d}-{before[0]['index']:03d}"
+            history = history_of(args.out, name, before)
+            new = new_rule(args, history, night, runner)
+            old = old_rule(first, rows_of(args.out / night["dir"] / "results"), args.metric, threshold, higher)
+            first_run = before[0]["index"]
+            comparisons.append(
+                {**night, "history": len(before), "history_from": first_run, "new": new, "old_exit": old}
+            )
+            print(
+                f"{night['dir']} against {len(before)} base night(s) from {first_run}: new exit {new['exit']} "
+                f"{new['kinds']}, old exit {old}",
+                flush=True,
+            )
     return {"dropped": dropped, "comparisons": comparisons, **summary(comparisons, args)}
+
+
+def histories(night: dict, base: list[dict], size: int) -> list[list[dict]]:
+    """The histories a night is judged against. A base night: the (up to `size`) base nights before
+    it, as the nightly check meets it. A slower night: every window of `size` consecutive base nights,
+    before or after it (each a history the slower commit could have met; the windows overlap, so
+    these comparisons are not independent: bench.json names each one's window)."""
+    if night["kind"] == "base":
+        before = [b for b in base if b["index"] < night["index"]][-size:]
+        return [before] if before else []
+    if len(base) <= size:
+        return [base] if base else []
+    return [base[i : i + size] for i in range(len(base) - size + 1)]
 
 
 def summary(comparisons: list[dict], args: argparse.Namespace) -> dict:
@@ -125,7 +142,10 @@ def summary(comparisons: list[dict], args: argparse.Namespace) -> dict:
         new = collections.Counter(c["new"]["exit"] for c in group)
         old = collections.Counter(c["old_exit"] for c in group)
         figures[f"{pct:g}"] = {"n": len(group), "new": dict(new), "old": dict(old)}
-        label = "identical code" if pct == 0 else f"{pct:g}% slower"
+        nights = len({c["index"] for c in group})
+        label = (
+            "identical code" if pct == 0 else f"{pct:g}% slower"
+        ) + f" ({nights} night{'s' if nights != 1 else ''})"
         rows.append(f"| {label} | {len(group)} | {old[1]} | {new[1]} | {new[6]} | {new[0]} | {new[3] + new[2]} |")
     caught = [p for p in levels if p > 0 and figures[f"{p:g}"]["new"].get(1, 0) >= 0.95 * figures[f"{p:g}"]["n"]]
     caught_old = [p for p in levels if p > 0 and figures[f"{p:g}"]["old"].get(1, 0) >= 0.95 * figures[f"{p:g}"]["n"]]
