@@ -321,6 +321,63 @@ def test_a_prediction_proved_wrong_falls_back_to_bisection():
     assert ok == max(b for b in range(1, 257) if 1000 + 100 * b + 2 * b * b <= 40000)
 
 
+def simulate(spec, need, card_mib: float, extra=lambda role, b: 0.0) -> list[tuple[str, int, bool]]:
+    """Walk a batch search to its end over a memory need (MiB at a batch; `extra` more for a role) and
+    a card: the trials it ran, in order, as (role, batch, fits)."""
+    combo = combinations(spec, expand(spec))[0]
+    seen: dict = {}
+    ran = []
+    while True:
+        w = walk(spec, combo, seen.get)
+        if not w.needed:
+            return ran
+        for trial in w.needed:
+            b, role = trial.config["batch_size"], trial.tags["search_role"]
+            ok = need(b) + extra(role, b) <= card_mib
+            ran.append((role, b, ok))
+            seen[trial.trial_id] = Seen(
+                TrialStatus.OK if ok else TrialStatus.OOM, b, need(b) if ok else None, None, card_mib
+            )
+
+
+def test_a_refit_boundary_runs_as_the_confirmation():
+    """Memory a little less than linear at large batches (the Lightning LM on an H100: 79 and 80 both
+    fit where the line from batches 1 and 5 put the boundary): the refit's boundary, beside a batch
+    that trained, runs as the confirmation in the same round as the probe past it, and is not run
+    again: 4 probes and 1 confirmation, one process fewer. A first prediction, far from any batch
+    that trained, stays a probe (a confirmation is full length)."""
+    spec = search_spec(search={"largest": "batch_size", "low": 1, "high": 128, "tolerance": 1, "confirm": 1})
+    ran = simulate(spec, lambda b: 7000 + 900 * b - 0.4 * b * b, 80000.0)
+    assert ran == [
+        ("probe", 1, True),
+        ("probe", 5, True),
+        ("probe", 81, True),
+        ("probe", 82, True),
+        ("confirm", 84, True),
+        ("probe", 85, False),
+    ]
+    # linear memory: the first prediction is exact, and is a probe; then its confirmation
+    linear = search_spec(search={"largest": "batch_size", "low": 8, "high": 512, "tolerance": 1, "confirm": 2})
+    assert simulate(linear, lambda b: 100 + 7 * b, 1000.0) == [
+        ("probe", 8, True),
+        ("probe", 25, True),
+        ("probe", 128, True),
+        ("probe", 129, False),
+        ("confirm", 128, True),
+        ("confirm", 128, True),
+    ]
+
+
+def test_a_confirmation_run_early_that_fails_counts_as_failing():
+    """The refit's boundary runs out of memory when it runs in full (a full epoch needs more than the
+    probes' first steps): it counts as failing, and the search settles below it, confirmed."""
+    spec = search_spec(search={"largest": "batch_size", "low": 1, "high": 128, "tolerance": 1, "confirm": 1})
+    ran = simulate(
+        spec, lambda b: 7000 + 900 * b - 0.4 * b * b, 80000.0, extra=lambda role, b: 500 * (role == "confirm")
+    )
+    assert ran[4:] == [("confirm", 84, False), ("probe", 85, False), ("probe", 83, True), ("confirm", 83, True)]
+
+
 @pytest.mark.slow
 def test_a_batch_search_on_linear_memory_is_exact_in_four_probes(tmp_path):
     """The sleep workload needs 100 + 7 x batch MiB of a 1000 MiB fake GPU: the largest batch that fits

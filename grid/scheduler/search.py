@@ -113,22 +113,31 @@ class Walk:
         shares = role == "probe" and search.share_probes
         return Trial(tid, self.spec.workload, config, repeat, 0, not shares, tags, steps)
 
-    def look(self, trial: Trial) -> Seen | None:
+    def look(self, trial: Trial, measures: bool = True) -> Seen | None:
+        """The trial's outcome, or None (it is needed); `measures`: its memory joins the model's points."""
         found = self.lookup(trial.trial_id)
         if found is None:
             self.needed.append(trial)
-        elif trial.tags["search_role"] != "confirm":
+        elif measures:
             self.seen.append(found)
         return found
 
-    def probes(self, values: list[float | int], predicted: float | None = None) -> list[Seen | None]:
-        """One round of probes, run at once (they share GPUs by footprint)."""
+    def probes(
+        self, values: list[float | int], predicted: float | None = None, confirm_at: float | int | None = None
+    ) -> list[Seen | None]:
+        """One round of probes, run at once (they share GPUs by footprint). `confirm_at`: the value
+        among them that runs as its first confirmation instead (full length, exclusive), likely the
+        answer: should the bracket close on it, that confirmation is not run again."""
         self.step += 1
-        return [self.look(self._trial("probe", v, 0, self.step, predicted)) for v in values]
+        return [
+            self.look(self._trial("confirm" if v == confirm_at else "probe", v, 0, self.step, predicted))
+            for v in values
+        ]
 
     def confirm(self, value: float | int) -> list[Seen | None]:
         self.step += 1
-        return [self.look(self._trial("confirm", value, r, self.step)) for r in range(self.search.confirm)]
+        trials = [self._trial("confirm", value, r, self.step) for r in range(self.search.confirm)]
+        return [self.look(t, measures=False) for t in trials]
 
     def references(self) -> list[Seen | None]:
         """The uncapped runs a memory_fraction search's slowdown and memory need are measured on."""
@@ -220,6 +229,27 @@ def _next_values(w: Walk, bracket: _Bracket) -> tuple[list[float | int], float |
     return ([mid], None) if bracket.inside(mid) else ([], None)
 
 
+NEAR = 0.1  # a predicted boundary this close (relative) to a value that trained is likely the answer
+
+
+def _early_confirm(
+    w: Walk, bracket: _Bracket, values: list[float | int], predicted: float | None
+) -> float | int | None:
+    """The value of a predicted round of a batch search (a boundary and one past it) that runs as
+    its first confirmation instead of as a probe: the boundary, where a value that trained lies
+    within NEAR of it (the line then runs through a point beside the boundary: a refit, seldom
+    wrong). Not for a first prediction from small batches far below (a confirmation is full length:
+    a wrong one costs a whole run), nor where probes share GPUs (a fraction search's: a confirmation
+    runs alone). None: all probes."""
+    search = w.search
+    if predicted is None or not search.integer or search.confirm < 1 or len(values) < 2:
+        return None
+    at = values[0]
+    if bracket.further(at, bracket.ok) and abs(at - bracket.ok) <= NEAR * abs(at):
+        return at
+    return None
+
+
 def walk(spec: GridSpec, combo: Combination, lookup: Lookup) -> Walk:
     """Replay the search over the outcomes known so far; `needed` is what it runs next."""
     w = Walk(spec, combo, lookup)
@@ -239,7 +269,7 @@ def walk(spec: GridSpec, combo: Combination, lookup: Lookup) -> Walk:
             values, predicted = _next_values(w, bracket)
             if not values:
                 break
-            outcomes = w.probes(values, predicted)
+            outcomes = w.probes(values, predicted, _early_confirm(w, bracket, values, predicted))
             if any(o is None for o in outcomes):
                 return w
             for value, outcome in zip(values, outcomes):

@@ -272,15 +272,17 @@ class Boot:
     def probe_step(self) -> None:
         """An optimizer step of a training loop gpu-grid hooks. A probe (the trial document's
         `stop_after_steps`) ends after that many steps, once the framework's peak stopped growing
-        from one step to the next (at most 4 times as many): what it is for, its memory, is known."""
+        from one step to the next (at most 4 times as many): what it is for, its memory, is known.
+        The peak is read from the step before the limit on, so a peak already settled ends it there."""
         limit = self.trial.stop_after_steps
         if not limit or os.getpid() != self.pid:
             return
         self._probe_steps += 1
-        if self._probe_steps < limit:
+        if self._probe_steps < limit - 1:
             return
         peak = self._peak_now()
-        settled = peak is None or (self._probe_peak is not None and peak <= self._probe_peak)
+        grown = peak is not None and (self._probe_peak is None or peak > self._probe_peak)
+        settled = self._probe_steps >= limit and not grown
         self._probe_peak = peak
         if settled or self._probe_steps >= 4 * limit:
             self._end_probe()
