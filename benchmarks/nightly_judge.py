@@ -134,6 +134,10 @@ def histories(night: dict, base: list[dict], size: int) -> list[list[dict]]:
     return [base[i : i + size] for i in range(len(base) - size + 1)]
 
 
+def smallest(levels: list[float]) -> str:
+    return f"{min(levels):g}%" if levels else "none of those tried"
+
+
 def summary(comparisons: list[dict], args: argparse.Namespace) -> dict:
     rows, levels = [], sorted({c["slowdown_pct"] for c in comparisons})
     figures: dict[str, Any] = {}
@@ -156,8 +160,7 @@ def summary(comparisons: list[dict], args: argparse.Namespace) -> dict:
             "| other now |",
             "|---|---|---|---|---|---|---|",
             *rows,
-            f"smallest slowdown caught in >= 95% of comparisons: now {min(caught) if caught else 'none tried'}%, "
-            f"before {min(caught_old) if caught_old else 'none tried'}%",
+            f"smallest slowdown caught in >= 95% of comparisons: now {smallest(caught)}, before {smallest(caught_old)}",
         ]
     )
     return {"figures": figures, "table": table}

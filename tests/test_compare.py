@@ -226,6 +226,25 @@ def test_judge_rules():
     assert short.kind == "noisy" and short.reason == "steady window 0.2 s"
 
 
+# A machine with two speeds (the 2-core CPU box, nightly-cpu2 night 3): two of three nights close
+# together, the band from their spread narrow, and unchanged code's next night at the other speed.
+TWO_SPEEDS = [[0.683, 0.707, 0.971], [0.682, 0.7, 0.944], [1.0, 1.058, 1.145]]
+
+
+def test_a_change_that_an_accepted_run_showed_is_not_a_regression():
+    """+48% beyond a band of ±19%, but one of the 3 accepted runs measured as much (1.058 against
+    1.048): noisy, naming that run; beyond every run it is a regression, and the same holds for the
+    other direction and for a metric where higher is better."""
+    judged = judge(TWO_SPEEDS, side(TWO_SPEEDS[-1]), side([0.719, 1.048, 1.149]), [0.719, 1.048, 1.149], 5, False)
+    assert judged.kind == "noisy" and judged.change is not None and judged.change > judged.noise.band_pct
+    assert "an accepted run of the baseline measured 1.06, as far" in judged.reason
+    assert kind(TWO_SPEEDS, [1.1, 1.2, 1.3]) == "regression"
+    assert kind(TWO_SPEEDS, [0.4, 0.41, 0.42]) == "improvement"
+    faster = [[1 / v for v in run] for run in TWO_SPEEDS]  # images/s: higher is better
+    assert kind(faster, [1 / 0.719, 1 / 1.048, 1 / 1.149], higher=True) == "noisy"
+    assert kind(faster, [0.7, 0.75, 0.8], higher=True) == "regression"
+
+
 def test_threshold_parsing():
     assert parse_threshold("5%") == 5.0 and parse_threshold("2.5") == 2.5 and parse_threshold(0) == 0.0
     for bad in ("-1%", "five", "nan"):

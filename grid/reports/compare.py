@@ -36,6 +36,7 @@ from grid.reports.sharing import shared, sharing_text
 from grid.reports.table import (
     SHARED_KEY,
     counts_text,
+    fmt_number,
     ok_values,
     show,
     sort_key,
@@ -183,6 +184,16 @@ def judge(
         return Judged("noisy", short, change, noise)
     if abs(change) > max(threshold, band):
         direction = "worse" if (change < 0 if higher_better else change > 0) else "better"
+        seen = _as_far_in_history(runs, cur.stats.median, worse=direction == "worse", higher_better=higher_better)
+        if seen is not None:
+            return Judged(
+                "noisy",
+                f"{direction} by {change:+.1f}%, beyond {threshold:g}% and the noise band ±{band:.1f}% "
+                f"({noise.source}), but an accepted run of the baseline measured {fmt_number(seen)}, as far: "
+                f"unchanged code has done as much; would settle it: {noise.settle(threshold)}",
+                change,
+                noise,
+            )
         kind = "regression" if direction == "worse" else "improvement"
         return Judged(
             kind, f"{direction} beyond {threshold:g}% and the noise band ±{band:.1f}% ({noise.source})", change, noise
@@ -196,6 +207,19 @@ def judge(
         change,
         noise,
     )
+
+
+def _as_far_in_history(runs: list[list[float]], current: float, worse: bool, higher_better: bool) -> float | None:
+    """The median of a baseline run that lies as far as the current run's, in the same direction,
+    if one does (None: the current run is beyond every run of the history). The band is a spread
+    estimated from a few runs, which a few runs can underestimate (two close nights of three, on a
+    machine with two speeds); a change that unchanged code has already shown is not a regression."""
+    medians = [statistics.median(v) for v in runs if v]
+    up = worse != higher_better  # the current value is above the baseline's
+    beyond = [m for m in medians if (m >= current if up else m <= current)]
+    if not beyond:
+        return None
+    return max(beyond) if up else min(beyond)
 
 
 def percent_change(before: float, after: float) -> float:
