@@ -28,6 +28,7 @@ from grid.reports.searches import search_results  # noqa: E402
 from grid.results.store import ResultStore  # noqa: E402
 
 LM = ["--size", "medium", "--seq", "1024", "--precision", "bf16-mixed"]
+FRESH = True  # re-run Lightning's answer in a new process (--no-fresh: not)
 
 
 def timed(argv: list[str], log: Path, timeout: float = 300) -> tuple[int, float]:
@@ -57,7 +58,8 @@ def lightning(out: Path) -> dict:
     if code != 0 or not lines:
         return {"finder": "lightning binsearch", "error": f"exit {code}", "wall_s": seconds}
     found = lines[-1]
-    return {**found, "wall_s": seconds, "fresh": fresh_run(int(found["answer"]), out, "lightning")}
+    fresh = fresh_run(int(found["answer"]), out, "lightning") if FRESH else "not run (--no-fresh)"
+    return {**found, "wall_s": seconds, "fresh": fresh}
 
 
 def gpu_grid(out: Path, high: int) -> dict:
@@ -181,7 +183,10 @@ def main() -> int:
         default=",".join(PARTS),
         help=f"which parts to run, in this order (default: all of {','.join(PARTS)}; the Keras ones need keras)",
     )
+    parser.add_argument("--no-fresh", action="store_true", help="do not re-run Lightning's answer in a new process")
     args = parser.parse_args()
+    global FRESH
+    FRESH = not args.no_fresh
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:

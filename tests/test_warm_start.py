@@ -305,6 +305,35 @@ def test_the_parent_of_a_scripts_next_trials_imports_what_its_first_trial_import
         assert 0 < row["boot_s"] < 2.0 and 0 <= row["finish_s"] < 10.0
 
 
+@pytest.mark.slow
+def test_a_script_that_imports_more_than_its_text_says_never_waits_for_a_second_parent(
+    tmp_path, tmp_path_factory, monkeypatch
+):
+    """A script whose text imports a slow package (2 s, as torch and lightning take 16-19 s on a GPU box)
+    and whose run imports one more: its next trial forks at once from the parent that imported what
+    the text said, while a parent with both imports in the background, and serves the trials that
+    come once it is up. (Before, the second trial waited for that parent: on the H100, 19 s of the
+    Lightning LM search's 96.)"""
+    site = tmp_path_factory.mktemp("site")  # installed packages: not beside the script (its own files)
+    (site / "slow_base.py").write_text("import time\ntime.sleep(2)\n")
+    (site / "lazy_extra.py").write_text("X = 1\n")
+    (tmp_path / "train.py").write_text(
+        "import time, slow_base\n\ndef run():\n    import lazy_extra\n    time.sleep(0.8)\n\nrun()\n"
+    )
+    spec_file = tmp_path / "twice.yaml"
+    spec_file.write_text(json.dumps({"name": "twice", "command": "python train.py", "axes": {"n": list(range(6))}}))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
+    opts = RunOptions(results=str(tmp_path / "results"), runner="local", num_gpus=1, live=False)
+    run_sweep(load_spec(str(spec_file)), opts)
+    rows = sorted(ResultStore(str(tmp_path / "results")).latest("twice").to_pylist(), key=lambda r: r["started_at"])
+    assert [(r["status"], r["start"]) for r in rows] == [("ok", "warm")] * 6
+    text_only = ["gridtrial.boot", "gridtrial.runner", "slow_base"]
+    assert rows[0]["warm_modules"] == rows[1]["warm_modules"] == text_only
+    waits = [(r["started_at"] - r["dispatched_at"]).total_seconds() for r in rows]
+    assert waits[1] < 1.5, waits  # not the 2 s of a second parent's imports
+    assert "lazy_extra" in rows[-1]["warm_modules"], [r["warm_modules"] for r in rows]
+
+
 def test_what_a_script_imports_is_read_from_its_text(tmp_path):
     """Module-level imports, guarded ones too, not a function's; not the standard library's, not the
     script's own modules beside it, not gpu-grid's."""

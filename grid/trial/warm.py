@@ -184,6 +184,7 @@ class Parent:
         self.socket_path = os.path.join(folder, f"{plan.key}-{len(modules)}.sock")
         self.proc: subprocess.Popen | None = None
         self.state: dict[str, Any] = {}
+        self.abandoned = False  # not wanted any more: ended as soon as it has started
 
     def start(self) -> None:
         env = {**self.plan.env, Env.PARENT_PID: str(os.getpid()), Env.CGROUP_PROCS: "-"}
@@ -274,6 +275,8 @@ class Starter:
         self.folder = tempfile.mkdtemp(prefix="gpu-grid-warm-")
         self.parents: OrderedDict[str, Parent] = OrderedDict()
         self.unsafe: dict[str, str] = {}
+        # parents started in the background for a script whose earlier parent serves meanwhile
+        self.coming: dict[str, tuple[Parent, threading.Event]] = {}
         self.lock = threading.Lock()
         self.jobs: queue.Queue = queue.Queue()
         threading.Thread(target=self._starter, name="gpu-grid-warm-parents", daemon=True).start()
@@ -287,23 +290,64 @@ class Starter:
             except Exception as exc:
                 parent.state = {"ready": False, "error": f"{type(exc).__name__}: {exc}"}
             done.set()
+            if parent.abandoned:  # the sweep ended while it imported (stop)
+                parent.stop()
 
-    def _started(self, plan: Plan, modules: list[str]) -> Parent:
+    def _start(self, plan: Plan, modules: list[str]) -> tuple[Parent, threading.Event]:
         parent = Parent(plan, self.folder, modules)
         done = threading.Event()
         self.jobs.put((parent, done))
+        return parent, done
+
+    def _started(self, plan: Plan, modules: list[str]) -> Parent:
+        parent, done = self._start(plan, modules)
         done.wait()
         return parent
 
+    def _arrived(self, key: str) -> None:
+        """A parent started in the background that is ready by now joins the others (one that did
+        not start is not tried again: the script's earlier parent goes on serving)."""
+        coming = self.coming.get(key)
+        if coming is None or not coming[1].is_set():
+            return
+        parent = coming[0]
+        if parent.alive():
+            del self.coming[key]
+            self._keep(key, parent)
+        else:
+            self.unsafe[key] = f"no warm parent: {parent.state.get('unsafe') or parent.state.get('error')}"
+
+    def _keep(self, key: str, parent: Parent) -> None:
+        self.parents[key] = parent
+        while len(self.parents) > _MAX_PARENTS:
+            self.parents.popitem(last=False)[1].stop()
+
+    def _earlier(self, plan: Plan) -> Parent | None:
+        """A live parent of the same script that imported less (before its first trial said what it
+        imports): it serves while the plan's own parent starts, instead of the trial waiting for it."""
+        for key in reversed(self.parents):
+            other = self.parents[key]
+            if other.plan.script == plan.script and other.alive():
+                return other
+        return None
+
     def parent(self, plan: Plan) -> tuple[Parent | None, str | None]:
-        """A ready parent for the plan (started now if needed), or why there is none."""
+        """A ready parent for the plan (started now if needed), or why there is none. Where the
+        script's earlier parent is alive, it serves until the plan's own is ready (started in the
+        background): a trial never waits out a second round of imports."""
         with self.lock:
-            if plan.key in self.unsafe:
-                return None, self.unsafe[plan.key]
+            self._arrived(plan.key)
             found = self.parents.get(plan.key)
             if found is not None and found.alive():
                 self.parents.move_to_end(plan.key)
                 return found, None
+            earlier = self._earlier(plan)
+            if plan.key in self.unsafe:
+                return (earlier, None) if earlier is not None else (None, self.unsafe[plan.key])
+            if earlier is not None:
+                if plan.key not in self.coming:
+                    self.coming[plan.key] = self._start(plan, list(plan.modules))
+                return earlier, None
             modules = list(plan.modules)
             while True:
                 parent = self._started(plan, modules)
@@ -316,9 +360,7 @@ class Starter:
                     return None, self.unsafe[plan.key]
                 log.warning("[grid] warm parent for %s: %s; importing only %s", plan.backend, reason, ", ".join(safe))
                 modules = safe
-            self.parents[plan.key] = parent
-            while len(self.parents) > _MAX_PARENTS:
-                self.parents.popitem(last=False)[1].stop()
+            self._keep(plan.key, parent)
             return parent, None
 
     def stop(self) -> None:
@@ -326,6 +368,11 @@ class Starter:
             for parent in self.parents.values():
                 parent.stop()
             self.parents.clear()
+            for parent, done in self.coming.values():  # one still importing is ended once it is up
+                parent.abandoned = True
+                if done.is_set():
+                    parent.stop()
+            self.coming.clear()
 
 
 _starter: Starter | None = None
