@@ -87,7 +87,7 @@ def new_rule(args: argparse.Namespace, history: str, night: dict, runner: list[s
     result = compare(history, str(current), opts)
     flagged = [v.config for v in result.flagged()]
     if flagged and args.confirm:
-        sets = [*args.set] + ([f"env.{SLOW_VAR}={night['slowdown_pct']:g}"] if night["kind"] == "slow" else [])
+        sets = [*args.set, f"env.{SLOW_VAR}={night['slowdown_pct']:g}"]  # as the night ran (0: base)
         run_opts = RunOptions(runner=runner[1], live=False)
         uris = rerun(args.spec, sets, flagged, args.confirm, str(current), run_opts, Console(quiet=True))
         confirm(result, uris, opts)

@@ -91,11 +91,13 @@ def slowdown_callbacks(keras: ModuleType) -> list:
     """A slowdown injected on purpose, for benchmarks of the nightly check (`env: {KERAS_SLOWDOWN_PCT:
     10}` in a spec): after each training step, as much extra CPU work as that percentage of the
     step's own time. Not a config value: the trial ids and the join of `grid compare` stay those of
-    the code without it, as a slower commit's would."""
+    the code without it, as a slower commit's would. `0` installs the same per-step callback with
+    no extra work: a callback at each step makes Keras wait for the step's results (on a GPU, an
+    end to its asynchronous dispatch), so the unchanged nights of a benchmark pay that too."""
     text = os.environ.get(SLOWDOWN_VAR, "").strip()
-    pct = float(text) if text else 0.0
-    if pct <= 0:
+    if not text:
         return []
+    pct = max(float(text), 0.0)
 
     class Slowdown(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
