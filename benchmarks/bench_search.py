@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -44,8 +45,10 @@ def timed(argv: list[str], log: Path, timeout: float = 300) -> tuple[int, float]
 def fresh_run(batch: int, out: Path, name: str) -> str:
     """The answer trained for real in a new process: one epoch of 4 batches."""
     argv = [sys.executable, "examples/lightning/train.py", "--batch-size", str(batch), *LM]
-    argv += ["--epochs", "1", "--samples", str(4 * batch), "--out", str(out / f"{name}-ckpt")]
+    checkpoints = out / f"{name}-ckpt"  # the example saves its model and AdamW state: ~4 GB, not kept
+    argv += ["--epochs", "1", "--samples", str(4 * batch), "--out", str(checkpoints)]
     code, _ = timed(argv, out / f"{name}-fresh.log", timeout=90)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     text = (out / f"{name}-fresh.log").read_text()
     return "trains" if code == 0 else "out of memory" if "out of memory" in text.lower() else f"failed ({code})"
 
