@@ -310,9 +310,8 @@ class Starter:
         coming = self.coming.get(key)
         if coming is None or not coming[1].is_set():
             return
-        parent = coming[0]
+        parent = self.coming.pop(key)[0]
         if parent.alive():
-            del self.coming[key]
             self._keep(key, parent)
         else:
             self.unsafe[key] = f"no warm parent: {parent.state.get('unsafe') or parent.state.get('error')}"
