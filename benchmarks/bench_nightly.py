@@ -15,8 +15,8 @@ after the base nights once the history is full, as a slower commit would land. E
 `grid run` in its own process (`--runner local`: no Ray needed).
 Judge: every base night from the second on against the (up to 10) base nights before it: false
 alarms; every slow night against each window of 10 consecutive base nights (before or after it):
-catches. A flagged
-night is confirmed by a fresh re-run of the same code (one per night, reused by its comparisons).
+catches. A flagged night is confirmed by a fresh re-run of the same code (one per night, reused by
+its comparisons).
 Everything lands under OUT_DIR (tar it whole); OUT_DIR/bench.json holds the figures and each verdict.
 A run stopped half-way resumes: finished nights are kept.
 """

@@ -29,7 +29,6 @@ from grid.reports.searches import search_results  # noqa: E402
 from grid.results.store import ResultStore  # noqa: E402
 
 LM = ["--size", "medium", "--seq", "1024", "--precision", "bf16-mixed"]
-FRESH = True  # re-run Lightning's answer in a new process (--no-fresh: not)
 
 
 def timed(argv: list[str], log: Path, timeout: float = 300) -> tuple[int, float]:
@@ -53,7 +52,19 @@ def fresh_run(batch: int, out: Path, name: str) -> str:
     return "trains" if code == 0 else "out of memory" if "out of memory" in text.lower() else f"failed ({code})"
 
 
-def lightning(out: Path) -> dict:
+def run_spec(out: Path, spec: dict, timeout: float) -> tuple[int, float, list[dict]]:
+    """`grid run` of a spec (written to OUT/<name>.yaml) on one GPU into OUT/results: its exit code,
+    seconds, and the latest attempt of each of its trials."""
+    name = spec["name"]
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    results = out / "results"
+    argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(results), "--runner", "local"]
+    code, seconds = timed([*argv, "--plain", "--num-gpus", "1"], out / f"{name}.log", timeout=timeout)
+    return code, seconds, ResultStore(str(results)).latest(name).to_pylist()
+
+
+def lightning(out: Path, fresh: bool) -> dict:
     code, seconds = timed([sys.executable, "benchmarks/lightning_finder.py", *LM], out / "lightning-finder.log", 120)
     lines = [
         json.loads(line) for line in (out / "lightning-finder.log").read_text().splitlines() if line.startswith("{")
@@ -61,8 +72,8 @@ def lightning(out: Path) -> dict:
     if code != 0 or not lines:
         return {"finder": "lightning binsearch", "error": f"exit {code}", "wall_s": seconds}
     found = lines[-1]
-    fresh = fresh_run(int(found["answer"]), out, "lightning") if FRESH else "not run (--no-fresh)"
-    return {**found, "wall_s": seconds, "fresh": fresh}
+    rerun = fresh_run(int(found["answer"]), out, "lightning") if fresh else "not run (--no-fresh)"
+    return {**found, "wall_s": seconds, "fresh": rerun}
 
 
 def gpu_grid(out: Path, high: int) -> dict:
@@ -76,12 +87,7 @@ def gpu_grid(out: Path, high: int) -> dict:
         "search": {"largest": "batch_size", "low": 1, "high": high, "tolerance": 1, "confirm": 1},
         "timeout_s": 300,
     }
-    path = out / "lm-search.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    results = out / "results"
-    argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(results), "--runner", "local", "--plain"]
-    code, seconds = timed([*argv, "--num-gpus", "1"], out / "gpu-grid-search.log", timeout=200)
-    rows = ResultStore(str(results)).latest("lm-search").to_pylist()
+    code, seconds, rows = run_spec(out, spec, timeout=200)
     (result,) = search_results(rows, []) or [None]
     if result is None:
         return {"finder": "gpu-grid search", "error": f"exit {code}", "wall_s": seconds}
@@ -130,12 +136,7 @@ def resnet_fraction_search(out: Path) -> list[dict]:
         spec.update(name=name)
         spec["axes"] = {"backend": ["jax"], "batch_size": [128]}
         spec["search"]["share_probes"] = share
-        path = out / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        results = out / "results"
-        argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(results), "--runner", "local"]
-        code, seconds = timed([*argv, "--plain", "--num-gpus", "1"], out / f"{name}.log", timeout=240)
-        rows = ResultStore(str(results)).latest(name).to_pylist()
+        code, seconds, rows = run_spec(out, spec, timeout=240)
         (result,) = search_results(rows, []) or [None]
         made.append(
             {
@@ -160,11 +161,7 @@ def keras_packing(out: Path) -> list[dict]:
         spec.update(name=name, exclusive=exclusive, repeats=8, workdir=str(REPO / "examples" / "keras"))
         spec["axes"] = {"backend": ["jax"], "memory_fraction": [0.02], "batch_size": [64]}
         spec.setdefault("params", {}).pop("backend", None)
-        path = out / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        argv = [sys.executable, "-m", "grid", "run", str(path), "--results", str(out / "results"), "--runner", "local"]
-        code, seconds = timed([*argv, "--plain", "--num-gpus", "1"], out / f"{name}.log", timeout=90)
-        rows = ResultStore(str(out / "results")).latest(name).to_pylist()
+        code, seconds, rows = run_spec(out, spec, timeout=90)
         made.append(
             {
                 "sweep": name,
@@ -188,8 +185,6 @@ def main() -> int:
     )
     parser.add_argument("--no-fresh", action="store_true", help="do not re-run Lightning's answer in a new process")
     args = parser.parse_args()
-    global FRESH
-    FRESH = not args.no_fresh
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -200,7 +195,7 @@ def main() -> int:
     found: dict = {"packing": [], "resnet": []}
     for part in parts:
         if part == "lightning":
-            found["lightning"] = lightning(out)
+            found["lightning"] = lightning(out, fresh=not args.no_fresh)
         elif part == "gpu-grid":
             found["gpu_grid"] = gpu_grid(out, args.high)
         elif part in ("resnet", "keras") and not has_keras():

@@ -99,17 +99,18 @@ def judge_all(args: argparse.Namespace, nights: list[dict], runner: list[str]) -
     dropped = {n["dir"]: why for n in nights if (why := usable(n, args.out))}
     kept = [n for n in nights if n["dir"] not in dropped]
     base = [n for n in kept if n["kind"] == "base"]
+    if not base:
+        raise SystemExit(f"{args.out}: no night of unchanged code to judge against (collect some first)")
     threshold = parse_threshold(args.threshold)
     higher = args.metric.endswith("_per_s")
     first = rows_of(args.out / base[0]["dir"] / "results")
     comparisons = []
     for night in kept:
+        old = old_rule(first, rows_of(args.out / night["dir"] / "results"), args.metric, threshold, higher)
         for before in histories(night, base, args.history):
-            name = f"{night['index']:03d}-{before[0]['index']:03d}"
-            history = history_of(args.out, name, before)
-            new = new_rule(args, history, night, runner)
-            old = old_rule(first, rows_of(args.out / night["dir"] / "results"), args.metric, threshold, higher)
             first_run = before[0]["index"]
+            history = history_of(args.out, f"{night['index']:03d}-{first_run:03d}", before)
+            new = new_rule(args, history, night, runner)
             comparisons.append(
                 {**night, "history": len(before), "history_from": first_run, "new": new, "old_exit": old}
             )
@@ -151,8 +152,11 @@ def summary(comparisons: list[dict], args: argparse.Namespace) -> dict:
             "identical code" if pct == 0 else f"{pct:g}% slower"
         ) + f" ({nights} night{'s' if nights != 1 else ''})"
         rows.append(f"| {label} | {len(group)} | {old[1]} | {new[1]} | {new[6]} | {new[0]} | {new[3] + new[2]} |")
-    caught = [p for p in levels if p > 0 and figures[f"{p:g}"]["new"].get(1, 0) >= 0.95 * figures[f"{p:g}"]["n"]]
-    caught_old = [p for p in levels if p > 0 and figures[f"{p:g}"]["old"].get(1, 0) >= 0.95 * figures[f"{p:g}"]["n"]]
+
+    def caught(rule: str) -> list[float]:
+        """The slowdowns a rule failed (exit 1) in at least 95% of their comparisons."""
+        return [p for p in levels if p > 0 and figures[f"{p:g}"][rule].get(1, 0) >= 0.95 * figures[f"{p:g}"]["n"]]
+
     table = "\n".join(
         [
             f"metric {args.metric}, threshold {args.threshold}, history {args.history}, confirm {args.confirm}",
@@ -160,7 +164,8 @@ def summary(comparisons: list[dict], args: argparse.Namespace) -> dict:
             "| other now |",
             "|---|---|---|---|---|---|---|",
             *rows,
-            f"smallest slowdown caught in >= 95% of comparisons: now {smallest(caught)}, before {smallest(caught_old)}",
+            f"smallest slowdown caught in >= 95% of comparisons: now {smallest(caught('new'))}, "
+            f"before {smallest(caught('old'))}",
         ]
     )
     return {"figures": figures, "table": table}
