@@ -13,8 +13,8 @@ from typing import Any
 
 from grid.reports import plots
 from grid.reports.build import SweepReport
-from grid.reports.html_text import data_uri, e
-from grid.reports.table import TableView, counts_text, failure_line, show
+from grid.reports.html_text import data_uri, e, table
+from grid.reports.table import counts_text, failure_line, show
 from grid.reports.verdict_page import verdict_section
 from grid.reports.verdicts import VerdictFile
 
@@ -101,15 +101,6 @@ def _sweep(report: SweepReport) -> str:
         + _failures(report)
         + "</section>"
     )
-
-
-def table(view: TableView) -> str:
-    head = "".join(f"<th>{e(h)}</th>" for h in view.headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{c.kind}">{e(c.text)}</td>' for c in row) + "</tr>" for row in view.rows
-    )
-    caption = f"<caption>{e('; '.join(view.notes))}</caption>" if view.notes else ""
-    return f"<h3>{e(view.title)}</h3><table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _plots(report: SweepReport) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grid.reports.html_text import data_uri, e
+from grid.reports.html_text import data_uri, e, table
+from grid.reports.table import Cell, TableView
 from grid.reports.verdicts import Comparison, VerdictFile, summary_line, varying_keys, verdict_cells, verdict_columns
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -57,12 +58,8 @@ def verdict_section(verdict: VerdictFile) -> str:
 
 def _table(result: Comparison) -> str:
     keys = varying_keys(result.verdicts)
-    head = "".join(f"<th>{e(h)}</th>" for h in ("verdict", *verdict_columns(keys)))
-    body = "".join(
-        f'<tr><td class="verdict-{e(v.kind)}">{e(v.kind)}</td>'
-        + "".join(f"<td>{e(c)}</td>" for c in verdict_cells(result, v, keys))
-        + "</tr>"
+    rows = [
+        [Cell(v.kind, f"verdict-{v.kind}"), *(Cell(c, "") for c in verdict_cells(result, v, keys))]
         for v in result.verdicts
-    )
-    title = f"{e(result.metric)}, config by config"
-    return f"<h3>{title}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ]
+    return table(TableView(f"{result.metric}, config by config", ["verdict", *verdict_columns(keys)], rows, 1))
