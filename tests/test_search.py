@@ -290,11 +290,11 @@ def linear(boundary_mib: float, base: float, per_item: float):
 
 def test_a_linear_memory_finds_the_exact_batch_in_four_probes():
     """An LM of the issue's size: 7.4 GiB at batch 1 and 2.69 GiB more per item, on an 80 GiB card.
-    The working end (1), a batch that surely fits (3), then the predicted boundary and one past it
-    (26, 27) at once: the exact answer in 4 probes, then its confirmation."""
+    The working end (1), a batch that surely fits (3), the predicted boundary (26: a line from far
+    below, probed alone), one past it (27): the exact answer in 4 probes, then its confirmation."""
     spec = search_spec(search={"largest": "batch_size", "low": 1, "high": 256, "tolerance": 1, "confirm": 1})
     w, seen = linear(81920.0, 7577.6, 2754.6)(spec)
-    assert w.done and not w.model_failed and w.step == 4  # 3 rounds of probes, then the confirmation
+    assert w.done and not w.model_failed and w.step == 5  # 4 rounds of one probe, then the confirmation
     assert sorted(s.value for s in seen.values()) == [1, 3, 26, 26, 27]  # 26 twice: probed, then confirmed
     assert max(s.value for s in seen.values() if s.status is TrialStatus.OK) == 26 == int((81920 - 7577.6) // 2754.6)
 
@@ -342,17 +342,18 @@ def simulate(spec, need, card_mib: float, extra=lambda role, b: 0.0) -> list[tup
 
 def test_a_refit_boundary_runs_as_the_confirmation():
     """Memory a little less than linear at large batches (the Lightning LM on an H100: 79 and 80 both
-    fit where the line from batches 1 and 5 put the boundary): the refit's boundary, beside a batch
-    that trained, runs as the confirmation in the same round as the probe past it, and is not run
-    again: 4 probes and 1 confirmation, one process fewer. A first prediction, far from any batch
-    that trained, stays a probe (a confirmation is full length)."""
+    fit where the line from batches 1 and 5 put the boundary): the first prediction, far from any
+    batch that trained, is probed alone (81: the one past it would have trained too, and told
+    nothing); the refit's boundary, beside it, runs as the confirmation in the same round as the
+    probe past it, and is not run again: 4 probes and 1 confirmation, 5 processes where probed pairs
+    and a confirmation of its own took 7. A first prediction stays a probe (a confirmation is full
+    length: a wrong one costs a whole run)."""
     spec = search_spec(search={"largest": "batch_size", "low": 1, "high": 128, "tolerance": 1, "confirm": 1})
     ran = simulate(spec, lambda b: 7000 + 900 * b - 0.4 * b * b, 80000.0)
     assert ran == [
         ("probe", 1, True),
         ("probe", 5, True),
         ("probe", 81, True),
-        ("probe", 82, True),
         ("confirm", 84, True),
         ("probe", 85, False),
     ]
@@ -375,7 +376,7 @@ def test_a_confirmation_run_early_that_fails_counts_as_failing():
     ran = simulate(
         spec, lambda b: 7000 + 900 * b - 0.4 * b * b, 80000.0, extra=lambda role, b: 500 * (role == "confirm")
     )
-    assert ran[4:] == [("confirm", 84, False), ("probe", 85, False), ("probe", 83, True), ("confirm", 83, True)]
+    assert ran[3:] == [("confirm", 84, False), ("probe", 85, False), ("probe", 83, True), ("confirm", 83, True)]
 
 
 @pytest.mark.slow
@@ -392,7 +393,7 @@ def test_a_batch_search_on_linear_memory_is_exact_in_four_probes(tmp_path):
     assert (result.last_ok, result.first_fail, result.confirmed) == (128, 129, True)
     assert result.probes == 4 and result.predicted == 128
     probes = sorted((r["search_step"], r["batch_size"], r["status"]) for r in rows if r["search_role"] == "probe")
-    assert probes == [(1, 8, "ok"), (2, 25, "ok"), (3, 128, "ok"), (3, 129, "oom")]  # 25: surely fits, for the line
+    assert probes == [(1, 8, "ok"), (2, 25, "ok"), (3, 128, "ok"), (4, 129, "oom")]  # 25: surely fits, for the line
     assert {r["framework_peak_mib"] for r in rows if r["batch_size"] == 128} == {996.0}
 
 

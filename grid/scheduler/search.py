@@ -11,7 +11,9 @@ and goes on where it stopped:
    alongside (exclusive, full length, `confirm` times);
 2. then the boundary the memory model predicts (memory_model.py: linear in the batch; the framework's
    peak over the card for a fraction) and one step past it, both at once; for a batch search with a
-   single point so far, first a batch that surely fits, to draw the line through;
+   single point so far, first a batch that surely fits, to draw the line through. A batch boundary
+   drawn from batches far below it is probed alone: such a line is seldom exact, and the refit
+   through the point it gives lands beside the boundary (where the one past it then runs);
 3. where the model cannot say (no memory figures, too few points, not linear, proved wrong by an
    outcome), bisection between the last value that worked and the first that failed (the far end of
    the range first, if nothing failed yet), until they are `tolerance` apart;
@@ -221,6 +223,8 @@ def _next_values(w: Walk, bracket: _Bracket) -> tuple[list[float | int], float |
             at = round_value(bracket.fail - step, integer)  # a little optimistic: just short of what failed
         candidates = (at, round_value(at + step, integer))
         values = [v for v in candidates if bracket.inside(v) and not bracket.further(v, bad)]
+        if integer and values and not _beside_a_trained(bracket, values[0]):
+            values = values[:1]  # drawn from far below: seldom exact, so one past it would seldom decide
         if values:
             return values, predicted
     if bracket.fail is None:  # nothing failed yet: the far end of the range
@@ -244,10 +248,12 @@ def _early_confirm(
     search = w.search
     if predicted is None or not search.integer or search.confirm < 1 or len(values) < 2:
         return None
-    at = values[0]
-    if bracket.further(at, bracket.ok) and abs(at - bracket.ok) <= NEAR * abs(at):
-        return at
-    return None
+    return values[0] if _beside_a_trained(bracket, values[0]) else None
+
+
+def _beside_a_trained(bracket: _Bracket, at: float | int) -> bool:
+    """Whether `at` lies past the last value that trained, within NEAR of it."""
+    return bracket.further(at, bracket.ok) and abs(at - bracket.ok) <= NEAR * abs(at)
 
 
 def walk(spec: GridSpec, combo: Combination, lookup: Lookup) -> Walk:
