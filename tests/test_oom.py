@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from trials import run_spec_trial
 
-from grid.trial.oom import is_oom
+from grid.trial.oom import AllocatorWatch, allocator_gave_up, is_oom
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "oom").glob("*.txt"))
 
@@ -74,3 +74,34 @@ def test_a_real_jax_oom_ends_the_trial_as_oom(tmp_path):
     assert row["status"] == "oom"
     assert row["error_type"].endswith("JaxRuntimeError")
     assert row["error_message"].startswith("RESOURCE_EXHAUSTED: Out of memory")
+
+
+ALLOCATOR = sorted((Path(__file__).parent / "fixtures" / "allocator").glob("*.txt"))
+
+
+@pytest.mark.parametrize("path", ALLOCATOR, ids=lambda p: p.stem)
+def test_an_allocator_giving_up_is_told_from_one_that_can_do_without(path):
+    """A BFC allocator's failed allocation (the summary follows it) against scratch space its caller
+    can do without: real log texts."""
+    head, text = path.read_text().split("---\n", 1)
+    expected = head.splitlines()[1] == "expect: gave up"
+    line = allocator_gave_up(text)
+    assert (line is not None) is expected
+    if expected:
+        assert line.startswith("Allocator (GPU_0_bfc) ran out of memory trying to allocate 9.00MiB (rounded to")
+
+
+def test_the_watch_reads_a_log_as_it_grows(tmp_path):
+    """Only what follows `offset` counts, and a report split across two reads is still seen."""
+    text = (Path(__file__).parent / "fixtures" / "allocator" / "jax-gpu-bfc-gave-up.txt").read_text().split("---\n")[1]
+    log = tmp_path / "trial.log"
+    log.write_text(text)  # an earlier attempt's text, before the offset
+    watch = AllocatorWatch(str(log), offset=log.stat().st_size)
+    assert watch.gave_up() is None
+    cut = text.index("Current allocation") + 7
+    with open(log, "a") as f:
+        f.write("training...\n" + text[:cut])
+    assert watch.gave_up() is None
+    with open(log, "a") as f:
+        f.write(text[cut:])
+    assert watch.gave_up().startswith("Allocator (GPU_0_bfc) ran out of memory trying to allocate 9.00MiB")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from grid.scheduler.memory_model import Seen
 from grid.scheduler.search import combinations, next_trials, walk
 from grid.shared import TrialStatus
 from grid.spec.expand import expand
-from grid.spec.parse import parse_spec
+from grid.spec.parse import load_spec, parse_spec
 from grid.sweep import RunOptions, plan_lines, run_sweep
 
 
@@ -429,6 +430,42 @@ def test_the_searched_axis_is_a_placeholder_of_the_command(tmp_path, write_spec)
     rows = latest(tmp_path, "placeholder")
     assert all(f"bs.py {r['batch_size']}" in r["command"] for r in rows)
     assert {r["status"] for r in rows if r["batch_size"] > 40} == {"error"}  # its assert: not oom, but an answer
+
+
+ALLOCATOR_LOG = Path(__file__).parent / "fixtures" / "allocator" / "jax-gpu-bfc-gave-up.txt"
+
+
+def test_a_probe_ends_when_its_allocator_gives_up(tmp_path, write_spec):
+    """A probe whose allocator logs a failed allocation (the real text of a jax probe on an H100,
+    which went on waiting 10 s per allocation for 112 s) is ended then, as out of memory: here the
+    script would sleep past timeout_s. A trial that is not a probe runs on: the watch is a probe's."""
+    text = ALLOCATOR_LOG.read_text().split("---\n", 1)[1]
+    (tmp_path / "log.txt").write_text(text)
+    (tmp_path / "fit.py").write_text(
+        "import sys, time\n"
+        "b = int(sys.argv[1])\n"
+        "if b > 40:\n"
+        "    sys.stderr.write(open('log.txt').read()); sys.stderr.flush()\n"
+        "    time.sleep(float(sys.argv[2]))\n"
+    )
+    search = {"largest": "batch_size", "low": 8, "high": 64, "tolerance": 8, "confirm": 1}
+    command = "python fit.py {batch_size} 600"
+    path = write_spec({"name": "gives-up", "command": command, "search": search, "timeout_s": 60})
+    out = tmp_path / "out"
+    run(load_spec(str(path)), out)
+    rows = latest(out, "gives-up")
+    (result,) = search_results(rows, [])
+    assert result.last_ok <= 40 < result.first_fail and result.confirmed
+    failed = [r for r in rows if r["batch_size"] > 40]
+    assert failed and {r["status"] for r in failed} == {"oom"}
+    for r in failed:
+        assert r["error_type"] == "OutOfMemory (allocator)"
+        assert "ran out of memory trying to allocate 9.00MiB" in r["error_message"]
+    # not a probe: the same text, and the script ends by itself
+    path = write_spec({"name": "grid", "command": "python fit.py 48 1", "timeout_s": 60}, "grid.yaml")
+    run(load_spec(str(path)), out)
+    (row,) = latest(out, "grid")
+    assert row["status"] == "ok"
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ from grid.trial.cotenants import Tenancy
 from grid.trial.isolate import ChildOutcome, run_child
 from grid.trial.launch import Launch, prepare
 from grid.trial.nvml import GpuView, NvmlSampler, gpu_samplers
+from grid.trial.oom import AllocatorWatch
 from grid.trial.output import bound, log_tail, scan
 
 log = logging.getLogger("grid")
@@ -149,6 +150,8 @@ def _start(
         box=contain(f"{trial.trial_id}-{attempt}", launch.env[Env.TRIAL]),
         bootstrapped=launch.bootstrapped,
         warm=parent,
+        # a probe asks only whether the value runs out of memory: the allocator's first failure answers it
+        watch=AllocatorWatch(log_file, offset) if trial.tags.get("search_role") == "probe" else None,
     ), offset
 
 

@@ -36,6 +36,14 @@ def classify(outcome: ChildOutcome, error: dict[str, Any] | None, log_tail: str)
             "error_message": error.get("message"),
             "error_tail": error.get("traceback") or log_tail,
         }
+    if outcome.allocator_gave_up:
+        return {
+            "status": TrialStatus.OOM,
+            "error_type": "OutOfMemory (allocator)",
+            "error_tail": log_tail,
+            "error_message": f"its allocator gave up on an allocation: {outcome.allocator_gave_up}; gpu-grid "
+            f"ended the probe there, before the error reached the program",
+        }
     if outcome.signal is not None:
         return {
             "status": TrialStatus.KILLED,

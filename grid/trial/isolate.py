@@ -24,6 +24,7 @@ from typing import Protocol
 from grid.protocol import Env
 from grid.trial.contain import Containment, ReaperContainment, contain
 from grid.trial.measure import RssSampler
+from grid.trial.oom import AllocatorWatch
 from grid.trial.warm import Parent, WarmChild
 
 # Without setpriv: joins the trial's cgroup (argv[1], "-" for none) and sets "kill me when my
@@ -90,6 +91,7 @@ class ChildOutcome:
     start: str = "cold"  # warm: forked from a warm parent
     warm_modules: tuple[str, ...] = ()  # what that parent had imported
     notes: list[str] = field(default_factory=list)
+    allocator_gave_up: str | None = None  # the allocator's line, where the watch ended the child on it
 
     @property
     def wall_s(self) -> float:
@@ -143,11 +145,13 @@ def run_child(
     box: Containment | None = None,
     bootstrapped: bool = False,
     warm: Parent | None = None,
+    watch: AllocatorWatch | None = None,
 ) -> ChildOutcome:
     """Run `argv` to completion, timeout or budget; leaves no process of it alive, whatever group
     or session it moved to (`box`: a cgroup, else the processes seen and orphans adopted).
     `bootstrapped`: argv is a Python that runs the trial bootstrap, which guards itself.
-    `warm`: fork the child from this warm parent (argv[1:] is what runs), not a fresh interpreter."""
+    `warm`: fork the child from this warm parent (argv[1:] is what runs), not a fresh interpreter.
+    `watch`: end the child as soon as its allocator reports giving up on an allocation (a probe)."""
     rss = RssSampler()
     box = box or contain("child", env.get(Env.TRIAL, ""))
     cold_argv, guard_env = guarded(argv, box.join_file, bootstrapped)
@@ -178,6 +182,7 @@ def run_child(
         box.observe([proc.pid])
         deadline = time.monotonic() + timeout_s
         timed_out = over_budget = False
+        gave_up = None
         while proc.poll() is None:
             tree = box.tree(proc.pid)
             box.observe(tree)
@@ -191,6 +196,14 @@ def run_child(
                     f"memory_limit_mib={memory_limit_mib}; ending the trial\n".encode()
                 )
                 end_group(proc, grace_s=0)
+                break
+            if watch is not None and (gave_up := watch.gave_up()):
+                log.write(
+                    f"\n[gpu-grid] its allocator gave up on an allocation ({gave_up}): out of memory; ending "
+                    f"it now (the allocator waits for memory before each failure it reports, and the error can "
+                    f"take minutes to reach the program)\n".encode()
+                )
+                end_group(proc, grace_s)
                 break
             if time.monotonic() > deadline:
                 timed_out = True
@@ -223,4 +236,5 @@ def run_child(
         start="warm" if isinstance(proc, WarmChild) else "cold",
         warm_modules=tuple(warm.modules) if warm is not None and isinstance(proc, WarmChild) else (),
         notes=notes,
+        allocator_gave_up=gave_up,
     )
