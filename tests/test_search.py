@@ -370,6 +370,31 @@ def test_a_refit_boundary_runs_as_the_confirmation():
     ]
 
 
+def test_a_fraction_search_is_not_misled_by_a_cold_compile():
+    """The jax ResNet-50 of an H100 run: the uncapped reference compiled cold and peaked at 3,152 MiB
+    (its compiler's scratch), every later run at 464 MiB; fractions under 0.0055 of the 81,559 MiB
+    card ran out of memory. The smallest peak that trained sets the prediction: 3 probes (0.25, then
+    0.006 and 0.004 at once), where the largest peak made the search step down from 0.038 one
+    tolerance a round, then bisect: 11 probes, as the H100 run took."""
+    spec = search_spec(
+        search={"smallest": "memory_fraction", "low": 0.001, "high": 0.25, "tolerance": 0.002, "confirm": 1}
+    )
+    card, combo, seen, ran = 81559.0, combinations(spec, expand(spec))[0], {}, []
+    while True:
+        w = walk(spec, combo, seen.get)
+        if not w.needed:
+            break
+        for trial in w.needed:
+            f, role = trial.config["memory_fraction"], trial.tags["search_role"]
+            ok = f is None or f >= 0.0055
+            peak = (3152.0 if role == "reference" else 464.0) if ok else None
+            ran.append((role, f, ok))
+            seen[trial.trial_id] = Seen(TrialStatus.OK if ok else TrialStatus.OOM, f, None, peak, card)
+    probes = [r for r in ran if r[0] == "probe"]
+    assert len(probes) == 3 and not w.model_failed
+    assert ran[-1] == ("confirm", 0.006, True) and ("probe", 0.004, False) in ran
+
+
 def test_a_confirmation_run_early_that_fails_counts_as_failing():
     """The refit's boundary runs out of memory when it runs in full (a full epoch needs more than the
     probes' first steps): it counts as failing, and the search settles below it, confirmed."""

@@ -6,7 +6,8 @@ used, so that the next probes go there instead of halving the range.
   fitted to the probes that trained. The boundary is the largest b whose need fits the card (times
   the combination's memory_fraction, if it has one).
 - `smallest: memory_fraction`: the memory a trial needs does not depend on its cap (until the cap is
-  too small): the boundary is the smallest fraction of the card that holds the framework's peak.
+  too small): the boundary is the smallest fraction of the card that holds the framework's peak
+  (the smallest peak of a run that trained: one that compiled cold also counts its compiler's scratch).
 
 The need of a trial is NVML's peak per GPU for a batch (what the device ran out of), the framework's
 own peak counter for a fraction (NVML shows what a capped framework preallocated, not what it
@@ -85,13 +86,15 @@ def first_guess(low: int, need_at_low: float, capacity: float) -> int:
 
 
 def fraction_boundary(seen: list[Seen]) -> float | None:
-    """The smallest fraction of the card that holds the largest framework peak any run that trained
-    had (the uncapped reference's above all), or None where none says."""
+    """The smallest fraction of the card that holds the smallest framework peak of a run that
+    trained (each such run shows that its peak was enough), or None where none says. Not the
+    largest: a run that compiled cold counts its compiler's scratch too (an H100's jax ResNet-50
+    reference: 3,152 MiB where every run from the compile cache, capped or not, peaked at 464)."""
     needs = [n for s in seen if s.ok and (n := s.framework_mib if s.framework_mib is not None else s.peak_mib)]
     cards = [s.card_mib for s in seen if s.card_mib]
     if not needs or not cards:
         return None
-    return max(needs) / cards[0]
+    return min(needs) / cards[0]
 
 
 def contradicted(boundary: float, seen: list[Seen], largest: bool, slack: float = 0.0) -> bool:

@@ -9,9 +9,10 @@ and goes on where it stopped:
 1. the working end of the range first (a batch of `low`, a fraction of `high`): a value that trains,
    never a ladder of OOMs from the top; for a memory_fraction search, the uncapped reference runs
    alongside (exclusive, full length, `confirm` times);
-2. then the boundary the memory model predicts (memory_model.py: linear in the batch; the framework's
-   peak over the card for a fraction) and one step past it, both at once; for a batch search with a
-   single point so far, first a batch that surely fits, to draw the line through. A batch boundary
+2. then the boundary the memory model predicts (memory_model.py: linear in the batch; for a fraction,
+   the smallest framework peak of a run that trained, over the card) and one step past it, both at
+   once; for a batch search with a single point so far, first a batch that surely fits, to draw the
+   line through. A batch boundary
    drawn from batches far below it is probed alone: such a line is seldom exact, and the refit
    through the point it gives lands beside the boundary (where the one past it then runs);
 3. where the model cannot say (no memory figures, too few points, not linear, proved wrong by an
