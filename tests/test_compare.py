@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from trials import history
 
 from grid.cli import main
 from grid.errors import UsageError
@@ -61,24 +62,37 @@ def by_backend(verdict: dict) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_real_slowdown_is_a_regression(runs, capsys, tmp_path):
+    """Against a history of 3 runs (the same run thrice: no spread between runs) a 20% slowdown is a
+    regression; against that one run alone it is `noisy`: how far runs of unchanged code differ is
+    unknown, and a run's repeats share its conditions (a 2-core box with two speeds moved unchanged
+    code +15% from one night to the next, and its re-run as far)."""
+    three = history(tmp_path / "history", runs["base"], runs["base"], runs["base"])
     code, verdict, out = compare(
-        capsys, runs["base"], runs["slow"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
+        capsys, three, runs["slow"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
     )
     assert code == 1 and verdict["verdict"] == "regression"
     assert verdict["counts"] == {"regression": 2, "noisy": 0, "improvement": 0, "unchanged": 0, "missing": 0, "new": 0}
     for config in verdict["configs"]:
         assert 10 < config["change_pct"] < 40  # 20% slower sleeps, measured on a busy machine
-        assert config["baseline"]["stats"]["n"] == 1  # one baseline run: one run median
+        assert config["baseline"]["stats"]["n"] == 3  # three baseline runs: three run medians
         assert config["reason"].startswith("worse beyond 5% and the noise band")
-        assert config["noise"]["runs"] == 1 and config["noise"]["between_pct"] is None
+        assert config["noise"]["runs"] == 3 and config["noise"]["between_pct"] == 0
     assert "-> REGRESSION" in out
+    code, verdict, out = compare(
+        capsys, runs["base"], runs["slow"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
+    )
+    assert code == 6 and verdict["counts"]["noisy"] == 2
+    for config in verdict["configs"]:
+        assert config["noise"]["runs"] == 1 and config["noise"]["between_pct"] is None
+        assert "how far runs of unchanged code differ is unknown with 1 baseline run (it takes 3)" in config["reason"]
     assert "1 baseline run: the spread between runs is unknown" in out
 
 
 @pytest.mark.slow
 def test_speedup_is_an_improvement_and_the_same_data_is_unchanged(runs, capsys, tmp_path):
+    three = history(tmp_path / "history", runs["slow"], runs["slow"], runs["slow"])
     code, verdict, _ = compare(
-        capsys, runs["slow"], runs["base"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
+        capsys, three, runs["base"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
     )
     assert code == 0 and verdict["counts"]["improvement"] == 2
     code, verdict, _ = compare(capsys, runs["base"], runs["base"], *LOOSE, json_path=tmp_path / "v.json")
@@ -96,20 +110,26 @@ def scale_metric(results: Path, factors: dict[str, list[float]], metric: str = "
 
 @pytest.mark.slow
 def test_repeats_that_spread_wider_than_the_threshold_are_noisy(runs, capsys, tmp_path):
+    """A config whose repeats spread wide in every run has a band wider than the threshold: `noisy`,
+    saying what would settle it; a config with tight repeats beside it is judged as usual."""
+    wide = tmp_path / "wide"
+    shutil.copytree(runs["base"], wide)
+    scale_metric(wide, {"none": [0.8, 1.0, 1.25], "jax": [1.0, 1.0, 1.0]})
+    three = history(tmp_path / "history", wide, wide, wide)
     current = tmp_path / "current"
     shutil.copytree(runs["base"], current)
     scale_metric(current, {"none": [0.8, 1.15, 1.5], "jax": [1.2, 1.2, 1.2]})
-    code, verdict, _out = compare(capsys, runs["base"], current, *METRIC, json_path=tmp_path / "v.json")
+    code, verdict, _out = compare(capsys, three, current, *METRIC, json_path=tmp_path / "v.json")
     assert code == 1
     configs = by_backend(verdict)
     assert configs["jax"]["kind"] == "regression"
     assert configs["none"]["kind"] == "noisy"
     assert "is wider than the 5% threshold" in configs["none"]["reason"]
-    assert "more accepted runs in the history (1 of the 3 needed" in configs["none"]["reason"]
+    assert "would settle it: more repeats (about" in configs["none"]["reason"]
     shutil.rmtree(current / "sweep=cmp")
     shutil.copytree(runs["base"] / "sweep=cmp", current / "sweep=cmp")
     scale_metric(current, {"none": [0.8, 1.15, 1.5], "jax": [1.0, 1.0, 1.0]})
-    code, verdict, out = compare(capsys, runs["base"], current, *METRIC, json_path=tmp_path / "v.json")
+    code, verdict, out = compare(capsys, three, current, *METRIC, json_path=tmp_path / "v.json")
     assert code == 6 and verdict["verdict"] == "noisy" and "-> NOISY" in out
 
 
@@ -224,6 +244,10 @@ def test_judge_rules():
     )
     short = judge(QUIET, side([1.0]), side([1.3]), [1.3], 5, False, "steady window 0.2 s")
     assert short.kind == "noisy" and short.reason == "steady window 0.2 s"
+    # fewer than 3 runs: how far runs differ is unknown, so even +50% (either way) is at most noisy
+    for runs in (QUIET[:1], QUIET[:2]):
+        assert kind(runs, [1.5, 1.51, 1.49]) == "noisy" and kind(runs, [0.5, 0.5, 0.51]) == "noisy"
+    assert kind(QUIET[:1], [1.0, 1.0, 1.01]) == "unchanged" and kind(QUIET[:3], [1.5, 1.51, 1.49]) == "regression"
 
 
 # A machine with two speeds (the 2-core CPU box, nightly-cpu2 night 3): two of three nights close

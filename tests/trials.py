@@ -116,3 +116,13 @@ def run_example(name: str, results: Path, *sets: str) -> list[dict]:
     failed = [(r["status"], r["error_message"], r["error_tail"]) for r in rows if r["status"] != "ok"]
     assert not failed, failed
     return rows
+
+
+def history(folder: Path, *runs: Path) -> Path:
+    """A baseline history (folder/runs/<UTC time>/, grid/results/history.py) whose runs are links to
+    these results folders, oldest first."""
+    for i, run in enumerate(runs):
+        link = folder / "runs" / f"20260101T{i:06d}Z"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(run.resolve())
+    return folder

@@ -6,8 +6,9 @@ history of one run). Configs are joined on the trial's config (its `config_json`
 median); the noise is the spread of the run medians over the history, the repeats within runs a
 second source (grid/reports/noise.py). A change is flagged only when the current run median moved
 the wrong way by more than the threshold AND beyond the noise band; where the band is wider than the
-threshold the verdict is `noisy`; a flagged change is a regression once re-runs of just that config
-(`--confirm K`) move as far. A steady window too short to time is `noisy` too (results/window.py).
+threshold the verdict is `noisy`, as it is with fewer than 3 baseline runs (how far runs differ is
+not known yet); a flagged change is a regression once re-runs of just that config (`--confirm K`)
+move as far. A steady window too short to time is `noisy` too (results/window.py).
 A config that was ok in the latest baseline run and is not ok now (oom, timeout, ...) is a regression.
 A config of the baseline that the current run lacks makes the comparison incomplete (a gate must not
 pass on what it did not see), and two runs with no config in common are refused: a spec that changed
@@ -194,6 +195,16 @@ def judge(
                 change,
                 noise,
             )
+        if noise.between_pct is None:
+            return Judged(
+                "noisy",
+                f"{direction} by {change:+.1f}%, beyond {threshold:g}% and the band ±{band:.1f}% ({noise.source}), "
+                f"but how far runs of unchanged code differ is unknown with {noise.runs} baseline run"
+                f"{'s' if noise.runs != 1 else ''} (it takes {MIN_RUNS}): a run's repeats share its conditions; "
+                f"would settle it: {noise.settle(threshold)}",
+                change,
+                noise,
+            )
         kind = "regression" if direction == "worse" else "improvement"
         return Judged(
             kind, f"{direction} beyond {threshold:g}% and the noise band ±{band:.1f}% ({noise.source})", change, noise
@@ -293,9 +304,9 @@ def history_notes(runs: list[HistoryRun]) -> list[str]:
         return []
     return [
         f"{len(runs)} baseline run{'s' if len(runs) != 1 else ''}: the spread between runs is unknown (it takes "
-        f"{MIN_RUNS}), so each config is judged against the repeats within a run, doubled; the repeats of one run "
-        f"share its conditions and say little about the next run's. Keep accepted runs (grid compare --accept) "
-        f"for a verdict that knows its noise"
+        f"{MIN_RUNS}), so each config is judged against the repeats within a run, doubled, and a change beyond "
+        f"them is noisy, not a regression: the repeats of one run share its conditions and say little about the "
+        f"next run's. Keep accepted runs (grid compare --accept) for a verdict that knows its noise"
     ]
 
 

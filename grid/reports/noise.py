@@ -7,7 +7,8 @@ config is measured across a history of accepted runs instead: the median of each
 deviation: a standard deviation that one odd night cannot inflate). The repeats within runs are a
 second source: the pooled robust spread of a run's repeats, as the noise of a median of that many.
 With fewer than `MIN_RUNS` baseline runs the spread between runs is unknown; the within-run spread
-stands in, doubled (runs differ by more than the repeats of one run), and the comparison says so.
+stands in, doubled (runs differ by more than the repeats of one run), the comparison says so, and a
+change beyond it is `noisy` (grid/reports/compare.py), not a regression.
 
 A change must exceed both the threshold and the band (`Z` noises) to be flagged; where the band is
 wider than the threshold, a change inside it is `noisy`: the data cannot tell a threshold-sized
