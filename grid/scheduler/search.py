@@ -12,9 +12,9 @@ and goes on where it stopped:
 2. then the boundary the memory model predicts (memory_model.py: linear in the batch; for a fraction,
    the smallest framework peak of a run that trained, over the card) and one step past it, both at
    once; for a batch search with a single point so far, first a batch that surely fits, to draw the
-   line through. A batch boundary
-   drawn from batches far below it is probed alone: such a line is seldom exact, and the refit
-   through the point it gives lands beside the boundary (where the one past it then runs);
+   line through. A batch boundary drawn from batches far below it is probed alone: such a line is
+   seldom exact, and the refit through the point it gives lands beside the boundary (where the one
+   past it then runs);
 3. where the model cannot say (no memory figures, too few points, not linear, proved wrong by an
    outcome), bisection between the last value that worked and the first that failed (the far end of
    the range first, if nothing failed yet), until they are `tolerance` apart;
