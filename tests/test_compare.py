@@ -66,7 +66,7 @@ def test_real_slowdown_is_a_regression(runs, capsys, tmp_path):
     regression; against that one run alone it is `noisy`: how far runs of unchanged code differ is
     unknown, and a run's repeats share its conditions (a 2-core box with two speeds moved unchanged
     code +15% from one night to the next, and its re-run as far)."""
-    three = history(tmp_path / "history", runs["base"], runs["base"], runs["base"])
+    three = history(tmp_path / "history", runs["base"], "cmp")
     code, verdict, out = compare(
         capsys, three, runs["slow"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
     )
@@ -90,7 +90,7 @@ def test_real_slowdown_is_a_regression(runs, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_speedup_is_an_improvement_and_the_same_data_is_unchanged(runs, capsys, tmp_path):
-    three = history(tmp_path / "history", runs["slow"], runs["slow"], runs["slow"])
+    three = history(tmp_path / "history", runs["slow"], "cmp")
     code, verdict, _ = compare(
         capsys, three, runs["base"], *METRIC, "--ignore", "seconds", json_path=tmp_path / "v.json"
     )
@@ -115,7 +115,7 @@ def test_repeats_that_spread_wider_than_the_threshold_are_noisy(runs, capsys, tm
     wide = tmp_path / "wide"
     shutil.copytree(runs["base"], wide)
     scale_metric(wide, {"none": [0.8, 1.0, 1.25], "jax": [1.0, 1.0, 1.0]})
-    three = history(tmp_path / "history", wide, wide, wide)
+    three = history(tmp_path / "history", wide, "cmp")
     current = tmp_path / "current"
     shutil.copytree(runs["base"], current)
     scale_metric(current, {"none": [0.8, 1.15, 1.5], "jax": [1.2, 1.2, 1.2]})

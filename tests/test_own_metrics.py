@@ -73,7 +73,7 @@ def test_query_and_report_see_the_trials_own_columns(runs, capsys):
 
 
 def test_compare_takes_each_metrics_direction(runs, capsys):
-    base, cur = str(history(runs / "history", runs / "base", runs / "base", runs / "base")), str(runs / "cur")
+    base, cur = str(history(runs / "history", runs / "base", "own")), str(runs / "cur")
     assert main(["compare", base, cur, "--metric", "test_acc"]) == 1  # known from its name: higher is better
     assert "test_acc (higher is better)" in capsys.readouterr().out
     assert main(["compare", base, cur, "--metric", "widgets"]) == 1  # declared in the spec: goal max

@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from grid.cli import main
 from grid.protocol import ProcessRecord
+from grid.results.history import accept
 from grid.results.store import ResultStore
 from grid.shared import AttemptTimes, Placement
 from grid.spec.expand import expand
@@ -118,11 +120,9 @@ def run_example(name: str, results: Path, *sets: str) -> list[dict]:
     return rows
 
 
-def history(folder: Path, *runs: Path) -> Path:
-    """A baseline history (folder/runs/<UTC time>/, grid/results/history.py) whose runs are links to
-    these results folders, oldest first."""
-    for i, run in enumerate(runs):
-        link = folder / "runs" / f"20260101T{i:06d}Z"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(run.resolve())
+def history(folder: Path, run: Path, sweep: str, times: int = 3) -> Path:
+    """A baseline history that accepted one run's sweep `times` times (as `grid compare --accept`
+    does, a second apart): runs with no spread between them."""
+    for i in range(times):
+        accept(str(folder), str(run), sweep, keep=times, now=datetime(2026, 1, 1, 0, 0, i, tzinfo=timezone.utc))
     return folder
