@@ -186,22 +186,19 @@ def judge(
     if abs(change) > max(threshold, band):
         direction = "worse" if (change < 0 if higher_better else change > 0) else "better"
         seen = _as_far_in_history(runs, cur.stats.median, worse=direction == "worse", higher_better=higher_better)
-        if seen is not None:
+        why = (
+            f"an accepted run of the baseline measured {fmt_number(seen)}, as far: unchanged code has done as much"
+            if seen is not None
+            else f"how far runs of unchanged code differ is unknown with {noise.runs} baseline "
+            f"run{'s' if noise.runs != 1 else ''} (it takes {MIN_RUNS}): a run's repeats share its conditions"
+            if noise.between_pct is None
+            else None
+        )
+        if why is not None:
             return Judged(
                 "noisy",
                 f"{direction} by {change:+.1f}%, beyond {threshold:g}% and the noise band ±{band:.1f}% "
-                f"({noise.source}), but an accepted run of the baseline measured {fmt_number(seen)}, as far: "
-                f"unchanged code has done as much; would settle it: {noise.settle(threshold)}",
-                change,
-                noise,
-            )
-        if noise.between_pct is None:
-            return Judged(
-                "noisy",
-                f"{direction} by {change:+.1f}%, beyond {threshold:g}% and the band ±{band:.1f}% ({noise.source}), "
-                f"but how far runs of unchanged code differ is unknown with {noise.runs} baseline run"
-                f"{'s' if noise.runs != 1 else ''} (it takes {MIN_RUNS}): a run's repeats share its conditions; "
-                f"would settle it: {noise.settle(threshold)}",
+                f"({noise.source}), but {why}; would settle it: {noise.settle(threshold)}",
                 change,
                 noise,
             )
