@@ -224,7 +224,8 @@ def _next_values(w: Walk, bracket: _Bracket) -> tuple[list[float | int], float |
             at = round_value(bracket.fail - step, integer)  # a little optimistic: just short of what failed
         candidates = (at, round_value(at + step, integer))
         values = [v for v in candidates if bracket.inside(v) and not bracket.further(v, bad)]
-        if integer and values and not _beside_a_trained(bracket, values[0]):
+        beside = bracket.further(at, bracket.ok) and abs(at - bracket.ok) <= NEAR * abs(at)
+        if integer and not beside:
             values = values[:1]  # drawn from far below: seldom exact, so one past it would seldom decide
         if values:
             return values, predicted
@@ -237,24 +238,17 @@ def _next_values(w: Walk, bracket: _Bracket) -> tuple[list[float | int], float |
 NEAR = 0.1  # a predicted boundary this close (relative) to a value that trained is likely the answer
 
 
-def _early_confirm(
-    w: Walk, bracket: _Bracket, values: list[float | int], predicted: float | None
-) -> float | int | None:
+def _early_confirm(w: Walk, values: list[float | int], predicted: float | None) -> float | int | None:
     """The value of a predicted round of a batch search (a boundary and one past it) that runs as
-    its first confirmation instead of as a probe: the boundary, where a value that trained lies
-    within NEAR of it (the line then runs through a point beside the boundary: a refit, seldom
-    wrong). Not for a first prediction from small batches far below (a confirmation is full length:
-    a wrong one costs a whole run), nor where probes share GPUs (a fraction search's: a confirmation
-    runs alone). None: all probes."""
+    its first confirmation instead of as a probe: the boundary. A batch search predicts such a pair
+    only where a value that trained lies within NEAR of the boundary (_next_values: the line then
+    runs through a point beside it, a refit, seldom wrong); a first prediction from small batches
+    far below is a probe alone (a confirmation is full length: a wrong one costs a whole run). Not
+    where probes share GPUs (a fraction search's: a confirmation runs alone). None: all probes."""
     search = w.search
     if predicted is None or not search.integer or search.confirm < 1 or len(values) < 2:
         return None
-    return values[0] if _beside_a_trained(bracket, values[0]) else None
-
-
-def _beside_a_trained(bracket: _Bracket, at: float | int) -> bool:
-    """Whether `at` lies past the last value that trained, within NEAR of it."""
-    return bracket.further(at, bracket.ok) and abs(at - bracket.ok) <= NEAR * abs(at)
+    return values[0]
 
 
 def walk(spec: GridSpec, combo: Combination, lookup: Lookup) -> Walk:
@@ -276,7 +270,7 @@ def walk(spec: GridSpec, combo: Combination, lookup: Lookup) -> Walk:
             values, predicted = _next_values(w, bracket)
             if not values:
                 break
-            outcomes = w.probes(values, predicted, _early_confirm(w, bracket, values, predicted))
+            outcomes = w.probes(values, predicted, _early_confirm(w, values, predicted))
             if any(o is None for o in outcomes):
                 return w
             for value, outcome in zip(values, outcomes):
