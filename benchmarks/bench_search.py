@@ -145,8 +145,13 @@ def resnet_fraction_search(out: Path) -> list[dict]:
                 "exit": code,
                 "seconds": seconds,
                 "answers": [
-                    {"search": r.label, "answer": r.last_ok, "first_fail": r.first_fail, "probes": r.probes}
-                    | {"confirmed": r.confirmed}
+                    {
+                        "search": r.label,
+                        "answer": r.last_ok,
+                        "first_fail": r.first_fail,
+                        "probes": r.probes,
+                        "confirmed": r.confirmed,
+                    }
                     for r in results
                 ],
                 "probes": sum(r.probes for r in results),
