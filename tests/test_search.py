@@ -268,25 +268,35 @@ def test_next_trials_counts_searches_done(tmp_path):
 # -- predicted from the memory the probes used
 
 
+def replay(spec, outcome) -> tuple:
+    """Walk a spec's one search to its end, each trial it needs ending as `outcome(trial)` (a Seen):
+    the last walk, every outcome by trial id, and the trials in the order they ran as (role, value, ok)."""
+    combo = combinations(spec, expand(spec))[0]
+    seen: dict = {}
+    ran = []
+    while True:
+        w = walk(spec, combo, seen.get)
+        if not w.needed:
+            return w, seen, ran
+        for trial in w.needed:
+            found = seen[trial.trial_id] = outcome(trial)
+            ran.append((trial.tags["search_role"], trial.config[spec.search.axis], found.ok))
+
+
+def batch_outcome(need, card_mib: float, extra=lambda role, b: 0.0):
+    """A trial's outcome where a batch needs need(b) MiB (and `extra` more for a role) of a card."""
+
+    def outcome(trial) -> Seen:
+        b = trial.config["batch_size"]
+        ok = need(b) + extra(trial.tags["search_role"], b) <= card_mib
+        return Seen(TrialStatus.OK if ok else TrialStatus.OOM, b, need(b) if ok else None, None, card_mib)
+
+    return outcome
+
+
 def linear(boundary_mib: float, base: float, per_item: float):
     """A lookup whose trials need base + per_item x batch MiB of a card of boundary_mib (as NVML sees it)."""
-
-    def run_all(spec):
-        seen = {}
-        combo = combinations(spec, expand(spec))[0]
-        while True:
-            w = walk(spec, combo, seen.get)
-            if not w.needed:
-                return w, seen
-            for trial in w.needed:
-                batch = trial.config["batch_size"]
-                need = base + per_item * batch
-                status = TrialStatus.OK if need <= boundary_mib else TrialStatus.OOM
-                seen[trial.trial_id] = Seen(
-                    status, batch, need if status is TrialStatus.OK else None, None, boundary_mib
-                )
-
-    return run_all
+    return lambda spec: replay(spec, batch_outcome(lambda b: base + per_item * b, boundary_mib))[:2]
 
 
 def test_a_linear_memory_finds_the_exact_batch_in_four_probes():
@@ -304,19 +314,7 @@ def test_a_prediction_proved_wrong_falls_back_to_bisection():
     """Memory that grows faster than a line (attention's square): the line's boundary runs out of
     memory, and bisection finds the exact boundary between what worked and what failed."""
     spec = search_spec(search={"largest": "batch_size", "low": 1, "high": 256, "tolerance": 1, "confirm": 1})
-    combo = combinations(spec, expand(spec))[0]
-    seen: dict = {}
-    while True:
-        w = walk(spec, combo, seen.get)
-        if not w.needed:
-            break
-        for trial in w.needed:
-            b = trial.config["batch_size"]
-            need = 1000 + 100 * b + 2 * b * b
-            ok = need <= 40000
-            seen[trial.trial_id] = Seen(
-                TrialStatus.OK if ok else TrialStatus.OOM, b, need if ok else None, None, 40000.0
-            )
+    w, seen, _ = replay(spec, batch_outcome(lambda b: 1000 + 100 * b + 2 * b * b, 40000.0))
     assert w.done and w.model_failed
     ok = max(s.value for s in seen.values() if s.status is TrialStatus.OK)
     assert ok == max(b for b in range(1, 257) if 1000 + 100 * b + 2 * b * b <= 40000)
@@ -325,20 +323,7 @@ def test_a_prediction_proved_wrong_falls_back_to_bisection():
 def simulate(spec, need, card_mib: float, extra=lambda role, b: 0.0) -> list[tuple[str, int, bool]]:
     """Walk a batch search to its end over a memory need (MiB at a batch; `extra` more for a role) and
     a card: the trials it ran, in order, as (role, batch, fits)."""
-    combo = combinations(spec, expand(spec))[0]
-    seen: dict = {}
-    ran = []
-    while True:
-        w = walk(spec, combo, seen.get)
-        if not w.needed:
-            return ran
-        for trial in w.needed:
-            b, role = trial.config["batch_size"], trial.tags["search_role"]
-            ok = need(b) + extra(role, b) <= card_mib
-            ran.append((role, b, ok))
-            seen[trial.trial_id] = Seen(
-                TrialStatus.OK if ok else TrialStatus.OOM, b, need(b) if ok else None, None, card_mib
-            )
+    return replay(spec, batch_outcome(need, card_mib, extra))[2]
 
 
 def test_a_refit_boundary_runs_as_the_confirmation():
@@ -379,17 +364,14 @@ def test_a_fraction_search_is_not_misled_by_a_cold_compile():
     spec = search_spec(
         search={"smallest": "memory_fraction", "low": 0.001, "high": 0.25, "tolerance": 0.002, "confirm": 1}
     )
-    card, combo, seen, ran = 81559.0, combinations(spec, expand(spec))[0], {}, []
-    while True:
-        w = walk(spec, combo, seen.get)
-        if not w.needed:
-            break
-        for trial in w.needed:
-            f, role = trial.config["memory_fraction"], trial.tags["search_role"]
-            ok = f is None or f >= 0.0055
-            peak = (3152.0 if role == "reference" else 464.0) if ok else None
-            ran.append((role, f, ok))
-            seen[trial.trial_id] = Seen(TrialStatus.OK if ok else TrialStatus.OOM, f, None, peak, card)
+
+    def outcome(trial) -> Seen:
+        f = trial.config["memory_fraction"]
+        ok = f is None or f >= 0.0055
+        peak = (3152.0 if trial.tags["search_role"] == "reference" else 464.0) if ok else None
+        return Seen(TrialStatus.OK if ok else TrialStatus.OOM, f, None, peak, 81559.0)
+
+    w, _, ran = replay(spec, outcome)
     probes = [r for r in ran if r[0] == "probe"]
     assert len(probes) == 3 and not w.model_failed
     assert ran[-1] == ("confirm", 0.006, True) and ("probe", 0.004, False) in ran
