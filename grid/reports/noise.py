@@ -23,7 +23,6 @@ change from noise.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -56,11 +55,8 @@ class Noise:
 
     @property
     def history_pct(self) -> float:
-        """The noise the history shows: between runs, or within them where that is wider (doubled
-        where the spread between runs is unknown)."""
-        if self.between_pct is None:
-            return self.within_pct * SINGLE_RUN_FACTOR
-        return max(self.between_pct, self.within_pct)
+        """The noise the history shows (history_noise)."""
+        return history_noise(self.between_pct, self.within_pct)
 
     @property
     def own_widest(self) -> bool:
@@ -97,6 +93,14 @@ class Noise:
         return math.ceil(self.repeats * (Z * noise_pct / max(threshold, 1e-9)) ** 2)
 
 
+def history_noise(between_pct: float | None, within_pct: float) -> float:
+    """The noise a history shows: between runs, or within them where that is wider (doubled where
+    the spread between runs is unknown)."""
+    if between_pct is None:
+        return within_pct * SINGLE_RUN_FACTOR
+    return max(between_pct, within_pct)
+
+
 def median_noise_pct(sd: float, n: int, scale: float) -> float:
     """The noise of a median of n values whose spread is `sd` (1.2533 x sd / sqrt(n)), in percent of
     `scale`."""
@@ -119,8 +123,7 @@ def noise_of(run_values: list[list[float]], current: list[float]) -> Noise | Non
     within = median_noise_pct(per_repeat, repeats, scale)
     between = 100 * mad_sd(medians) / scale if len(runs) >= MIN_RUNS else None
     own = median_noise_pct(mad_sd(current), len(current), scale)
-    noise = Noise(len(runs), center, between, within, repeats, 0.0, own)
-    return dataclasses.replace(noise, band_pct=Z * max(noise.history_pct, own))
+    return Noise(len(runs), center, between, within, repeats, Z * max(history_noise(between, within), own), own)
 
 
 def _cost(values: list[float]) -> float:
