@@ -26,6 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
+# Below this much free disk SeaweedFS turns every volume read-only, and a write hangs until the
+# client gives up. Its default, 1% of the disk, is 2.5 GiB of a 250 GiB disk: on a disk 99% full
+# every test that writes to it waited out its timeouts (a make test ran past 90 minutes). The
+# tests write a few MiB.
+MIN_FREE_MIB = 256
 _PROBE = """
 import sys, time
 import pyarrow.fs as fs
@@ -156,6 +161,12 @@ def start(
     """Start SeaweedFS (master, volume, filer, S3 gateway in one process) and create `bucket`."""
     directory = Path(directory)
     (directory / "data").mkdir(parents=True, exist_ok=True)
+    free_mib = shutil.disk_usage(directory).free / 2**20
+    if free_mib < 2 * MIN_FREE_MIB:
+        raise RuntimeError(
+            f"SeaweedFS needs {2 * MIN_FREE_MIB} MiB free under {directory}, found {free_mib:.0f} MiB: below "
+            f"{MIN_FREE_MIB} MiB it takes no writes. Free some disk and run again."
+        )
     access, secret = "grid" + secrets.token_hex(4), secrets.token_hex(20)
     config = directory / "s3-identities.json"
     config.write_text(
@@ -193,6 +204,7 @@ def start(
         f"-s3.config={config}",
         "-master.volumeSizeLimitMB=64",
         "-volume.max=0",
+        f"-volume.minFreeSpace={MIN_FREE_MIB}MiB",
         "-metricsPort=0",
     ]
     log = str(directory / "weed.log")

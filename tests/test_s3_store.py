@@ -218,3 +218,14 @@ def test_driver_without_access_is_refused_before_anything_runs(aws_env, monkeypa
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(ResultsError, match="this driver .* cannot write to s3://"):
         check_results_location(ResultStore(aws_env.uri("refused")))
+
+
+def test_a_disk_too_full_for_the_s3_server_is_said_before_it_starts(tmp_path, monkeypatch):
+    """SeaweedFS takes no writes below its free-space floor, and a write then hangs until the client
+    gives up: the server is not started on such a disk, and the error says why."""
+    import s3server
+
+    monkeypatch.setattr(s3server, "MIN_FREE_MIB", shutil.disk_usage(tmp_path).free // 2**20 + 1)
+    with pytest.raises(RuntimeError, match=r"SeaweedFS needs \d+ MiB free under .*, found \d+ MiB"):
+        s3server.start(tmp_path / "s3")
+    assert not list((tmp_path / "s3").glob("*.json")), "nothing was started or written for it"
