@@ -5,14 +5,14 @@ by the rule before it (one baseline run, 5% beyond the min-max range of its repe
     python benchmarks/bench_nightly.py OUT_DIR [--nights 22] [--slowdowns 5,10,20] [--slow-nights 3]
         [--spec specs/nightly.yaml] [--set KEY=VALUE ...] [--runner local] [--quick [--resnet]] [--confirm 1]
 
-Needs keras and a backend in the interpreter that runs the trials (the slowdown is a Keras callback);
-not ray (`--runner local`, the default) nor duckdb.
+Needs keras and a backend in the interpreter that runs the trials (the slowdown is in the Keras
+workloads); not ray (`--runner local`, the default) nor duckdb.
 
-Collect: OUT_DIR/nights/NNN-base/ are runs of the spec as it is (with `KERAS_SLOWDOWN_PCT=0`: the
-same per-step callback, no extra work); a night NNN-slowP/ runs it with `KERAS_SLOWDOWN_PCT=P` in
-the trials' environment (the Keras workloads then do P% more work per training step), inserted
-after the base nights once the history is full, as a slower commit would land. Each night is
-`grid run` in its own process (`--runner local`: no Ray needed).
+Collect: OUT_DIR/nights/NNN-base/ are runs of the spec as it is (`KERAS_SLOWDOWN_PCT=0`: nothing
+added); a night NNN-slowP/ runs it with `KERAS_SLOWDOWN_PCT=P` in the trials' environment (the
+Keras workloads then run P% more steps an epoch, rounded to whole steps: the rows' `data_note`
+gives the share added), inserted after the base nights once the history is full, as a slower
+commit would land. Each night is `grid run` in its own process (`--runner local`: no Ray needed).
 Judge: every base night from the second on against the (up to 10) base nights before it: false
 alarms; every slow night against each window of 10 consecutive base nights (before or after it):
 catches. A flagged night is confirmed by a fresh re-run of the same code (one per night, reused by
@@ -63,6 +63,10 @@ def plan(nights: int, slowdowns: list[float], slow_nights: int, history: int) ->
     return order
 
 
+# How the slowdown is injected (tasks/keras_common.py): nights of another kind are not mixed in.
+INJECTION = "more steps an epoch"
+
+
 def night_dir(out: Path, index: int, kind: str, pct: float) -> Path:
     return out / "nights" / (f"{index:03d}-base" if kind == "base" else f"{index:03d}-slow{pct:g}")
 
@@ -73,13 +77,20 @@ def collect(args: argparse.Namespace, runner: list[str]) -> list[dict]:
         folder = night_dir(args.out, index, kind, pct)
         marker = folder / DONE
         if marker.is_file():
-            done.append(json.loads(marker.read_text()))
+            night = json.loads(marker.read_text())
+            if night.get("injection") != INJECTION:
+                sys.exit(
+                    f"{folder} was collected with the slowdown as a per-step callback, which made every step of every "
+                    f"night wait for the host; these nights add {INJECTION}: collect into a new OUT_DIR"
+                )
+            done.append(night)
             continue
         if args.judge_only:
             continue
-        env = {"KERAS_SLOWDOWN_PCT": f"{pct:g}"}  # 0 on base nights: the same per-step callback, no extra work
+        env = {"KERAS_SLOWDOWN_PCT": f"{pct:g}"}  # 0 on base nights: nothing added
         ran = grid_run(args.spec, folder / "results", args.set, runner, env)
-        night = {"index": index, "kind": kind, "slowdown_pct": pct, "dir": str(folder.relative_to(args.out)), **ran}
+        night = {"index": index, "kind": kind, "slowdown_pct": pct, "injection": INJECTION}
+        night |= {"dir": str(folder.relative_to(args.out)), **ran}
         marker.write_text(json.dumps(night) + "\n")
         print(f"night {index}: {kind} {pct:g}% -> exit {ran['exit']} in {ran['seconds']} s", flush=True)
         done.append(night)

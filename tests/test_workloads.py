@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from trials import MXNET_PYTHON, ok, run_trial
 
-from tasks import data
+from tasks import data, keras_common
 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 needs_mxnet = pytest.mark.skipif(
@@ -59,6 +59,32 @@ def test_keras_tiny_trains_on_each_backend(tmp_path, backend):
     assert row["memory_cap_method"] == "none (framework default)"
     assert row["fit_calls"] == 1 and row["processes"] == 1
     assert row["loss"] > 0 and json.loads(row["series_json"])["loss"][-1] == row["loss"]
+
+
+@pytest.mark.slow
+def test_a_slowdown_on_purpose_is_more_steps_of_the_same_work(tmp_path):
+    """KERAS_SLOWDOWN_PCT (make bench-nightly's slower commit) adds steps to every epoch, counted by
+    the optimizer's own step counter, and nothing between the steps; the row says what was added."""
+    params = {"epochs": 2, "images": 256, "batch_size": 32}
+    row = ok(run_trial(tmp_path, "keras_tiny", "jax", params, env={"KERAS_SLOWDOWN_PCT": "25"}))
+    assert row["images_per_epoch"] == 320  # 8 steps of 32, and 2 more
+    assert "KERAS_SLOWDOWN_PCT=25: 2 more steps an epoch on top of 8 (25.0% more work)" in row["data_note"]
+    assert row["data"] == "synthetic"
+
+
+def test_slowdown_values_are_checked_before_any_training(monkeypatch):
+    dataset = data.synthetic(320)
+    for bad, why in (("ten", "expected a percentage"), ("-5", "expected a percentage"), ("1", "less than one step")):
+        monkeypatch.setenv(keras_common.SLOWDOWN_VAR, bad)
+        with pytest.raises(ValueError, match=why):
+            keras_common.slowed_down(dataset, 32)
+    for nothing in ("", "0"):
+        monkeypatch.setenv(keras_common.SLOWDOWN_VAR, nothing)
+        assert keras_common.slowed_down(dataset, 32) is dataset
+    monkeypatch.setenv(keras_common.SLOWDOWN_VAR, "150")  # more than an epoch: round the data again
+    slowed = keras_common.slowed_down(dataset, 32)
+    assert len(slowed.y) == 320 + 15 * 32
+    assert (slowed.x[320:640] == dataset.x).all() and (slowed.y[640:] == dataset.y[:160]).all()
 
 
 @pytest.mark.slow
