@@ -172,6 +172,24 @@ def test_search_finds_the_hidden_boundary_exactly(tmp_path):
     assert run(spec, tmp_path).rows == []
 
 
+def test_a_rounds_exclusive_trials_run_before_its_probes_share_the_gpu(tmp_path):
+    """One card, two fraction searches: both uncapped references (exclusive) run before the first
+    probes, which then share the GPU and load what the references compiled; queued behind the
+    probes, a reference waited for them and a probe compiled cold in a packed round."""
+    spec = search_spec(
+        params={"oom_below_fraction": 0.137},
+        axes={"backend": ["jax", "torch"]},
+        search={"smallest": "memory_fraction", "low": 0.001, "high": 0.3, "tolerance": 0.1, "confirm": 1},
+    )
+    run(spec, tmp_path, num_gpus=1, gpu_memory_mib=10_000)
+    rows = latest(tmp_path)
+    references = [r for r in rows if r["search_role"] == "reference"]
+    firsts = [r for r in rows if r["search_role"] == "probe" and r["search_step"] == 1]
+    assert len(references) == 2 and len(firsts) == 2
+    assert max(r["ended_at"] for r in references) <= min(r["started_at"] for r in firsts)
+    assert all(r["shared_with"] for r in firsts), "the first probes (0.3 x 10,000 MiB + context each) share"
+
+
 def test_largest_batch_size_search(tmp_path):
     spec = search_spec(
         params={"oom_above_batch": 100},

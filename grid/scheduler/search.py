@@ -8,7 +8,8 @@ and goes on where it stopped:
 
 1. the working end of the range first (a batch of `low`, a fraction of `high`): a value that trains,
    never a ladder of OOMs from the top; for a memory_fraction search, the uncapped reference runs
-   alongside (exclusive, full length, `confirm` times);
+   in the same round (exclusive, full length, `confirm` times; a round's exclusive trials run
+   before its shared probes, so that those load what the exclusive ones compiled);
 2. then the boundary the memory model predicts (memory_model.py: linear in the batch; for a fraction,
    the smallest framework peak of a run that trained, over the card) and one step past it, both at
    once; for a batch search with a single point so far, first a batch that surely fits, to draw the
@@ -311,6 +312,11 @@ def next_trials(
         done += w.done
         needed += w.needed
     unique = {t.trial_id: t for t in needed}.values()  # two searches never share a trial; be safe
+    # The exclusive trials of a round (uncapped references, confirmations) first: the driver hands
+    # out the queue in order, so each compiles its program alone, and the probes that share a GPU
+    # after them load what it compiled. Queued behind probes, a reference waited for them to end
+    # and a probe compiled cold in a packed round (an H100: 13.8 s, where cached probes took 4-5 s).
+    unique = sorted(unique, key=lambda t: not t.exclusive)
     numbered = [
         Trial(t.trial_id, t.workload, t.config, t.repeat, i, t.exclusive, t.tags, t.stop_after_steps)
         for i, t in enumerate(unique)
