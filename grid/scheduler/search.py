@@ -311,7 +311,7 @@ def next_trials(
         w = walk(spec, combo, lookup)
         done += w.done
         needed += w.needed
-    unique = {t.trial_id: t for t in needed}.values()  # two searches never share a trial; be safe
+    unique = list({t.trial_id: t for t in needed}.values())  # two searches never share a trial; be safe
     # The exclusive trials of a round (uncapped references, confirmations) first: the driver hands
     # out the queue in order, so each compiles its program alone, and the probes that share a GPU
     # after them load what it compiled. Queued behind probes, a reference waited for them to end
