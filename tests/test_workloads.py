@@ -81,6 +81,9 @@ def test_slowdown_values_are_checked_before_any_training(monkeypatch):
     for nothing in ("", "0"):
         monkeypatch.setenv(keras_common.SLOWDOWN_VAR, nothing)
         assert keras_common.slowed_down(dataset, 32) is dataset
+    monkeypatch.setenv(keras_common.SLOWDOWN_VAR, "10")  # torch on several GPUs trains in its own loop
+    with pytest.raises(ValueError, match="torch with gpus > 1 trains in tasks/torch_ddp.py"):
+        keras_common.run({"backend": "torch", "gpus": 2, "batch_size": 32}, data)  # refused before any workload
     monkeypatch.setenv(keras_common.SLOWDOWN_VAR, "150")  # more than an epoch: round the data again
     slowed = keras_common.slowed_down(dataset, 32)
     assert len(slowed.y) == 320 + 15 * 32
