@@ -89,8 +89,14 @@ def collect(args: argparse.Namespace, runner: list[str]) -> list[dict]:
             continue
         env = {"KERAS_SLOWDOWN_PCT": f"{pct:g}"}  # 0 on base nights: nothing added
         ran = grid_run(args.spec, folder / "results", args.set, runner, env)
-        night = {"index": index, "kind": kind, "slowdown_pct": pct, "injection": INJECTION}
-        night |= {"dir": str(folder.relative_to(args.out)), **ran}
+        night = {
+            "index": index,
+            "kind": kind,
+            "slowdown_pct": pct,
+            "injection": INJECTION,
+            "dir": str(folder.relative_to(args.out)),
+            **ran,
+        }
         marker.write_text(json.dumps(night) + "\n")
         print(f"night {index}: {kind} {pct:g}% -> exit {ran['exit']} in {ran['seconds']} s", flush=True)
         done.append(night)

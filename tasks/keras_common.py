@@ -70,14 +70,14 @@ def run(cfg: dict, workload: ModuleType) -> dict:
     """One Keras trial: data, model, `fit` (or `predict` passes, each reported as an epoch)."""
     k = cfg.get("gpus", 1)
     if cfg["backend"] == "torch" and k > 1:
-        if os.environ.get(SLOWDOWN_VAR, "0").strip() not in ("", "0"):
+        if slowdown_pct():
             raise ValueError(f"{SLOWDOWN_VAR} slows Keras' own loop; torch with gpus > 1 trains in tasks/torch_ddp.py")
         from tasks import torch_ddp
 
         return torch_ddp.run(cfg, workload.__name__, k)
     keras = import_module("keras")
     global_batch = cfg["batch_size"] * k
-    dataset = slowed_down(whole_batches(workload.load_data(cfg), global_batch), global_batch)
+    dataset = slowed_down(whole_batches(workload.load_data(cfg), global_batch), global_batch, slowdown_pct())
     model, how = distributed_model(keras, workload, cfg)
     if cfg.get("mode", "train") == "train":
         model.fit(dataset.x, dataset.y, batch_size=global_batch, epochs=cfg["epochs"], verbose=0)
@@ -90,7 +90,19 @@ def run(cfg: dict, workload: ModuleType) -> dict:
 SLOWDOWN_VAR = "KERAS_SLOWDOWN_PCT"
 
 
-def slowed_down(dataset: Any, global_batch: int) -> Any:
+def slowdown_pct() -> float:
+    """KERAS_SLOWDOWN_PCT as a percentage (unset or empty: 0), checked before anything trains."""
+    text = os.environ.get(SLOWDOWN_VAR, "").strip()
+    try:
+        pct = float(text or 0)
+    except ValueError:
+        pct = float("nan")
+    if not 0 <= pct <= 1000:
+        raise ValueError(f"Received: {SLOWDOWN_VAR}={text!r}, expected a percentage 0 <= P <= 1000, e.g. 10")
+    return pct
+
+
+def slowed_down(dataset: Any, global_batch: int, pct: float) -> Any:
     """A slower commit on purpose, for benchmarks of the nightly check (`env: {KERAS_SLOWDOWN_PCT:
     10}` in a spec): every epoch (of `fit`, or a `predict` pass) runs P% more batches, its first
     batches once more, so it does P% more of the same device work. Nothing runs between the steps:
@@ -98,28 +110,19 @@ def slowed_down(dataset: Any, global_batch: int) -> Any:
     was done before, made every step wait for the host, on the unchanged nights too). Not a config
     value: the trial ids and the join of `grid compare` stay those of the code without it, as a
     slower commit's would. The row says so in `data_note`; its `images_per_epoch` counts the extra
-    batches. Unset, empty or `0`: the dataset as it is."""
-    text = os.environ.get(SLOWDOWN_VAR, "").strip()
-    if not text:
-        return dataset
-    try:
-        pct = float(text)
-    except ValueError:
-        pct = float("nan")
-    if not 0 <= pct <= 1000:
-        raise ValueError(f"Received: {SLOWDOWN_VAR}={text!r}, expected a percentage 0 <= P <= 1000, e.g. 10")
-    steps = len(dataset.y) // global_batch
-    extra = round(steps * pct / 100)
+    batches. `pct` 0 (the variable unset, empty or `0`): the dataset as it is."""
     if pct == 0:
         return dataset
+    steps = len(dataset.y) // global_batch
+    extra = round(steps * pct / 100)
     if extra == 0:
         raise ValueError(
-            f"Received: {SLOWDOWN_VAR}={text} with {steps} steps an epoch: that is less than one step more; "
+            f"Received: {SLOWDOWN_VAR}={pct:g} with {steps} steps an epoch: that is less than one step more; "
             f"raise images to at least {math.ceil(50 / pct) * global_batch} (steps x batch) or the percentage"
         )
     again = np.arange(extra * global_batch) % len(dataset.y)  # past one epoch's worth, round again
     note = (
-        f"{dataset.note}; {SLOWDOWN_VAR}={text}: {extra} more steps an epoch on top of {steps} "
+        f"{dataset.note}; {SLOWDOWN_VAR}={pct:g}: {extra} more steps an epoch on top of {steps} "
         f"({100 * extra / steps:.1f}% more work), its first batches again"
     )
     x, y = np.concatenate([dataset.x, dataset.x[again]]), np.concatenate([dataset.y, dataset.y[again]])

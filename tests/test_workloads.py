@@ -77,15 +77,15 @@ def test_slowdown_values_are_checked_before_any_training(monkeypatch):
     for bad, why in (("ten", "expected a percentage"), ("-5", "expected a percentage"), ("1", "less than one step")):
         monkeypatch.setenv(keras_common.SLOWDOWN_VAR, bad)
         with pytest.raises(ValueError, match=why):
-            keras_common.slowed_down(dataset, 32)
+            keras_common.slowed_down(dataset, 32, keras_common.slowdown_pct())
     for nothing in ("", "0"):
         monkeypatch.setenv(keras_common.SLOWDOWN_VAR, nothing)
-        assert keras_common.slowed_down(dataset, 32) is dataset
+        assert keras_common.slowed_down(dataset, 32, keras_common.slowdown_pct()) is dataset
     monkeypatch.setenv(keras_common.SLOWDOWN_VAR, "10")  # torch on several GPUs trains in its own loop
     with pytest.raises(ValueError, match="torch with gpus > 1 trains in tasks/torch_ddp.py"):
         keras_common.run({"backend": "torch", "gpus": 2, "batch_size": 32}, data)  # refused before any workload
     monkeypatch.setenv(keras_common.SLOWDOWN_VAR, "150")  # more than an epoch: round the data again
-    slowed = keras_common.slowed_down(dataset, 32)
+    slowed = keras_common.slowed_down(dataset, 32, keras_common.slowdown_pct())
     assert len(slowed.y) == 320 + 15 * 32
     assert (slowed.x[320:640] == dataset.x).all() and (slowed.y[640:] == dataset.y[:160]).all()
 

@@ -311,12 +311,12 @@ def next_trials(
         w = walk(spec, combo, lookup)
         done += w.done
         needed += w.needed
-    unique = list({t.trial_id: t for t in needed}.values())  # two searches never share a trial; be safe
-    # The exclusive trials of a round (uncapped references, confirmations) first: the driver hands
-    # out the queue in order, so each compiles its program alone, and the probes that share a GPU
-    # after them load what it compiled. Queued behind probes, a reference waited for them to end
-    # and a probe compiled cold in a packed round (an H100: 13.8 s, where cached probes took 4-5 s).
-    unique = sorted(unique, key=lambda t: not t.exclusive)
+    # One trial per id (two searches never share one; to be safe), the round's exclusive trials
+    # (uncapped references, confirmations) first: the driver hands out the queue in order, so each
+    # compiles its program alone, and the probes that share a GPU after them load what it compiled.
+    # Queued behind probes, a reference waited for them to end and a probe compiled cold in a
+    # packed round (an H100: 13.8 s, where cached probes took 4-5 s).
+    unique = sorted({t.trial_id: t for t in needed}.values(), key=lambda t: not t.exclusive)
     numbered = [
         Trial(t.trial_id, t.workload, t.config, t.repeat, i, t.exclusive, t.tags, t.stop_after_steps)
         for i, t in enumerate(unique)
